@@ -1,0 +1,227 @@
+"""The ``batcomputer`` command line: registry, data, training, scoring and (lazily) the services."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from batcomputer.errors import BatcomputerError, ValidationFailed
+from batcomputer.registry import Registry
+from batcomputer.settings import Settings
+
+
+def split_ref(text: str) -> tuple[str, str | None]:
+    """'crime@3' -> ('crime', '3'); 'crime@staging' -> ('crime', 'staging'); 'crime' -> ('crime', None)."""
+    model, _, ref = text.partition("@")
+    return model, ref or None
+
+
+class Context:
+    """Settings and registry, built once per command from the environment."""
+
+    def __init__(self) -> None:
+        self.settings = Settings.from_env()
+        self._registry: Registry | None = None
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = Registry.from_settings(self.settings)
+        return self._registry
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _figure(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "-"
+
+
+@click.group()
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Batcomputer: train, publish and serve scikit-learn models."""
+    ctx.obj = Context()
+
+
+@cli.group(invoke_without_command=True)
+@pass_context
+@click.pass_context
+def models(click_ctx: click.Context, ctx: Context) -> None:
+    """List models with their versions, aliases and headline holdout metrics."""
+    if click_ctx.invoked_subcommand:
+        return
+    rows = []
+    for model in ctx.registry.models():
+        aliases = ctx.registry.aliases(model)
+        by_version: dict[int, list[str]] = {}
+        for alias, version in aliases.items():
+            by_version.setdefault(version, []).append(alias)
+        for version in ctx.registry.versions(model):
+            metrics = ctx.registry.bundle(model, version).metrics
+            rows.append([model, str(version), ",".join(sorted(by_version.get(version, []))) or "-",
+                         _figure(metrics.get("log_loss")), _figure(metrics.get("roc_auc")),
+                         _figure(metrics.get("pr_auc")), _figure(metrics.get("accuracy"))])
+    if not rows:
+        click.echo(f"no models in {ctx.registry.store.url}; train one with `batcomputer train crime --promote`")
+        return
+    click.echo(_table(rows, ["model", "version", "aliases", "log_loss", "roc_auc", "pr_auc", "accuracy"]))
+
+
+@models.command("show")
+@click.argument("ref")
+@pass_context
+def models_show(ctx: Context, ref: str) -> None:
+    """Show a model's schema, metrics and manifest: MODEL, MODEL@VERSION or MODEL@ALIAS."""
+    model, version_or_alias = split_ref(ref)
+    bundle = ctx.registry.bundle(model, version_or_alias)
+    click.echo(json.dumps({"model": model, "version": bundle.version, "sha256": bundle.sha256,
+                           "aliases": ctx.registry.aliases(model), "schema": bundle.schema.to_json(),
+                           "metrics": bundle.metrics, "manifest": bundle.manifest}, indent=2))
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("version", type=int)
+@click.option("--alias", default="production", show_default=True)
+@click.option("--reason", default="", help="Why, for the alias history")
+@pass_context
+def promote(ctx: Context, model: str, version: int, alias: str, reason: str) -> None:
+    """Point an alias of MODEL at VERSION."""
+    move = ctx.registry.set_alias(model, alias, version, reason=reason or "batcomputer promote")
+    click.echo(f"{model}: {alias} {move['from'] or '-'} -> {move['to']}")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--alias", default="production", show_default=True)
+@click.option("--reason", default="", help="Why, for the alias history")
+@pass_context
+def rollback(ctx: Context, model: str, alias: str, reason: str) -> None:
+    """Move an alias of MODEL back to its previous target."""
+    move = ctx.registry.rollback(model, alias, reason=reason or "batcomputer rollback")
+    click.echo(f"{model}: {alias} {move['from']} -> {move['to']} (rollback)")
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--alias", default=None, help="Only this alias")
+@pass_context
+def history(ctx: Context, model: str, alias: str | None) -> None:
+    """Every alias move of MODEL, oldest first."""
+    moves = ctx.registry.history(model, alias)
+    if not moves:
+        click.echo(f"{model}: no alias moves yet")
+        return
+    click.echo(_table([[m["at"], m["alias"], str(m["from"] or "-"), str(m["to"]), m["kind"], m["by"], m["reason"]]
+                       for m in moves], ["at", "alias", "from", "to", "kind", "by", "reason"]))
+
+
+@cli.command()
+@click.argument("ref")
+@click.argument("assignments", nargs=-1)
+@pass_context
+def predict(ctx: Context, ref: str, assignments: tuple[str, ...]) -> None:
+    """Score one record in-process: MODEL[@VERSION|@ALIAS] field=value ..."""
+    from batcomputer.schema import parse_text_record
+    from batcomputer.scoring import score
+
+    model, version_or_alias = split_ref(ref)
+    texts: dict[str, str] = {}
+    for item in assignments:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.UsageError(f"{item!r} is not field=value")
+        texts[name] = value
+    bundle = ctx.registry.bundle(model, version_or_alias or ctx.settings.default_alias, pipeline=True)
+    clean, problems = parse_text_record(bundle.schema, texts)
+    if problems:
+        raise ValidationFailed(problems)
+    result = score(bundle, [clean])[0]
+    click.echo(json.dumps({"model": model, "version": bundle.version, **result}, indent=2))
+
+
+@cli.group()
+def data() -> None:
+    """Datasets: where they come from, and fetching them."""
+
+
+@data.command("list")
+def data_list() -> None:
+    """List the datasets of data/sources.toml."""
+    from training.datasets import load_sources
+
+    for name, src in load_sources().items():
+        click.echo(f"{name}: {src['title']}\n  origin: {src['origin']}\n  licence: {src['licence']}\n"
+                   f"  covers: {src['covers']}")
+
+
+@data.command("fetch")
+@click.argument("dataset", required=False)
+@click.option("--police-month", default=None, metavar="YYYY-MM",
+              help="Online: take street-level CSVs from data.police.uk's archive of this month")
+@click.option("--force-name", "forces", multiple=True, default=["west-yorkshire"], show_default=True,
+              help="With --police-month: force slug(s) to extract")
+@pass_context
+def data_fetch(ctx: Context, dataset: str | None, police_month: str | None, forces: tuple[str, ...]) -> None:
+    """Fetch DATASET (default: all) into BATCOMPUTER_DATA_DIR, verifying checksums; idempotent."""
+    from training import datasets
+
+    target = Path(ctx.settings.data_dir)
+    if police_month:
+        datasets.fetch_police_archive(police_month, list(forces), target, report=click.echo)
+        return
+    for name in [dataset] if dataset else list(datasets.load_sources()):
+        datasets.fetch(name, target, report=click.echo)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--source", default=None, help="A source name of the spec, or a CSV/Parquet path or URL")
+@click.option("--promote", is_flag=True, help="Move the production alias to the published version")
+@pass_context
+def train(ctx: Context, model: str, source: str | None, promote: bool) -> None:
+    """Train MODEL from its spec (training/specs/MODEL.toml) and publish it to the registry."""
+    from training.trainer import train as run_training
+
+    trained = run_training(ctx.settings, model, source=source, promote=promote, report=click.echo)
+    published, metrics = trained.published, trained.metrics
+    state = "published as new version" if published.created else "identical to existing version"
+    click.echo(f"{published.model}: {state} {published.version} (sha256 {published.sha256[:12]})")
+    click.echo(f"  holdout: log_loss {metrics['log_loss']:.4f} (prior {metrics['baseline']['log_loss']:.4f}), "
+               f"roc_auc {metrics['roc_auc']:.4f}, pr_auc {metrics['pr_auc']:.4f} "
+               f"(base rate {metrics['baseline']['pr_auc']:.4f}), accuracy {metrics['accuracy']:.4f}")
+    if trained.promoted:
+        click.echo(f"  {ctx.settings.default_alias} -> {published.version}")
+
+
+def _report(error: BatcomputerError) -> None:
+    click.echo(f"error: {error.detail}" if not isinstance(error, ValidationFailed) else "error: invalid record",
+               err=True)
+    if isinstance(error, ValidationFailed):
+        for problem in error.problems:
+            click.echo(f"  {problem['message']}", err=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="batcomputer", standalone_mode=False)
+    except click.exceptions.Abort:
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except BatcomputerError as exc:
+        _report(exc)
+        sys.exit(2 if exc.status < 500 else 1)

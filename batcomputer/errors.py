@@ -1,0 +1,117 @@
+"""The one error hierarchy: every error carries a stable code, its HTTP status and optional details."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class BatcomputerError(Exception):
+    """Base of every error Batcomputer raises on purpose."""
+
+    code: ClassVar[str] = "error"
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+    @property
+    def type_uri(self) -> str:
+        return f"https://batcomputer.dev/problems/{self.code}"
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        """Render as an RFC 9457 problem-details object."""
+        body: dict[str, Any] = {
+            "type": self.type_uri,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        }
+        if instance:
+            body["instance"] = instance
+        body.update(self.extra)
+        return body
+
+
+class ConfigurationError(BatcomputerError):
+    code = "configuration"
+    status = 500
+    title = "Invalid configuration"
+
+
+class BadRequest(BatcomputerError):
+    code = "bad_request"
+    status = 400
+    title = "Bad request"
+
+
+class ValidationFailed(BatcomputerError):
+    """A record broke its model's schema; ``problems`` lists every field problem at once."""
+
+    code = "validation"
+    status = 422
+    title = "Invalid record"
+
+    def __init__(self, problems: list[dict[str, Any]], detail: str | None = None) -> None:
+        summary = detail or "; ".join(p["message"] for p in problems)
+        super().__init__(summary, problems=problems)
+        self.problems = problems
+
+
+class NotFound(BatcomputerError):
+    code = "not_found"
+    status = 404
+    title = "Not found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+    title = "Unknown model"
+
+
+class VersionNotFound(NotFound):
+    code = "version_not_found"
+    title = "Unknown model version"
+
+
+class AliasNotFound(NotFound):
+    code = "alias_not_found"
+    title = "Unknown alias"
+
+
+class Conflict(BatcomputerError):
+    code = "conflict"
+    status = 409
+    title = "Conflict"
+
+
+class IntegrityError(BatcomputerError):
+    """A bundle file or manifest does not match its recorded hash, or was built by an incompatible stack."""
+
+    code = "integrity"
+    status = 500
+    title = "Bundle integrity check failed"
+
+
+class IncompatibleBundle(IntegrityError):
+    code = "incompatible_bundle"
+    title = "Bundle built with an incompatible library version"
+
+
+class Unavailable(BatcomputerError):
+    code = "unavailable"
+    status = 503
+    title = "Service unavailable"
+
+    def __init__(self, detail: str, retry_after: int = 5, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after = retry_after
+
+
+class DataError(BatcomputerError):
+    code = "data"
+    status = 500
+    title = "Dataset problem"

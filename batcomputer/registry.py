@@ -1,0 +1,207 @@
+"""The versioned model registry: immutable numbered versions, atomic aliases with history, verified loads."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from batcomputer import bundle as bundles
+from batcomputer.bundle import Bundle, Draft
+from batcomputer.errors import AliasNotFound, BadRequest, Conflict, IntegrityError, ModelNotFound, VersionNotFound
+from batcomputer.schema import Schema
+from batcomputer.settings import Settings
+from batcomputer.store import Store, open_store, unique_name
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+MAX_SWAP_ATTEMPTS = 50
+
+
+def check_name(kind: str, name: str) -> str:
+    if not NAME.match(name):
+        raise BadRequest(f"{kind} {name!r} is not a valid name (lower-case letters, digits, '-' and '_')",
+                         field=kind)
+    return name
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class Published:
+    """The outcome of a publish: the version, and whether it is new or an existing identical one."""
+
+    model: str
+    version: int
+    created: bool
+    sha256: str
+
+
+class Registry:
+    """Models and their versions in a store. Layout under the root, per model:
+
+    ``bundles/<id>/``  the bundle files, uploaded first under a name unique to the publisher;
+    ``versions/<N>.json``  the index entry (bundle path, manifest hash), created exclusively: the commit point;
+    ``aliases/<A>.json``  the alias target and its whole history, replaced by compare-and-swap.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Registry:
+        return cls(open_store(settings.registry, settings.registry_options))
+
+    # -- reading the index -------------------------------------------------------------------
+
+    def models(self) -> list[str]:
+        return [m for m in self.store.list("") if NAME.match(m) and self.store.list(f"{m}/versions")]
+
+    def versions(self, model: str) -> list[int]:
+        names = self.store.list(f"{check_name('model', model)}/versions")
+        return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
+
+    def entry(self, model: str, version: int) -> dict[str, Any]:
+        raw = self.store.read(f"{check_name('model', model)}/versions/{int(version)}.json")
+        if raw is None:
+            if not self.versions(model):
+                raise ModelNotFound(f"model {model!r} is not in the registry", model=model)
+            raise VersionNotFound(f"model {model!r} has no version {version}; versions: "
+                                  f"{', '.join(map(str, self.versions(model)))}", model=model, version=version)
+        entry: dict[str, Any] = json.loads(raw)
+        return entry
+
+    def resolve(self, model: str, ref: str | int | None = None, default_alias: str = "production") -> int:
+        """Turn a version number, an alias name or nothing (the default alias) into a version number."""
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            version = int(ref)
+            self.entry(model, version)
+            return version
+        alias = ref or default_alias
+        state = self._alias_state(model, alias)
+        if state is None or state.get("version") is None:
+            if not self.versions(model):
+                raise ModelNotFound(f"model {model!r} is not in the registry", model=model)
+            raise AliasNotFound(f"model {model!r} has no alias {alias!r}; aliases: "
+                                f"{', '.join(sorted(self.aliases(model))) or 'none'}", model=model, alias=alias)
+        return int(state["version"])
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    def publish(self, draft: Draft) -> Published:
+        """Publish a draft as the next version, or return the existing version with identical content."""
+        model = check_name("model", draft.model)
+        files = draft.files()
+        probe = draft.manifest(files, version=0)
+        for version in reversed(self.versions(model)):
+            if self.entry(model, version).get("fingerprint") == probe["fingerprint"]:
+                return Published(model, version, False, self.entry(model, version)["manifest_sha256"])
+        where = f"{model}/bundles/{unique_name()}"
+        for name, data in files.items():
+            self.store.write(f"{where}/{name}", data)
+        for _ in range(MAX_SWAP_ATTEMPTS):
+            version = max(self.versions(model), default=0) + 1
+            manifest = bundles.dump_json(draft.manifest(files, version))
+            self.store.write(f"{where}/{bundles.MANIFEST_FILE}", manifest)
+            entry = {"version": version, "bundle": where.split("/", 1)[1], "manifest_sha256": bundles.sha256(manifest),
+                     "fingerprint": probe["fingerprint"], "created": now()}
+            if self.store.create(f"{model}/versions/{version}.json", bundles.dump_json(entry)):
+                return Published(model, version, True, entry["manifest_sha256"])
+        raise Conflict(f"could not allocate a version of {model!r} after {MAX_SWAP_ATTEMPTS} attempts")
+
+    # -- loading -------------------------------------------------------------------------------
+
+    def _verified(self, model: str, version: int, names: tuple[str, ...]) -> tuple[dict[str, Any], str,
+                                                                                   dict[str, bytes]]:
+        entry = self.entry(model, version)
+        where = f"{model}/{entry['bundle']}"
+        raw = self.store.read(f"{where}/{bundles.MANIFEST_FILE}")
+        if raw is None:
+            raise IntegrityError(f"{where}/{bundles.MANIFEST_FILE}: missing", file=bundles.MANIFEST_FILE)
+        manifest = bundles.verify_manifest(raw, entry["manifest_sha256"], where)
+        files = {n: bundles.verify_file(manifest, n, self.store.read(f"{where}/{n}"), where) for n in names}
+        return manifest, entry["manifest_sha256"], files
+
+    def bundle(self, model: str, ref: str | int | None = None, *, pipeline: bool = False) -> Bundle:
+        """Load and verify a bundle; with ``pipeline`` also unpickle the fitted pipeline (needs scikit-learn)."""
+        version = self.resolve(model, ref)
+        names = (bundles.SCHEMA_FILE, bundles.METRICS_FILE) + ((bundles.PIPELINE_FILE,) if pipeline else ())
+        manifest, digest, files = self._verified(model, version, names)
+        where = f"{model}/{self.entry(model, version)['bundle']}"
+        fitted = None
+        if pipeline:
+            bundles.check_compatible(manifest, where)
+            fitted = bundles.load_pipeline(files[bundles.PIPELINE_FILE])
+        return Bundle(model=model, version=version, sha256=digest, manifest=manifest,
+                      schema=Schema.from_json(json.loads(files[bundles.SCHEMA_FILE])),
+                      metrics=json.loads(files[bundles.METRICS_FILE]), pipeline=fitted)
+
+    def schema(self, model: str, ref: str | int | None = None) -> Schema:
+        return self.bundle(model, ref).schema
+
+    # -- aliases -------------------------------------------------------------------------------
+
+    def _alias_state(self, model: str, alias: str) -> dict[str, Any] | None:
+        raw = self.store.read(f"{check_name('model', model)}/aliases/{check_name('alias', alias)}.json")
+        return None if raw is None else json.loads(raw)
+
+    def aliases(self, model: str) -> dict[str, int]:
+        found = {}
+        for name in self.store.list(f"{check_name('model', model)}/aliases"):
+            if name.endswith(".json"):
+                state = self._alias_state(model, name[:-5])
+                if state and state.get("version") is not None:
+                    found[name[:-5]] = int(state["version"])
+        return found
+
+    def history(self, model: str, alias: str | None = None) -> list[dict[str, Any]]:
+        """Every alias move of a model (or of one alias), oldest first."""
+        names = [alias] if alias else [n[:-5] for n in self.store.list(f"{model}/aliases") if n.endswith(".json")]
+        moves = []
+        for name in names:
+            state = self._alias_state(model, name) or {}
+            moves.extend(state.get("history", []))
+        return sorted(moves, key=lambda m: m["at"])
+
+    def _move(self, model: str, alias: str, choose: Any, by: str | None, reason: str, kind: str) -> dict[str, Any]:
+        """Compare-and-swap loop: ``choose(state)`` picks the new version from the current alias state."""
+        key = f"{check_name('model', model)}/aliases/{check_name('alias', alias)}.json"
+        for _ in range(MAX_SWAP_ATTEMPTS):
+            current = self.store.read_versioned(key)
+            state = json.loads(current[0]) if current else {"version": None, "history": []}
+            target = choose(state)
+            self.entry(model, target)
+            move = {"alias": alias, "from": state["version"], "to": target, "at": now(),
+                    "by": by or getpass.getuser(), "reason": reason, "kind": kind}
+            new_state = {"version": target, "history": [*state["history"], move]}
+            if self.store.swap(key, bundles.dump_json(new_state), current[1] if current else None):
+                return move
+        raise Conflict(f"alias {alias!r} of {model!r} is changing too fast; try again")
+
+    def set_alias(self, model: str, alias: str, version: int, by: str | None = None, reason: str = "") -> dict[str, Any]:
+        """Point ``alias`` at ``version`` (which must exist) and record the move."""
+        return self._move(model, alias, lambda state: int(version), by, reason or "promote", "move")
+
+    def rollback(self, model: str, alias: str = "production", by: str | None = None,
+                 reason: str = "") -> dict[str, Any]:
+        """Move ``alias`` back to the target it had before its latest move that has not been rolled back."""
+
+        def previous(state: dict[str, Any]) -> int:
+            stack: list[int | None] = []
+            for move in state["history"]:
+                if move["kind"] == "rollback":
+                    stack.pop()
+                else:
+                    stack.append(move["from"])
+            if not stack or stack[-1] is None:
+                raise Conflict(f"alias {alias!r} of {model!r} has no earlier target to roll back to",
+                               model=model, alias=alias)
+            return stack[-1]
+
+        if self._alias_state(model, alias) is None:
+            raise AliasNotFound(f"model {model!r} has no alias {alias!r}", model=model, alias=alias)
+        return self._move(model, alias, previous, by, reason or "rollback", "rollback")

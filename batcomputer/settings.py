@@ -1,0 +1,121 @@
+"""The one settings object, read from ``BATCOMPUTER_*`` environment variables and validated at start-up."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+from batcomputer.errors import ConfigurationError
+
+PREFIX = "BATCOMPUTER_"
+
+
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{PREFIX}{name.upper()}={raw!r} is not an integer") from None
+    if value <= 0:
+        raise ConfigurationError(f"{PREFIX}{name.upper()}={raw!r} must be greater than zero")
+    return value
+
+
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{PREFIX}{name.upper()}={raw!r} is not a number") from None
+    if not value > 0:
+        raise ConfigurationError(f"{PREFIX}{name.upper()}={raw!r} must be greater than zero")
+    return value
+
+
+def _json_object(name: str, raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"{PREFIX}{name.upper()} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"{PREFIX}{name.upper()} must be a JSON object")
+    return value
+
+
+def _text(name: str, raw: str) -> str:
+    if not raw.strip():
+        raise ConfigurationError(f"{PREFIX}{name.upper()} must not be empty")
+    return raw.strip()
+
+
+def _optional_text(name: str, raw: str) -> str | None:
+    return raw.strip() or None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable; every field maps to ``BATCOMPUTER_<FIELD NAME IN CAPITALS>``."""
+
+    registry: str = field(default="var/registry", metadata={"parse": _text,
+        "help": "Model registry: a local folder or an fsspec URL (e.g. abfs://models)"})
+    registry_options: dict[str, Any] = field(default_factory=dict, metadata={"parse": _json_object,
+        "help": "JSON object of fsspec storage options for the registry URL"})
+    data_dir: str = field(default="data/raw", metadata={"parse": _text,
+        "help": "Where `batcomputer data fetch` puts datasets (git-ignored)"})
+    redis_url: str | None = field(default=None, metadata={"parse": _optional_text,
+        "help": "Redis for queues and jobs; unset: `up` finds or starts one"})
+    key_prefix: str = field(default="bc:", metadata={"parse": _text,
+        "help": "Prefix of every Redis key Batcomputer writes"})
+    default_model: str = field(default="crime", metadata={"parse": _text,
+        "help": "Model served by the seed-compatible /api/predict"})
+    default_alias: str = field(default="production", metadata={"parse": _text,
+        "help": "Alias a job is pinned to when it names neither version nor alias"})
+    api_host: str = field(default="127.0.0.1", metadata={"parse": _text, "help": "Gateway bind address"})
+    api_port: int = field(default=8000, metadata={"parse": _positive_int, "help": "Gateway port"})
+    max_records: int = field(default=10_000, metadata={"parse": _positive_int,
+        "help": "Most records accepted in one request"})
+    max_body_bytes: int = field(default=8 * 1024 * 1024, metadata={"parse": _positive_int,
+        "help": "Largest request body accepted, in bytes"})
+    max_wait_seconds: float = field(default=30.0, metadata={"parse": _positive_float,
+        "help": "Upper bound of ?wait= on job submission"})
+    predict_timeout_seconds: float = field(default=10.0, metadata={"parse": _positive_float,
+        "help": "How long /api/predict waits for a worker before answering 503"})
+    job_ttl_seconds: int = field(default=86_400, metadata={"parse": _positive_int,
+        "help": "How long job records and results are kept in Redis"})
+    visibility_timeout_seconds: int = field(default=3_600, metadata={"parse": _positive_int,
+        "help": "Unacknowledged tasks are redelivered after this long (longer than any task)"})
+    max_attempts: int = field(default=3, metadata={"parse": _positive_int,
+        "help": "Deliveries of one job before it is declared dead"})
+    batch_max_records: int = field(default=256, metadata={"parse": _positive_int,
+        "help": "Most single records a worker scores in one vectorised call"})
+    batch_window_ms: float = field(default=2.0, metadata={"parse": _positive_float,
+        "help": "How long a worker waits for more single records before scoring a batch"})
+    worker_concurrency: int = field(default=2, metadata={"parse": _positive_int,
+        "help": "Processes per `batcomputer worker`"})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``environ`` (default: the process environment), then apply overrides."""
+        env = os.environ if environ is None else environ
+        known = {f"{PREFIX}{f.name.upper()}" for f in fields(cls)}
+        unknown = sorted(k for k in env if k.startswith(PREFIX) and k not in known)
+        if unknown:
+            raise ConfigurationError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"{PREFIX}{f.name.upper()}")
+            if raw is not None:
+                parse: Callable[[str, str], Any] = f.metadata["parse"]
+                values[f.name] = parse(f.name, raw)
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str]]:
+        """(variable, default, help) for every setting: the README's configuration table."""
+        rows = []
+        for f in fields(cls):
+            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            rows.append((f"{PREFIX}{f.name.upper()}", repr(default), f.metadata["help"]))
+        return rows

@@ -1,0 +1,1 @@
+"""Prefect flows: scheduled retraining, comparison with production, publication and promotion."""

@@ -1,0 +1,1 @@
+"""Training: dataset specs become fitted, evaluated scikit-learn pipelines published as model bundles."""

@@ -1,0 +1,80 @@
+"""Training one model from its spec: load data, derive fields, fit, evaluate, publish a bundle."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sklearn.model_selection import train_test_split
+
+from batcomputer.bundle import Draft
+from batcomputer.registry import Published, Registry
+from batcomputer.schema import Schema
+from batcomputer.settings import Settings
+from training import datasets
+from training.evaluation import evaluate, profile, time_scoring
+from training.features import build_table
+from training.pipeline import build_pipeline
+from training.spec import Spec, load_spec
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Trained:
+    published: Published
+    metrics: dict[str, Any]
+    promoted: bool
+
+
+def git_commit() -> str | None:
+    try:
+        done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=False, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None
+
+
+def fit(spec: Spec, raw: Any, source_name: str, data: dict[str, Any]) -> Draft:
+    """Fit and evaluate the spec's pipeline on a raw table; return the bundle draft."""
+    source = spec.sources[source_name]
+    table, y, report = build_table(spec, source, raw)
+    x_train, x_test, y_train, y_test = train_test_split(table, y, test_size=spec.holdout, random_state=spec.seed,
+                                                        stratify=y)
+    pipeline = build_pipeline(spec)
+    start = time.perf_counter()
+    pipeline.fit(x_train, y_train)
+    fit_seconds = time.perf_counter() - start
+    metrics = evaluate(pipeline, x_test, y_test, y_train, spec)
+    metrics["data"] = report
+    schema = Schema(model=spec.name, fields=spec.fields, outputs=spec.outputs, labels=spec.labels,
+                    profile=profile(x_train, spec))
+    timings = {"fit_seconds": round(fit_seconds, 3), **time_scoring(pipeline, x_test, seed=spec.seed)}
+    return Draft(model=spec.name, pipeline=pipeline, schema=schema, metrics=metrics, spec=spec.raw,
+                 data={**data, "source": source_name}, timings=timings, git_commit=git_commit())
+
+
+def train(settings: Settings, name: str, source: str | None = None, promote: bool = False,
+          report: Callable[[str], None] = print) -> Trained:
+    """Train the model ``name`` (a spec name or path) and publish it; with ``promote`` move ``production``."""
+    spec = load_spec(name)
+    chosen, path = spec.pick_source(source)
+    if path is not None:
+        raw, data = datasets.load_file(path)
+    else:
+        assert chosen.dataset is not None
+        raw, data = datasets.load_dataset(chosen.dataset, Path(settings.data_dir))
+    report(f"{spec.name}: training on {data['rows']} raw rows from {data['dataset']} (source {chosen.name})")
+    draft = fit(spec, raw, chosen.name, data)
+    registry = Registry.from_settings(settings)
+    published = registry.publish(draft)
+    promoted = False
+    if promote and registry.aliases(spec.name).get(settings.default_alias) != published.version:
+        registry.set_alias(spec.name, settings.default_alias, published.version, reason="batcomputer train --promote")
+        promoted = True
+    return Trained(published, draft.metrics, promoted)

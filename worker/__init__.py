@@ -1,0 +1,1 @@
+"""Celery workers on Redis: score single records, Parquet files and Redis streams."""
