@@ -3,10 +3,18 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
 
-.PHONY: install up test lint bench clean
+.PHONY: install test-tools up test lint bench clean lock
 
 install: $(STAMP)
+
+# Node tools used by the tests only (Azurite, newman).
+test-tools: $(NODE_STAMP)
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE_STAMP)
 
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +26,7 @@ $(STAMP): pyproject.toml requirements.lock
 up: install
 	$(BIN)/batcomputer up
 
-test: install
+test: install test-tools
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q tests
@@ -32,3 +40,7 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+lock:
+	(echo "# Pinned versions, known to install together (pip freeze of a working venv). Regenerate: make lock"; \
+	 $(BIN)/pip freeze --exclude-editable) > requirements.lock

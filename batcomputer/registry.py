@@ -182,7 +182,8 @@ class Registry:
                 return move
         raise Conflict(f"alias {alias!r} of {model!r} is changing too fast; try again")
 
-    def set_alias(self, model: str, alias: str, version: int, by: str | None = None, reason: str = "") -> dict[str, Any]:
+    def set_alias(self, model: str, alias: str, version: int, by: str | None = None,
+                  reason: str = "") -> dict[str, Any]:
         """Point ``alias`` at ``version`` (which must exist) and record the move."""
         return self._move(model, alias, lambda state: int(version), by, reason or "promote", "move")
 

@@ -116,6 +116,6 @@ class Settings:
         """(variable, default, help) for every setting: the README's configuration table."""
         rows = []
         for f in fields(cls):
-            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
             rows.append((f"{PREFIX}{f.name.upper()}", repr(default), f.metadata["help"]))
         return rows

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import fcntl
 import hashlib
 import os
@@ -115,9 +114,14 @@ class FsspecStore:
         except FileNotFoundError:
             return None
 
+    def _forget(self, path: str) -> None:
+        """Drop cached listings of ``path`` and its folder: ``info`` answers from the folder's listing."""
+        self.fs.invalidate_cache(path)
+        self.fs.invalidate_cache(path.rsplit("/", 1)[0])
+
     def read_versioned(self, key: str) -> tuple[bytes, str] | None:
         path = self._path(key)
-        self.fs.invalidate_cache(path)
+        self._forget(path)
         try:
             etag = str(self.fs.info(path)["etag"])  # before reading: a later write then fails the swap
             return bytes(self.fs.cat_file(path)), etag
@@ -151,7 +155,7 @@ class FsspecStore:
 
     def list(self, prefix: str) -> list[str]:
         path = self._path(prefix)
-        self.fs.invalidate_cache(path)
+        self._forget(path)
         try:
             entries = self.fs.ls(path, detail=False)
         except FileNotFoundError:

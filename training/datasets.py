@@ -97,7 +97,7 @@ def fetch_police_archive(month: str, forces: list[str], data_dir: Path, report: 
     with tempfile.TemporaryDirectory(prefix="batcomputer-police-") as tmp:
         archive = Path(tmp) / f"{month}.zip"
         report(f"  downloading {url}")
-        with urllib.request.urlopen(url, timeout=60) as response, archive.open("wb") as out:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=60) as response, archive.open("wb") as out:
             total = int(response.headers.get("Content-Length") or 0)
             seen = 0
             for block in iter(lambda: response.read(1 << 22), b""):

@@ -41,7 +41,7 @@ def _in_domain(values: pd.Series, spec: Field) -> tuple[pd.Series, pd.Series]:
     return numbers, bad
 
 
-def map_target(raw: pd.Series, source: Source, labels: tuple[str, ...]) -> tuple[pd.Series, dict[str, int]]:
+def map_target(raw: pd.Series, source: Source, labels: tuple[str, ...]) -> tuple[pd.Series, dict[str, Any]]:
     """Map raw outcome names to class indices by the spec's lists (never by position); -1 marks a dropped row."""
     lookup = {value: label for label, values in source.classes.items() for value in values}
 
@@ -64,7 +64,7 @@ def map_target(raw: pd.Series, source: Source, labels: tuple[str, ...]) -> tuple
     index = {label: i for i, label in enumerate(labels)}
     classes = pd.Series([index.get(lookup[v], -1) if v is not None else -1 for v in text.tolist()],
                         index=raw.index, dtype="int64")
-    report = {"missing_target": int(missing.sum()),
+    report: dict[str, Any] = {"missing_target": int(missing.sum()),
               "dropped_outcomes": int(((classes == -1) & ~missing).sum())}
     return classes, report
 

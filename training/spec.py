@@ -124,7 +124,7 @@ def parse_spec(raw: dict[str, Any], path: Path) -> Spec:
         raise _fail(path, str(exc)) from None
     if spec.metric not in METRICS:
         raise _fail(path, f"metric must be one of {sorted(METRICS)}, not {spec.metric!r}")
-    if not spec.estimator.rsplit(".", 1)[0] in ESTIMATOR_MODULES:
+    if spec.estimator.rsplit(".", 1)[0] not in ESTIMATOR_MODULES:
         raise _fail(path, f"estimator {spec.estimator!r} is not from {ESTIMATOR_MODULES}")
     if not 0 < spec.holdout < 1:
         raise _fail(path, f"holdout must be a fraction between 0 and 1, not {spec.holdout}")
@@ -140,7 +140,7 @@ def spec_names() -> list[str]:
 def load_spec(name_or_path: str) -> Spec:
     """Load a spec by model name (training/specs/NAME.toml) or by path."""
     path = Path(name_or_path)
-    if not path.suffix == ".toml":
+    if path.suffix != ".toml":
         path = SPECS / f"{name_or_path}.toml"
     if not path.exists():
         raise NotFound(f"no training spec {name_or_path!r}; specs: {', '.join(spec_names())}")

@@ -1,0 +1,112 @@
+"""Validation: every problem code, all problems at once, text parsing by kind, schema round trip."""
+
+import math
+
+import pytest
+
+from batcomputer.errors import BadRequest, ValidationFailed
+from batcomputer.schema import Field, Schema, parse_text_record, require_valid, validate_record, validate_records
+
+SCHEMA = Schema(
+    model="crime",
+    fields=(
+        Field("force", "categorical", categories=("West Yorkshire Police", "Merseyside Police")),
+        Field("crime", "categorical", categories=("Burglary", "Robbery")),
+        Field("month", "numeric", minimum=1, maximum=12, integer=True),
+        Field("district", "categorical", required=False, nullable=True, categories=("Leeds", "Bradford")),
+        Field("age", "numeric", required=False, nullable=True, minimum=0, maximum=100),
+    ),
+    outputs=("notCaughtProb", "caughtProb"),
+    labels=("notCaught", "caught"),
+)
+GOOD = {"force": "West Yorkshire Police", "crime": "Burglary", "month": 10}
+
+
+def codes(problems: list[dict]) -> dict[str, str]:
+    return {p["field"]: p["code"] for p in problems}
+
+
+def test_a_valid_record_is_cleaned_and_optional_fields_are_imputed() -> None:
+    clean, problems = validate_record(SCHEMA, GOOD)
+    assert problems == []
+    assert clean == {"force": "West Yorkshire Police", "crime": "Burglary", "month": 10, "district": None,
+                     "age": None}
+    assert list(clean) == SCHEMA.field_names
+
+
+def test_every_problem_is_reported_at_once_one_per_field() -> None:
+    record = {"crime": "Jaywalking", "month": 13, "district": 7, "age": math.inf, "colour": "red"}
+    _, problems = validate_record(SCHEMA, record)
+    assert codes(problems) == {"force": "missing", "crime": "category", "month": "range", "district": "type",
+                               "age": "not_finite", "colour": "unknown_field"}
+    category = next(p for p in problems if p["code"] == "category")
+    assert category["allowed"] == ["Burglary", "Robbery"]
+    assert "crime" in category["message"] and "Robbery" in category["message"]
+
+
+@pytest.mark.parametrize(("change", "field", "code"), [
+    ({"month": "10"}, "month", "type"),          # a JSON string is not a number
+    ({"month": True}, "month", "type"),          # nor is a boolean
+    ({"month": 7.5}, "month", "type"),           # a whole number is required
+    ({"month": 0}, "month", "range"),
+    ({"month": float("nan")}, "month", "not_finite"),
+    ({"month": None}, "month", "null"),          # required fields are not nullable
+    ({"crime": 3}, "crime", "type"),
+    ({"crime": "burglary"}, "crime", "category"),  # categories are exact
+    ({"extra": 1}, "extra", "unknown_field"),
+])
+def test_each_code(change: dict, field: str, code: str) -> None:
+    _, problems = validate_record(SCHEMA, {**GOOD, **change})
+    assert codes(problems) == {field: code}
+
+
+def test_missing_required_field() -> None:
+    _, problems = validate_record(SCHEMA, {"force": "West Yorkshire Police", "month": 1})
+    assert codes(problems) == {"crime": "missing"}
+
+
+def test_null_is_allowed_where_the_schema_says_so() -> None:
+    clean, problems = validate_record(SCHEMA, {**GOOD, "district": None})
+    assert problems == [] and clean["district"] is None
+
+
+def test_require_valid_raises_with_every_problem() -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        require_valid(SCHEMA, {"month": "x"})
+    assert {p["field"] for p in caught.value.problems} == {"force", "crime", "month"}
+    assert caught.value.status == 422
+
+
+def test_a_record_must_be_an_object() -> None:
+    with pytest.raises(BadRequest):
+        validate_record(SCHEMA, ["West Yorkshire Police"])
+
+
+def test_many_records_report_their_index() -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        validate_records(SCHEMA, [GOOD, {**GOOD, "month": 99}, "nope"])
+    assert [(p["record"], p["code"]) for p in caught.value.problems] == [(1, "range"), (2, "type")]
+
+
+def test_text_values_are_parsed_by_kind() -> None:
+    clean, problems = parse_text_record(SCHEMA, {"force": "West Yorkshire Police", "crime": "Robbery",
+                                                 "month": "10", "age": "", "district": "Leeds"})
+    assert problems == []
+    assert clean["month"] == 10 and clean["age"] is None and clean["district"] == "Leeds"
+    _, problems = parse_text_record(SCHEMA, {"force": "West Yorkshire Police", "crime": "Robbery", "month": "ten"})
+    assert codes(problems) == {"month": "type"}
+    _, problems = parse_text_record(SCHEMA, {**{k: str(v) for k, v in GOOD.items()}, "month": "nan"})
+    assert codes(problems) == {"month": "not_finite"}
+
+
+def test_schema_round_trips_through_json() -> None:
+    assert Schema.from_json(SCHEMA.to_json()) == SCHEMA
+    assert SCHEMA.to_json()["fields"][2] == {"name": "month", "kind": "numeric", "required": True, "nullable": False,
+                                             "description": "", "minimum": 1, "maximum": 12, "integer": True}
+
+
+def test_a_bad_schema_is_refused() -> None:
+    with pytest.raises(ValueError, match="categories"):
+        Field("x", "categorical")
+    with pytest.raises(ValueError, match="kind"):
+        Field("x", "text")
