@@ -206,6 +206,50 @@ def train(ctx: Context, model: str, source: str | None, promote: bool) -> None:
         click.echo(f"  {ctx.settings.default_alias} -> {published.version}")
 
 
+@cli.command()
+@click.option("--queues", default="records", show_default=True, help="Comma-separated: records, bulk")
+@click.option("--loglevel", default="INFO", show_default=True)
+def worker(queues: str, loglevel: str) -> None:
+    """Start a supervised Celery worker; SIGTERM lets in-flight work finish (or it is requeued)."""
+    from worker.supervisor import supervise
+
+    Settings.from_env()  # refuse bad settings before starting anything
+    sys.exit(supervise([sys.executable, "-m", "worker", "--queues", queues, "--loglevel", loglevel]))
+
+
+def gunicorn_command(host: str, port: int, workers: int, threads: int) -> list[str]:
+    return [sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", str(workers), "--threads",
+            str(threads), "--bind", f"{host}:{port}", "--no-control-socket", "--access-logfile", "-",
+            "--graceful-timeout", "20", "api.app:create_app()"]
+
+
+@cli.command()
+@click.option("--host", default=None, help="Bind address (default BATCOMPUTER_API_HOST)")
+@click.option("--port", default=None, type=int, help="Port (default BATCOMPUTER_API_PORT, 8000)")
+@click.option("--workers", default=2, show_default=True, help="gunicorn processes")
+@click.option("--threads", default=32, show_default=True, help="Threads per process: waiting requests")
+@pass_context
+def api(ctx: Context, host: str | None, port: int | None, workers: int, threads: int) -> None:
+    """Start the gateway under gunicorn (threaded workers: a waiting request never pins a process)."""
+    import os
+
+    from batcomputer.broker import redis_url
+
+    redis_url(ctx.settings)
+    command = gunicorn_command(host or ctx.settings.api_host, port or ctx.settings.api_port, workers, threads)
+    os.execv(command[0], command)
+
+
+@cli.command()
+@click.option("--port", default=None, type=int, help="Gateway port (default BATCOMPUTER_API_PORT, 8000)")
+@pass_context
+def up(ctx: Context, port: int | None) -> None:
+    """Run the whole stack locally: Redis, record and bulk workers, the gateway; Ctrl-C stops it all."""
+    from batcomputer.stack import run_stack
+
+    sys.exit(run_stack(ctx.settings, port or ctx.settings.api_port, report=click.echo))
+
+
 def _report(error: BatcomputerError) -> None:
     click.echo(f"error: {error.detail}" if not isinstance(error, ValidationFailed) else "error: invalid record",
                err=True)

@@ -48,6 +48,12 @@ class BadRequest(BatcomputerError):
     title = "Bad request"
 
 
+class TooManyRecords(BatcomputerError):
+    code = "too_many_records"
+    status = 413
+    title = "Too many records"
+
+
 class ValidationFailed(BatcomputerError):
     """A record broke its model's schema; ``problems`` lists every field problem at once."""
 

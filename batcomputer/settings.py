@@ -91,8 +91,12 @@ class Settings:
         "help": "Most single records a worker scores in one vectorised call"})
     batch_window_ms: float = field(default=2.0, metadata={"parse": _positive_float,
         "help": "How long a worker waits for more single records before scoring a batch"})
-    worker_concurrency: int = field(default=2, metadata={"parse": _positive_int,
-        "help": "Processes per `batcomputer worker`"})
+    worker_concurrency: int = field(default=1, metadata={"parse": _positive_int,
+        "help": "Processes of a bulk worker (prefork pool)"})
+    record_threads: int = field(default=64, metadata={"parse": _positive_int,
+        "help": "Threads of a record worker: single records in flight, scored together in micro-batches"})
+    bulk_threshold_records: int = field(default=100, metadata={"parse": _positive_int,
+        "help": "Requests with more records than this go to the bulk queue"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -112,13 +112,6 @@ def registry(request: pytest.FixtureRequest, tmp_path: Path) -> Registry:
     return Registry(store)
 
 
-def env_for(settings: Settings) -> dict[str, str]:
-    """The process environment with BATCOMPUTER_* replaced by ``settings``' registry and data folder."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCOMPUTER_")}
-    env.update(BATCOMPUTER_REGISTRY=settings.registry, BATCOMPUTER_DATA_DIR=settings.data_dir)
-    return env
-
-
 def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     script = shutil.which("batcomputer", path=str(Path(sys.executable).parent))
     assert script, "the batcomputer console script is not installed in this venv"
@@ -145,3 +138,165 @@ def trained_registry(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -
     for name in ("crime", "titanic"):
         train(settings, name, promote=True, report=lambda line: None)
     return settings
+
+
+# -- services: Redis, workers, the gateway -----------------------------------------------------------------
+
+SHARED_REDIS = "redis://127.0.0.1:6379/13"
+
+
+@pytest.fixture(scope="session")
+def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The shared Redis (our own database number) when reachable, else a private one started like `up` does."""
+    from batcomputer.redis_server import ensure_redis, reachable
+
+    configured = os.environ.get("BATCOMPUTER_TEST_REDIS_URL") or SHARED_REDIS
+    if reachable(configured):
+        yield configured
+        return
+    local = ensure_redis(None, tmp_path_factory.mktemp("redis"))
+    try:
+        yield local.url
+    finally:
+        local.stop()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The process environment carrying ``settings`` as BATCOMPUTER_* variables (for child processes)."""
+    import dataclasses
+    import json as json_module
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCOMPUTER_")}
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        if value is None:
+            continue
+        text = json_module.dumps(value) if isinstance(value, dict) else str(value)
+        env[f"BATCOMPUTER_{field.name.upper()}"] = text
+    env["PYTHONPATH"] = str(ROOT)  # workers unpickle the test pipelines of tests/pipelines.py
+    return env
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    return settings_env(settings)
+
+
+class Services:
+    """Worker and gateway processes started by a test, stopped (and their Redis keys removed) at the end."""
+
+    def __init__(self, settings: Settings, logs: Path) -> None:
+        self.settings = settings
+        self.logs = logs
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        script = shutil.which("batcomputer", path=str(Path(sys.executable).parent))
+        assert script
+        log = (self.logs / f"{name}.log").open("ab")
+        process = subprocess.Popen([script, *args], env=settings_env(self.settings), cwd=ROOT, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes.append(process)
+        return process
+
+    def worker(self, queues: str = "records") -> subprocess.Popen[bytes]:
+        process = self.start(f"worker-{queues}-{len(self.processes)}", "worker", "--queues", queues)
+        self.wait_for_workers(queues.split(",")[0], 1)
+        return process
+
+    def workers_alive(self, queue: str) -> int:
+        import redis
+
+        client = redis.Redis.from_url(self.settings.redis_url or "")
+        return int(client.zcount(f"{self.settings.key_prefix}workers:{queue}", time.time() - 20, "+inf"))
+
+    def wait_for_workers(self, queue: str, count: int) -> None:
+        wait_until(lambda: self.workers_alive(queue) >= count, 60, f"{count} worker(s) on {queue}")
+
+    def gateway(self, port: int) -> str:
+        self.start("gateway", "api", "--port", str(port), "--workers", "2", "--threads", "16")
+        base = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=1) as response:
+                    return bool(response.status == 200)
+            except OSError:
+                return False
+
+        wait_until(ready, 60, "the gateway to answer")
+        return base
+
+    @staticmethod
+    def kill(process: subprocess.Popen[bytes]) -> None:
+        """SIGKILL a worker and everything it started: no warm shutdown, no acks."""
+        import signal
+
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+    def stop(self) -> None:
+        import signal
+
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+    def server_errors(self) -> list[str]:
+        """Access-log lines of the gateway that answered 5xx other than 503."""
+        path = self.logs / "gateway.log"
+        if not path.exists():
+            return []
+        return [line for line in path.read_text(errors="replace").splitlines()
+                if '" 500 ' in line or "internal error on" in line]
+
+
+def remove_keys(redis_url: str, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start:start + 500])
+
+
+def private_settings(base: Settings, redis_url: str, **overrides: Any) -> Settings:
+    import dataclasses
+
+    return dataclasses.replace(base, redis_url=redis_url, key_prefix=f"bct-{uuid.uuid4().hex[:10]}:",
+                               **overrides)
+
+
+@pytest.fixture(scope="session")
+def stack(trained_registry: Settings, redis_base_url: str,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Settings, Services]]:
+    """A live stack for the session: a record worker, a bulk worker and the gateway under gunicorn."""
+    settings = private_settings(trained_registry, redis_base_url, visibility_timeout_seconds=30, max_records=500)
+    services = Services(settings, tmp_path_factory.mktemp("stack-logs"))
+    try:
+        services.worker("records")
+        services.worker("bulk")
+        base = services.gateway(free_port())
+        yield base, settings, services
+        assert services.server_errors() == [], "the gateway answered 500"
+    finally:
+        services.stop()
+        remove_keys(redis_base_url, settings.key_prefix)
+
+
+@pytest.fixture
+def services(tmp_path: Path, redis_base_url: str, settings: Settings) -> Iterator[Services]:
+    """Workers of the test's own (short visibility timeout, own key prefix, own registry)."""
+    own = private_settings(settings, redis_base_url, visibility_timeout_seconds=3, max_attempts=2)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    started = Services(own, logs)
+    try:
+        yield started
+    finally:
+        started.stop()
+        remove_keys(redis_base_url, own.key_prefix)

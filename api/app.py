@@ -1,0 +1,30 @@
+"""The Flask app factory: one Gateway per app, blueprints for models, jobs and health, problem handlers."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from batcomputer.registry import Registry
+from batcomputer.settings import Settings
+
+
+def create_app(settings: Settings | None = None, registry: Registry | None = None) -> Flask:
+    """Build the gateway; settings default to the BATCOMPUTER_* environment (read now, not at import)."""
+    from api.gateway import Gateway
+    from api.health import health
+    from api.jobs import jobs
+    from api.models import models
+    from api.problems import register_problem_handlers
+
+    settings = settings or Settings.from_env()
+    app = Flask("batcomputer")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["gateway"] = Gateway(settings, registry)
+    register_problem_handlers(app)
+    for blueprint in (health, models, jobs):
+        app.register_blueprint(blueprint)
+    logging.getLogger("batcomputer").setLevel(logging.INFO)
+    return app

@@ -1,0 +1,126 @@
+"""The gateway's service layer: resolve and pin versions, validate records, create and enqueue jobs."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from batcomputer.broker import make_celery, redis_client
+from batcomputer.errors import BadRequest, TooManyRecords, Unavailable
+from batcomputer.jobs import FINAL, QUEUE_BULK, QUEUE_RECORDS, TASK_SCORE, JobStore, body_digest, new_job_id
+from batcomputer.registry import Registry
+from batcomputer.schema import Schema, validate_records
+from batcomputer.settings import Settings
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """A model version a job is pinned to at submission, with the schema it validates against."""
+
+    model: str
+    version: int
+    sha256: str
+    schema: Schema
+    alias: str | None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: dict[str, Any]
+    final: bool
+
+
+class Gateway:
+    """Everything the routes need, built once per app from the settings."""
+
+    def __init__(self, settings: Settings, registry: Registry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or Registry.from_settings(settings)
+        self.redis = redis_client(settings, max_connections=256)
+        self.jobs = JobStore(self.redis, settings.key_prefix, settings.job_ttl_seconds)
+        self.celery = make_celery(settings)
+        self._schemas: OrderedDict[tuple[str, int], tuple[Schema, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def pin(self, model: str, version: str | None = None, alias: str | None = None) -> Pinned:
+        """Resolve ``version``, ``alias`` or the default alias to one immutable version, now."""
+        if version is not None and alias is not None:
+            raise BadRequest("give either version or alias, not both", field="version")
+        if version is not None and not version.isdigit():
+            raise BadRequest(f"version must be a positive whole number, not {version!r}", field="version")
+        number = self.registry.resolve(model, version if version is not None else alias, self.settings.default_alias)
+        key = (model, number)
+        with self._lock:
+            cached = self._schemas.get(key)
+        if cached is None:
+            bundle = self.registry.bundle(model, number)
+            cached = (bundle.schema, bundle.sha256)
+            with self._lock:
+                self._schemas[key] = cached
+                while len(self._schemas) > 64:
+                    self._schemas.popitem(last=False)
+        return Pinned(model, number, cached[1], cached[0], None if version is not None else
+                      (alias or self.settings.default_alias))
+
+    def records_of(self, body: Any) -> tuple[list[Any], bool]:
+        """One record, or ``{"records": [...]}``; returns the records and whether it was a list."""
+        if isinstance(body, dict) and "records" in body:
+            records = body["records"]
+            if not isinstance(records, list) or not records:
+                raise BadRequest("records must be a non-empty JSON array of records", field="records")
+            if len(records) > self.settings.max_records:
+                raise TooManyRecords(f"{len(records)} records in one request; the limit is "
+                                     f"{self.settings.max_records}", field="records", limit=self.settings.max_records)
+            return records, True
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object: one record, or {\"records\": [...]}", field="body")
+        return [body], False
+
+    def submit(self, pinned: Pinned, records: list[Any], idempotency: tuple[str, bytes] | None = None,
+               wait: float = 0.0) -> Submitted:
+        """Validate, create the job record, enqueue it; optionally wait up to ``wait`` seconds for it."""
+        clean = validate_records(pinned.schema, records)
+        job_id = new_job_id()
+        if idempotency is not None:
+            key, raw = idempotency
+            digest = body_digest(pinned.model, str(pinned.version), raw)
+            existing = self.jobs.claim_idempotency_key(key, digest, job_id)
+            if existing is not None:
+                job = self.jobs.wait(existing, wait)
+                return Submitted(job, job["state"] in FINAL)
+        queue = QUEUE_RECORDS if len(clean) <= self.settings.bulk_threshold_records else QUEUE_BULK
+        self.jobs.create(job_id, pinned.model, pinned.version, pinned.sha256, len(clean), queue, pinned.alias)
+        try:
+            self.celery.send_task(TASK_SCORE, args=[job_id, pinned.model, pinned.version, clean], queue=queue,
+                                  task_id=job_id)
+        except Exception as exc:
+            if idempotency is not None:
+                self.jobs.release_idempotency_key(idempotency[0])
+            raise Unavailable(f"could not enqueue the job: {exc}", retry_after=2) from exc
+        job = self.jobs.wait(job_id, wait) if wait > 0 else self.jobs.get(job_id)
+        return Submitted(job, job["state"] in FINAL)
+
+    def parse_wait(self, raw: str | None) -> float:
+        if raw is None or raw == "":
+            return 0.0
+        try:
+            seconds = float(raw)
+        except ValueError:
+            raise BadRequest(f"wait must be a number of seconds, not {raw!r}", field="wait") from None
+        if not 0 <= seconds <= self.settings.max_wait_seconds:
+            raise BadRequest(f"wait must be between 0 and {self.settings.max_wait_seconds:g} seconds",
+                             field="wait", maximum=self.settings.max_wait_seconds)
+        return seconds
+
+
+def parse_json(raw: bytes) -> Any:
+    """Parse a request body, naming where it breaks."""
+    if not raw:
+        raise BadRequest("the request body is empty; send a JSON object", field="body")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", field="body") from None

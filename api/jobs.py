@@ -1,0 +1,67 @@
+"""Job routes: submit records to a model, poll a job, list recent jobs, cancel a queued job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request, url_for
+
+from api.context import gateway
+from api.gateway import parse_json
+from batcomputer.errors import BadRequest
+from batcomputer.jobs import STATES
+
+jobs = Blueprint("jobs", __name__, url_prefix="/api")
+
+
+def job_response(job: dict[str, Any], status: int) -> Response:
+    response = jsonify(job)
+    response.status_code = status
+    response.headers["Location"] = url_for("jobs.show_job", job_id=job["id"])
+    return response
+
+
+@jobs.post("/models/<model>/jobs")
+def submit_job(model: str) -> Response:
+    gw = gateway()
+    wait = gw.parse_wait(request.args.get("wait"))
+    pinned = gw.pin(model, request.args.get("version"), request.args.get("alias"))
+    raw = request.get_data()
+    records, _ = gw.records_of(parse_json(raw))
+    key = request.headers.get("Idempotency-Key")
+    submitted = gw.submit(pinned, records, (key, raw) if key else None, wait)
+    return job_response(submitted.job, 200 if submitted.final else 202)
+
+
+@jobs.get("/jobs/<job_id>")
+def show_job(job_id: str) -> Response:
+    gw = gateway()
+    return job_response(gw.jobs.wait(job_id, gw.parse_wait(request.args.get("wait"))), 200)
+
+
+@jobs.delete("/jobs/<job_id>")
+def cancel_job(job_id: str) -> Response:
+    return job_response(gateway().jobs.cancel(job_id), 200)
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise BadRequest(f"{name} must be a whole number from {low} to {high}", field=name)
+    return int(raw)
+
+
+@jobs.get("/jobs")
+def list_jobs() -> dict[str, Any]:
+    state, model = request.args.get("state") or None, request.args.get("model") or None
+    if state is not None and state not in STATES:
+        raise BadRequest(f"state must be one of {', '.join(STATES)}", field="state")
+    limit = _int_arg("limit", 50, 1, 500)
+    offset = _int_arg("offset", 0, 0, 10**9)
+    found, next_offset = gateway().jobs.recent(state, model, offset, limit)
+    following = None
+    if next_offset is not None and len(found) == limit:
+        following = url_for("jobs.list_jobs", state=state, model=model, limit=limit, offset=next_offset)
+    return {"jobs": found, "next": following}

@@ -1,0 +1,77 @@
+"""Model routes: list models, describe one (versions, aliases, schema, metrics), move aliases over HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, request
+
+from api.context import gateway
+from api.gateway import parse_json
+from batcomputer.errors import BadRequest
+from batcomputer.registry import Registry
+
+models = Blueprint("models", __name__, url_prefix="/api/models")
+HEADLINE = ("log_loss", "roc_auc", "pr_auc", "accuracy")
+
+
+def describe(registry: Registry, model: str, alias: str) -> dict[str, Any]:
+    aliases = registry.aliases(model)
+    versions = []
+    for version in registry.versions(model):
+        entry = registry.entry(model, version)
+        versions.append({"version": version, "created": entry["created"], "sha256": entry["manifest_sha256"],
+                         "aliases": sorted(a for a, v in aliases.items() if v == version)})
+    current = aliases.get(alias, versions[-1]["version"] if versions else None)
+    bundle = registry.bundle(model, current)
+    return {"name": model, "versions": versions, "aliases": aliases, "current": {"version": current, "alias": alias
+            if alias in aliases else None}, "metrics": {k: bundle.metrics.get(k) for k in HEADLINE},
+            "schema": bundle.schema.to_json()}
+
+
+@models.get("")
+def list_models() -> dict[str, Any]:
+    gw = gateway()
+    found = []
+    for model in gw.registry.models():
+        info = describe(gw.registry, model, gw.settings.default_alias)
+        info.pop("schema")
+        found.append(info)
+    return {"models": found}
+
+
+@models.get("/<model>")
+def show_model(model: str) -> dict[str, Any]:
+    gw = gateway()
+    info = describe(gw.registry, model, request.args.get("alias", gw.settings.default_alias))
+    bundle = gw.registry.bundle(model, info["current"]["version"])
+    info["metrics"] = bundle.metrics
+    return info
+
+
+def _body() -> dict[str, Any]:
+    body = parse_json(request.get_data()) if request.get_data() else {}
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object", field="body")
+    return body
+
+
+@models.put("/<model>/aliases/<alias>")
+def move_alias(model: str, alias: str) -> dict[str, Any]:
+    body = _body()
+    version = body.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise BadRequest("version must be a positive whole number", field="version")
+    registry = gateway().registry
+    move = registry.set_alias(model, alias, version, by=str(body.get("by") or "api"),
+                              reason=str(body.get("reason") or "PUT alias over HTTP"))
+    return {"move": move, "aliases": registry.aliases(model)}
+
+
+@models.post("/<model>/rollback")
+def rollback(model: str) -> dict[str, Any]:
+    body = _body()
+    registry = gateway().registry
+    move = registry.rollback(model, str(body.get("alias") or "production"), by=str(body.get("by") or "api"),
+                             reason=str(body.get("reason") or "rollback over HTTP"))
+    return {"move": move, "aliases": registry.aliases(model)}

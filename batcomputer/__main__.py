@@ -1,0 +1,5 @@
+"""``python -m batcomputer``: the command line."""
+
+from batcomputer.cli import main
+
+main()

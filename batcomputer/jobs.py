@@ -1,0 +1,207 @@
+"""Jobs: task and queue names, job states, and the job records in Redis shared by gateway and workers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+
+from batcomputer.errors import Conflict, NotFound
+
+TASK_SCORE = "batcomputer.score"
+QUEUE_RECORDS = "records"  # interactive: small jobs, scored in micro-batches
+QUEUE_BULK = "bulk"        # large record lists (and later files): never in the way of interactive work
+QUEUES = (QUEUE_RECORDS, QUEUE_BULK)
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, DEAD = "queued", "running", "succeeded", "failed", "cancelled", "dead"
+STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, DEAD)
+FINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, DEAD})
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def body_digest(*parts: bytes | str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode() if isinstance(part, str) else part)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Start:
+    """What a worker learns when it starts a delivery of a job."""
+
+    state: str | None  # None: the job record is gone (expired)
+    attempts: int
+
+
+# Move a job to running and count the delivery, atomically; leave final jobs alone.
+_START = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {false, 0} end
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if state == 'queued' or state == 'running' then
+  redis.call('HSET', KEYS[1], 'state', 'running', 'started', ARGV[1])
+  return {'running', attempts}
+end
+return {state, attempts}
+"""
+
+# Finish a job unless it already reached a final state; wake whoever waits for it.
+_FINISH = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 0 end
+if state ~= 'queued' and state ~= 'running' then return 0 end
+for i = 1, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[#ARGV]))
+redis.call('DEL', KEYS[2])
+redis.call('RPUSH', KEYS[2], '1')
+redis.call('EXPIRE', KEYS[2], 60)
+return 1
+"""
+
+
+class JobStore:
+    """Job records as Redis hashes under ``<prefix>job:<id>``, indexed newest first in ``<prefix>jobs``."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "bc:", ttl_seconds: int = 86_400) -> None:
+        self.redis: Any = client  # redis-py's typing of replies is loose; replies are bytes here
+        self.prefix = prefix
+        self.ttl = ttl_seconds
+        self._start = client.register_script(_START)
+        self._finish = client.register_script(_FINISH)
+
+    def _key(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    def _done_key(self, job_id: str) -> str:
+        return f"{self.prefix}done:{job_id}"
+
+    # -- gateway side ----------------------------------------------------------------------------
+
+    def create(self, job_id: str, model: str, version: int, bundle_sha256: str, count: int, queue: str,
+               alias: str | None = None) -> dict[str, Any]:
+        created = time.time()
+        record = {"id": job_id, "state": QUEUED, "model": model, "version": version, "bundle_sha256": bundle_sha256,
+                  "alias": alias or "", "count": count, "queue": queue, "created": now_iso(), "attempts": 0}
+        with self.redis.pipeline() as pipe:
+            pipe.hset(self._key(job_id), mapping=record)
+            pipe.expire(self._key(job_id), self.ttl)
+            pipe.zadd(f"{self.prefix}jobs", {job_id: created})
+            pipe.zremrangebyscore(f"{self.prefix}jobs", 0, created - self.ttl)
+            pipe.execute()
+        return record
+
+    def claim_idempotency_key(self, key: str, digest: str, job_id: str) -> str | None:
+        """Reserve ``key`` for a new job; return the existing job id if the same request came before.
+
+        Raises ``Conflict`` when the key was used with another body.
+        """
+        redis_key = f"{self.prefix}idempotency:{body_digest(key)}"
+        if self.redis.set(redis_key, f"{job_id} {digest}", nx=True, ex=self.ttl):
+            return None
+        raw = self.redis.get(redis_key)
+        if raw is None:  # expired between the two calls: claim it again
+            return self.claim_idempotency_key(key, digest, job_id)
+        existing, _, seen_digest = raw.decode().partition(" ")
+        if seen_digest != digest:
+            raise Conflict(f"Idempotency-Key {key!r} was already used with a different request",
+                           field="Idempotency-Key")
+        return existing
+
+    def release_idempotency_key(self, key: str) -> None:
+        self.redis.delete(f"{self.prefix}idempotency:{body_digest(key)}")
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        raw = self.redis.hgetall(self._key(job_id)) if len(job_id) <= 64 else {}
+        if not raw:
+            raise NotFound(f"job {job_id!r} does not exist or has expired", job=job_id)
+        return decode(raw)
+
+    def wait(self, job_id: str, timeout: float) -> dict[str, Any]:
+        """Return the job once it is final, or as it is after ``timeout`` seconds."""
+        job = self.get(job_id)
+        if job["state"] in FINAL or timeout <= 0:
+            return job
+        if self.redis.blpop([self._done_key(job_id)], timeout=timeout):
+            self.redis.rpush(self._done_key(job_id), "1")  # leave the signal for any other waiter
+            self.redis.expire(self._done_key(job_id), 60)
+        return self.get(job_id)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        job = self.get(job_id)
+        if job["state"] != QUEUED:
+            raise Conflict(f"job {job_id} is {job['state']}; only queued jobs can be cancelled", state=job["state"])
+        self._finish(keys=[self._key(job_id), self._done_key(job_id)],
+                     args=["state", CANCELLED, "finished", now_iso(), self.ttl])
+        return self.get(job_id)
+
+    def recent(self, state: str | None = None, model: str | None = None, offset: int = 0,
+               limit: int = 50) -> tuple[list[dict[str, Any]], int | None]:
+        """Jobs newest first, filtered; returns a page and the offset of the next page (None at the end)."""
+        found: list[dict[str, Any]] = []
+        position = offset
+        chunk = max(limit * 4, 100)
+        while len(found) < limit:
+            ids = self.redis.zrevrange(f"{self.prefix}jobs", position, position + chunk - 1)
+            if not ids:
+                return found, None
+            with self.redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hgetall(self._key(job_id.decode()))
+                rows = pipe.execute()
+            for index, raw in enumerate(rows):
+                position_of_row = position + index + 1
+                if not raw:
+                    continue
+                job = decode(raw, with_results=False)
+                if (state and job["state"] != state) or (model and job["model"] != model):
+                    continue
+                found.append(job)
+                if len(found) == limit:
+                    return found, position_of_row
+            position += len(ids)
+        return found, position
+
+    # -- worker side -----------------------------------------------------------------------------
+
+    def start(self, job_id: str) -> Start:
+        state, attempts = self._start(keys=[self._key(job_id)], args=[now_iso()])
+        return Start(state.decode() if isinstance(state, bytes) else state or None, int(attempts))
+
+    def succeed(self, job_id: str, results: list[dict[str, Any]]) -> bool:
+        return bool(self._finish(keys=[self._key(job_id), self._done_key(job_id)],
+                                 args=["state", SUCCEEDED, "finished", now_iso(), "results", json.dumps(results),
+                                       self.ttl]))
+
+    def fail(self, job_id: str, state: str, error: dict[str, Any]) -> bool:
+        return bool(self._finish(keys=[self._key(job_id), self._done_key(job_id)],
+                                 args=["state", state, "finished", now_iso(), "error", json.dumps(error), self.ttl]))
+
+
+def decode(raw: dict[bytes, bytes], with_results: bool = True) -> dict[str, Any]:
+    job: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+    for key in ("version", "count", "attempts"):
+        if key in job:
+            job[key] = int(job[key])
+    if not job.get("alias"):
+        job.pop("alias", None)
+    results = job.pop("results", None)
+    if with_results and results is not None:
+        job["results"] = json.loads(results)
+    if "error" in job:
+        job["error"] = json.loads(job["error"])
+    return job

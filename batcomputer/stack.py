@@ -1,0 +1,98 @@
+"""The local stack behind ``batcomputer up``: Redis, record and bulk workers and the gateway, as processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from batcomputer.redis_server import LocalRedis, ensure_redis
+from batcomputer.registry import Registry
+from batcomputer.settings import Settings
+
+Report = Callable[[str], None]
+BOOT_MODELS = ("crime", "titanic")
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "batcomputer", *args]
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def seed_registry(settings: Settings, env: dict[str, str], report: Report) -> None:
+    """Fetch the data and train the bundled models when the registry holds none."""
+    if Registry.from_settings(settings).models():
+        return
+    report("the registry is empty: fetching data and training " + ", ".join(BOOT_MODELS))
+    subprocess.run(_cli("data", "fetch"), env=env, check=True)
+    for model in BOOT_MODELS:
+        subprocess.run(_cli("train", model, "--promote"), env=env, check=True)
+
+
+def run_stack(settings: Settings, port: int, report: Report = print) -> int:
+    state = Path(os.environ.get("BATCOMPUTER_STATE_DIR", "var"))
+    env = dict(os.environ)
+    seed_registry(settings, env, report)
+    redis: LocalRedis = ensure_redis(settings.redis_url, state / "redis")
+    report(f"redis: {redis.url} ({redis.kind})")
+    env["BATCOMPUTER_REDIS_URL"] = redis.url
+    processes: list[tuple[str, subprocess.Popen[bytes]]] = []
+    stopping = False
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        for name, command in (("record worker", _cli("worker", "--queues", "records")),
+                              ("bulk worker", _cli("worker", "--queues", "bulk")),
+                              ("gateway", _cli("api", "--port", str(port)))):
+            processes.append((name, subprocess.Popen(command, env=env, start_new_session=True)))
+        base = f"http://{settings.api_host}:{port}"
+        deadline = time.monotonic() + 60
+        while not stopping and not _ready(f"{base}/readyz"):
+            if time.monotonic() > deadline or any(p.poll() is not None for _, p in processes):
+                report("the stack did not become ready; stopping")
+                return 1
+            time.sleep(0.2)
+        if not stopping:
+            report(f"Batcomputer is up:\n  gateway  {base}/api/models\n  health   {base}/readyz\n"
+                   f"  try      curl -X POST '{base}/api/models/crime/jobs?wait=5' -H 'Content-Type: "
+                   "application/json' -d '{\"force\": \"West Yorkshire Police\", \"crime\": \"Burglary\", "
+                   "\"month\": 10}'\nCtrl-C stops everything.")
+        while not stopping:
+            for name, process in processes:
+                if process.poll() is not None:
+                    report(f"the {name} exited with code {process.returncode}; stopping")
+                    stopping = True
+            time.sleep(0.2)
+        return 0
+    finally:
+        for _, process in reversed(processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for name, process in reversed(processes):
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                report(f"the {name} did not stop in 30 s; killing it")
+                os.killpg(process.pid, signal.SIGKILL)
+        if redis.kind != "configured":
+            redis.stop()
+        report("stopped")

@@ -1,0 +1,37 @@
+"""Run one Celery worker process: ``python -m worker --queues records`` (``batcomputer worker`` supervises it)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from batcomputer.jobs import QUEUE_BULK, QUEUE_RECORDS, QUEUES
+from batcomputer.settings import Settings
+from worker.app import make_worker_app
+
+
+def worker_argv(settings: Settings, queues: list[str], loglevel: str) -> list[str]:
+    """Record workers use threads (records wait together for a micro-batch); bulk workers use processes."""
+    common = ["worker", "-Q", ",".join(queues), "-l", loglevel, "--without-gossip", "--without-mingle",
+              "--without-heartbeat", "-n", f"{'+'.join(queues)}@%h-%i"]
+    if QUEUE_RECORDS in queues:
+        return [*common, "-P", "threads", "-c", str(settings.record_threads), "--prefetch-multiplier", "2"]
+    return [*common, "-P", "prefork", "-c", str(settings.worker_concurrency), "--prefetch-multiplier", "1"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m worker")
+    parser.add_argument("--queues", default=QUEUE_RECORDS, help=f"comma-separated, of {QUEUES}")
+    parser.add_argument("--loglevel", default="INFO")
+    args = parser.parse_args(argv)
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+    unknown = [q for q in queues if q not in QUEUES]
+    if unknown:
+        parser.error(f"unknown queue(s) {unknown}; queues are {QUEUE_RECORDS}, {QUEUE_BULK}")
+    logging.basicConfig(level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.from_env()
+    make_worker_app(settings, queues).worker_main(worker_argv(settings, queues, args.loglevel))
+
+
+if __name__ == "__main__":
+    main()

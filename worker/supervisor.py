@@ -1,0 +1,42 @@
+"""Keeps one worker process running: restarts it when it dies, passes SIGTERM/SIGINT on for a warm stop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+import threading
+import time
+from types import FrameType
+
+log = logging.getLogger("batcomputer.supervisor")
+
+
+def supervise(command: list[str], max_backoff: float = 30.0) -> int:
+    """Run ``command`` until it exits cleanly or we are told to stop; restart it when it dies."""
+    stopping = threading.Event()
+    child: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    backoff = 0.5
+    while True:
+        started = time.monotonic()
+        child = subprocess.Popen(command)
+        code = child.wait()
+        if stopping.is_set() or code == 0:
+            return code
+        if time.monotonic() - started > 60:
+            backoff = 0.5
+        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        print(f"batcomputer worker: the worker process died ({how}); restarting in {backoff:.1f} s",
+              file=sys.stderr, flush=True)
+        if stopping.wait(backoff):
+            return code
+        backoff = min(max_backoff, backoff * 2)
