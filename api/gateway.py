@@ -40,7 +40,8 @@ class Gateway:
         self.settings = settings
         self.registry = registry or Registry.from_settings(settings)
         self.redis = redis_client(settings, max_connections=256)
-        self.jobs = JobStore(self.redis, settings.key_prefix, settings.job_ttl_seconds)
+        self.jobs = JobStore(self.redis, settings.key_prefix, settings.job_ttl_seconds,
+                             settings.visibility_timeout_seconds)
         self.celery = make_celery(settings)
         self._schemas: OrderedDict[tuple[str, int], tuple[Schema, str]] = OrderedDict()
         self._lock = threading.Lock()
@@ -92,10 +93,9 @@ class Gateway:
                 job = self.jobs.wait(existing, wait)
                 return Submitted(job, job["state"] in FINAL)
         queue = QUEUE_RECORDS if len(clean) <= self.settings.bulk_threshold_records else QUEUE_BULK
-        self.jobs.create(job_id, pinned.model, pinned.version, pinned.sha256, len(clean), queue, pinned.alias)
+        self.jobs.create(job_id, pinned.model, pinned.version, pinned.sha256, clean, queue, pinned.alias)
         try:
-            self.celery.send_task(TASK_SCORE, args=[job_id, pinned.model, pinned.version, clean], queue=queue,
-                                  task_id=job_id)
+            self.celery.send_task(TASK_SCORE, args=[job_id], queue=queue, task_id=job_id)
         except Exception as exc:
             if idempotency is not None:
                 self.jobs.release_idempotency_key(idempotency[0])

@@ -6,6 +6,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -44,20 +45,32 @@ def body_digest(*parts: bytes | str) -> str:
 class Start:
     """What a worker learns when it starts a delivery of a job."""
 
-    state: str | None  # None: the job record is gone (expired)
+    state: str | None  # None: the job record is gone (expired); "busy": another delivery holds the lease
     attempts: int
+    model: str = ""
+    version: int = 0
+    records: list[dict[str, Any]] | None = None
 
 
-# Move a job to running and count the delivery, atomically; leave final jobs alone.
+# Start a delivery: count it and take the job's lease, atomically. A job already final is left alone; a job
+# whose lease another delivery still holds is "busy" (a duplicate message), and is not counted.
 _START = """
-local state = redis.call('HGET', KEYS[1], 'state')
+local job = KEYS[1]
+local state = redis.call('HGET', job, 'state')
 if not state then return {false, 0} end
-local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-if state == 'queued' or state == 'running' then
-  redis.call('HSET', KEYS[1], 'state', 'running', 'started', ARGV[1])
-  return {'running', attempts}
+if state ~= 'queued' and state ~= 'running' then
+  return {state, tonumber(redis.call('HGET', job, 'attempts'))}
 end
-return {state, attempts}
+local now = tonumber(ARGV[2])
+local lease = tonumber(redis.call('HGET', job, 'lease_until') or '0')
+if state == 'running' and lease > now then
+  return {'busy', tonumber(redis.call('HGET', job, 'attempts'))}
+end
+local attempts = redis.call('HINCRBY', job, 'attempts', 1)
+redis.call('HSET', job, 'state', 'running', 'started', ARGV[1], 'lease_until', now + tonumber(ARGV[3]))
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[4])
+local fields = redis.call('HMGET', job, 'model', 'version', 'payload')
+return {'running', attempts, fields[1], fields[2], fields[3]}
 """
 
 # Finish a job unless it already reached a final state; wake whoever waits for it.
@@ -65,8 +78,10 @@ _FINISH = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return 0 end
 if state ~= 'queued' and state ~= 'running' then return 0 end
-for i = 1, #ARGV - 1, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[#ARGV]))
+for i = 1, #ARGV - 2, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+redis.call('HDEL', KEYS[1], 'payload', 'lease_until')
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[#ARGV - 1]))
+redis.call('ZREM', KEYS[3], ARGV[#ARGV])
 redis.call('DEL', KEYS[2])
 redis.call('RPUSH', KEYS[2], '1')
 redis.call('EXPIRE', KEYS[2], 60)
@@ -75,12 +90,20 @@ return 1
 
 
 class JobStore:
-    """Job records as Redis hashes under ``<prefix>job:<id>``, indexed newest first in ``<prefix>jobs``."""
+    """Job records: the source of truth for every accepted job. Hashes under ``<prefix>job:<id>`` hold the
+    state, the pinned version, the attempts, the records until the job is final, then the results. Queue
+    messages carry only the job id: a lost message is re-sent by ``sweep`` from the record.
 
-    def __init__(self, client: redis.Redis, prefix: str = "bc:", ttl_seconds: int = 86_400) -> None:
+    ``<prefix>jobs`` indexes jobs by creation time; ``<prefix>pending`` holds each unfinished job with the
+    time by which it must be final or be delivered again (its lease).
+    """
+
+    def __init__(self, client: redis.Redis, prefix: str = "bc:", ttl_seconds: int = 86_400,
+                 lease_seconds: int = 3_600) -> None:
         self.redis: Any = client  # redis-py's typing of replies is loose; replies are bytes here
         self.prefix = prefix
         self.ttl = ttl_seconds
+        self.lease = lease_seconds
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
 
@@ -90,18 +113,23 @@ class JobStore:
     def _done_key(self, job_id: str) -> str:
         return f"{self.prefix}done:{job_id}"
 
+    @property
+    def _pending(self) -> str:
+        return f"{self.prefix}pending"
+
     # -- gateway side ----------------------------------------------------------------------------
 
-    def create(self, job_id: str, model: str, version: int, bundle_sha256: str, count: int, queue: str,
-               alias: str | None = None) -> dict[str, Any]:
+    def create(self, job_id: str, model: str, version: int, bundle_sha256: str, records: list[dict[str, Any]],
+               queue: str, alias: str | None = None) -> dict[str, Any]:
         created = time.time()
         record = {"id": job_id, "state": QUEUED, "model": model, "version": version, "bundle_sha256": bundle_sha256,
-                  "alias": alias or "", "count": count, "queue": queue, "created": now_iso(), "attempts": 0}
+                  "alias": alias or "", "count": len(records), "queue": queue, "created": now_iso(), "attempts": 0}
         with self.redis.pipeline() as pipe:
-            pipe.hset(self._key(job_id), mapping=record)
+            pipe.hset(self._key(job_id), mapping={**record, "payload": json.dumps(records)})
             pipe.expire(self._key(job_id), self.ttl)
             pipe.zadd(f"{self.prefix}jobs", {job_id: created})
             pipe.zremrangebyscore(f"{self.prefix}jobs", 0, created - self.ttl)
+            pipe.zadd(self._pending, {job_id: created + self.lease})
             pipe.execute()
         return record
 
@@ -143,10 +171,8 @@ class JobStore:
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         job = self.get(job_id)
-        if job["state"] != QUEUED:
+        if job["state"] != QUEUED or not self._end(job_id, CANCELLED, {}):
             raise Conflict(f"job {job_id} is {job['state']}; only queued jobs can be cancelled", state=job["state"])
-        self._finish(keys=[self._key(job_id), self._done_key(job_id)],
-                     args=["state", CANCELLED, "finished", now_iso(), self.ttl])
         return self.get(job_id)
 
     def recent(self, state: str | None = None, model: str | None = None, offset: int = 0,
@@ -164,7 +190,6 @@ class JobStore:
                     pipe.hgetall(self._key(job_id.decode()))
                 rows = pipe.execute()
             for index, raw in enumerate(rows):
-                position_of_row = position + index + 1
                 if not raw:
                     continue
                 job = decode(raw, with_results=False)
@@ -172,24 +197,56 @@ class JobStore:
                     continue
                 found.append(job)
                 if len(found) == limit:
-                    return found, position_of_row
+                    return found, position + index + 1
             position += len(ids)
         return found, position
 
     # -- worker side -----------------------------------------------------------------------------
 
     def start(self, job_id: str) -> Start:
-        state, attempts = self._start(keys=[self._key(job_id)], args=[now_iso()])
-        return Start(state.decode() if isinstance(state, bytes) else state or None, int(attempts))
+        reply = self._start(keys=[self._key(job_id), self._pending],
+                            args=[now_iso(), time.time(), self.lease, job_id])
+        state = reply[0].decode() if isinstance(reply[0], bytes) else None
+        if state != RUNNING:
+            return Start(state, int(reply[1] or 0))
+        return Start(state, int(reply[1]), reply[2].decode(), int(reply[3]), json.loads(reply[4] or b"[]"))
+
+    def _end(self, job_id: str, state: str, fields: dict[str, str]) -> bool:
+        args: list[Any] = ["state", state, "finished", now_iso()]
+        for key, value in fields.items():
+            args += [key, value]
+        return bool(self._finish(keys=[self._key(job_id), self._done_key(job_id), self._pending],
+                                 args=[*args, self.ttl, job_id]))
 
     def succeed(self, job_id: str, results: list[dict[str, Any]]) -> bool:
-        return bool(self._finish(keys=[self._key(job_id), self._done_key(job_id)],
-                                 args=["state", SUCCEEDED, "finished", now_iso(), "results", json.dumps(results),
-                                       self.ttl]))
+        return self._end(job_id, SUCCEEDED, {"results": json.dumps(results)})
 
     def fail(self, job_id: str, state: str, error: dict[str, Any]) -> bool:
-        return bool(self._finish(keys=[self._key(job_id), self._done_key(job_id)],
-                                 args=["state", state, "finished", now_iso(), "error", json.dumps(error), self.ttl]))
+        return self._end(job_id, state, {"error": json.dumps(error)})
+
+    def sweep(self, resend: Callable[[str, str], None], limit: int = 500) -> int:
+        """Deliver again every unfinished job whose lease ran out (its message or its worker was lost).
+
+        ``resend(job_id, queue)`` publishes a new message. One sweeper at a time, across all workers.
+        """
+        if not self.redis.set(f"{self.prefix}sweeper", "1", nx=True, ex=60):
+            return 0
+        try:
+            now = time.time()
+            due = [i.decode() for i in self.redis.zrangebyscore(self._pending, 0, now, start=0, num=limit)]
+            sent = 0
+            for job_id in due:
+                raw = self.redis.hmget(self._key(job_id), "state", "queue")
+                state, queue = (v.decode() if v else None for v in raw)
+                if state not in (QUEUED, RUNNING):
+                    self.redis.zrem(self._pending, job_id)
+                    continue
+                self.redis.zadd(self._pending, {job_id: now + self.lease})
+                resend(job_id, queue or "")
+                sent += 1
+            return sent
+        finally:
+            self.redis.delete(f"{self.prefix}sweeper")
 
 
 def decode(raw: dict[bytes, bytes], with_results: bool = True) -> dict[str, Any]:
@@ -197,6 +254,8 @@ def decode(raw: dict[bytes, bytes], with_results: bool = True) -> dict[str, Any]
     for key in ("version", "count", "attempts"):
         if key in job:
             job[key] = int(job[key])
+    job.pop("payload", None)
+    job.pop("lease_until", None)
     if not job.get("alias"):
         job.pop("alias", None)
     results = job.pop("results", None)

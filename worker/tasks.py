@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import traceback
-from typing import Any
 
 import redis
 from celery import Celery
@@ -33,20 +32,21 @@ class Scorer:
     def _ensure(self) -> None:
         if self._pid == os.getpid():
             return
-        self.jobs = JobStore(redis_client(self.settings), self.settings.key_prefix, self.settings.job_ttl_seconds)
+        self.jobs = JobStore(redis_client(self.settings), self.settings.key_prefix, self.settings.job_ttl_seconds,
+                             self.settings.visibility_timeout_seconds)
         self.bundles = BundleCache(Registry.from_settings(self.settings))
         self.batcher = Batcher(score, self.settings.batch_max_records, self.settings.batch_window_ms / 1000)
         self._pid = os.getpid()
 
-    def run(self, job_id: str, model: str, version: int, records: list[dict[str, Any]]) -> str:
+    def run(self, job_id: str) -> str:
         """Score one delivery of a job. Redis errors propagate: the message stays unacked and comes back."""
         self._ensure()
         start = self.jobs.start(job_id)
         if start.state is None:
             log.warning("job %s expired before it ran; dropping it", job_id)
             return "expired"
-        if start.state in FINAL:
-            return start.state  # a redelivery of finished work
+        if start.state in FINAL or start.state == "busy":
+            return start.state  # a duplicate delivery: finished, or another delivery holds the lease
         if start.attempts > self.settings.max_attempts:
             reason = (f"delivered {start.attempts - 1} times and the worker was lost each time "
                       f"(limit {self.settings.max_attempts}); the job is dead and will not be retried")
@@ -54,8 +54,8 @@ class Scorer:
             log.error("job %s is dead: %s", job_id, reason)
             return DEAD
         try:
-            bundle = self.bundles.get(model, version)
-            clean = validate_records(bundle.schema, records)
+            bundle = self.bundles.get(start.model, start.version)
+            clean = validate_records(bundle.schema, start.records or [])
             if len(clean) == 1 and start.attempts == 1:
                 results = [self.batcher.submit(bundle, clean[0]).result()]
             else:  # lists are vectorised already; a retried record is scored alone, away from other jobs
@@ -79,7 +79,7 @@ def register_tasks(app: Celery, settings: Settings) -> Scorer:
 
     @app.task(name=TASK_SCORE, acks_late=True, reject_on_worker_lost=True, acks_on_failure_or_timeout=False,
               ignore_result=True)
-    def score_job(job_id: str, model: str, version: int, records: list[dict[str, Any]]) -> str:
-        return scorer.run(job_id, model, version, records)
+    def score_job(job_id: str) -> str:
+        return scorer.run(job_id)
 
     return scorer

@@ -1,0 +1,42 @@
+"""Pipelines for failure tests, pickled into real bundles: one waits at a gate, one kills its worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+import redis
+
+
+class Gated:
+    """Scores like ``inner``, but each call first takes a token from a Redis list the test fills."""
+
+    def __init__(self, inner: Any, redis_url: str, gate: str) -> None:
+        self.inner, self.redis_url, self.gate = inner, redis_url, gate
+
+    @property
+    def classes_(self) -> Any:
+        return self.inner.classes_
+
+    def predict_proba(self, frame: Any) -> Any:
+        client = redis.Redis.from_url(self.redis_url)
+        client.rpush(f"{self.gate}:waiting", "1")
+        if client.blpop([self.gate], timeout=120) is None:
+            raise TimeoutError("the test never opened the gate")
+        return self.inner.predict_proba(frame)
+
+
+class Killer:
+    """A poison pipeline: scoring anything kills the process that scores it, as a segfault or OOM would."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    @property
+    def classes_(self) -> Any:
+        return self.inner.classes_
+
+    def predict_proba(self, frame: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGKILL)
+        raise AssertionError("unreachable")

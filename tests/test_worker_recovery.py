@@ -1,0 +1,132 @@
+"""Workers lost mid-job, poison jobs, version pinning across promotions: real worker processes, real Redis."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import redis
+from flask.testing import FlaskClient
+
+from api.app import create_app
+from batcomputer.bundle import Draft
+from batcomputer.registry import Registry
+from batcomputer.scoring import score
+from tests.conftest import Services, wait_until
+from tests.pipelines import Gated, Killer
+
+RECORD = {"pclass": 1, "sex": "female", "age": 29.0, "sibsp": 0, "parch": 0, "fare": 80.0, "embarked": "C"}
+FINAL = ("succeeded", "failed", "dead", "cancelled")
+
+
+def publish(services: Services, draft: Draft, name: str, pipeline: Any, promote: bool = True, tag: int = 0) -> int:
+    registry = Registry.from_settings(services.settings)
+    schema = dataclasses.replace(draft.schema, model=name)
+    version = registry.publish(dataclasses.replace(draft, model=name, pipeline=pipeline, schema=schema,
+                                                   metrics={**draft.metrics, "tag": tag})).version
+    if promote:
+        registry.set_alias(name, "production", version)
+    return version
+
+
+def client_for(services: Services) -> FlaskClient:
+    return create_app(services.settings).test_client()
+
+
+def job_of(client: FlaskClient, job_id: str) -> dict[str, Any]:
+    response = client.get(f"/api/jobs/{job_id}")
+    assert response.status_code == 200
+    return response.get_json()  # type: ignore[no-any-return]
+
+
+def wait_final(client: FlaskClient, job_ids: list[str], timeout: float) -> list[dict[str, Any]]:
+    def finished() -> list[dict[str, Any]] | None:
+        jobs = [job_of(client, i) for i in job_ids]
+        return jobs if all(j["state"] in FINAL for j in jobs) else None
+
+    return wait_until(finished, timeout, f"{len(job_ids)} jobs to finish", interval=0.2)  # type: ignore[no-any-return]
+
+
+def test_jobs_in_flight_on_a_killed_worker_all_succeed_once_a_worker_is_back(services: Services,
+                                                                             titanic_draft: Draft) -> None:
+    gate = f"{services.settings.key_prefix}gate"
+    publish(services, titanic_draft, "gated", Gated(titanic_draft.pipeline, services.settings.redis_url or "", gate))
+    client = client_for(services)
+    lost = services.worker("records")
+    ids = [client.post("/api/models/gated/jobs", json={**RECORD, "age": float(20 + i)}).get_json()["id"]
+           for i in range(6)]
+    wait_until(lambda: any(job_of(client, i)["state"] == "running" for i in ids), 30, "a job to be running")
+    services.kill(lost)  # SIGKILL the worker and its supervisor: nothing is acknowledged, nothing requeued by it
+    assert any(job_of(client, i)["state"] == "running" for i in ids)
+    redis.Redis.from_url(services.settings.redis_url or "").rpush(gate, *["open"] * 50)
+    services.worker("records")
+    jobs = wait_final(client, ids, timeout=60)
+    assert [j["state"] for j in jobs] == ["succeeded"] * 6
+    assert max(j["attempts"] for j in jobs) == 2  # the lost deliveries came back once
+    expected = score(_plain_bundle(services, titanic_draft), [{**RECORD, "age": 20.0}])[0]
+    assert jobs[0]["results"][0]["survived_proba"] == expected["survived_proba"]
+
+
+def _plain_bundle(services: Services, draft: Draft) -> Any:
+    publish(services, draft, "plain", draft.pipeline, promote=False)
+    return Registry.from_settings(services.settings).bundle("plain", 1, pipeline=True)
+
+
+def test_a_poison_job_ends_dead_after_the_attempt_limit(services: Services, titanic_draft: Draft) -> None:
+    publish(services, titanic_draft, "poison", Killer(titanic_draft.pipeline))
+    publish(services, titanic_draft, "fine", titanic_draft.pipeline)
+    client = client_for(services)
+    services.worker("records")
+    poison = client.post("/api/models/poison/jobs", json=RECORD).get_json()["id"]
+    [job] = wait_final(client, [poison], timeout=90)
+    assert job["state"] == "dead"
+    assert job["error"]["code"] == "dead" and job["attempts"] == services.settings.max_attempts + 1
+    assert "worker was lost" in job["error"]["detail"]
+    # The supervisor brought the worker back each time: ordinary work still succeeds.
+    fine = client.post("/api/models/fine/jobs?wait=20", json=RECORD).get_json()
+    assert fine["state"] == "succeeded"
+
+
+def test_a_job_keeps_its_version_across_a_promotion_and_workers_serve_the_new_one(services: Services,
+                                                                                  titanic_draft: Draft) -> None:
+    gate = f"{services.settings.key_prefix}gate"
+    url = services.settings.redis_url or ""
+    first = publish(services, titanic_draft, "pinned", Gated(titanic_draft.pipeline, url, gate))
+    client = client_for(services)
+    services.worker("records")
+    pinned = client.post("/api/models/pinned/jobs", json=RECORD).get_json()
+    assert pinned["version"] == first
+    gauge = redis.Redis.from_url(url)
+    wait_until(lambda: gauge.llen(f"{gate}:waiting") >= 1, 30, "the job to reach the model")
+    # Promote a different model as version 2 while the first job is being scored.
+    second = publish(services, titanic_draft, "pinned", _other_pipeline(), tag=2)
+    gauge.rpush(gate, "open")
+    [done] = wait_final(client, [pinned["id"]], timeout=30)
+    registry = Registry.from_settings(services.settings)
+    assert (done["state"], done["version"], done["bundle_sha256"]) == ("succeeded", first,
+                                                                      registry.bundle("pinned", first).sha256)
+    after = client.post("/api/models/pinned/jobs?wait=20", json=RECORD).get_json()
+    assert (after["state"], after["version"]) == ("succeeded", second)
+    v2 = registry.bundle("pinned", second, pipeline=True)
+    assert after["results"][0]["survived_proba"] == score(v2, [{**RECORD}])[0]["survived_proba"]
+    assert after["results"][0]["survived_proba"] != done["results"][0]["survived_proba"]
+    explicit = client.post(f"/api/models/pinned/jobs?version={first}", json=RECORD).get_json()
+    assert explicit["version"] == first
+
+
+def _other_pipeline() -> Any:
+    """A different model of the same fields: logistic regression on the seed's Kaggle file."""
+    from sklearn.linear_model import LogisticRegression
+
+    from tests.conftest import TITANIC_CSV
+    from training.datasets import load_file
+    from training.features import build_table
+    from training.pipeline import build_pipeline
+    from training.spec import load_spec
+
+    spec = load_spec("titanic-kaggle")
+    raw, _ = load_file(str(TITANIC_CSV))
+    table, y, _ = build_table(spec, spec.sources["kaggle"], raw)
+    pipeline = build_pipeline(spec)
+    pipeline.set_params(classify=LogisticRegression(max_iter=500))
+    return pipeline.fit(table, y)
