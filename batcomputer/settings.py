@@ -61,6 +61,8 @@ class Settings:
         "help": "Model registry: a local folder or an fsspec URL (e.g. abfs://models)"})
     registry_options: dict[str, Any] = field(default_factory=dict, metadata={"parse": _json_object,
         "help": "JSON object of fsspec storage options for the registry URL"})
+    state_dir: str = field(default="var", metadata={"parse": _text,
+        "help": "Where `batcomputer up` keeps the Redis it starts (append-only file, log)"})
     data_dir: str = field(default="data/raw", metadata={"parse": _text,
         "help": "Where `batcomputer data fetch` puts datasets (git-ignored)"})
     redis_url: str | None = field(default=None, metadata={"parse": _optional_text,

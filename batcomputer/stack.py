@@ -44,7 +44,7 @@ def seed_registry(settings: Settings, env: dict[str, str], report: Report) -> No
 
 
 def run_stack(settings: Settings, port: int, report: Report = print) -> int:
-    state = Path(os.environ.get("BATCOMPUTER_STATE_DIR", "var"))
+    state = Path(settings.state_dir)
     env = dict(os.environ)
     seed_registry(settings, env, report)
     redis: LocalRedis = ensure_redis(settings.redis_url, state / "redis")

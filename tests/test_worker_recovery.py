@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import signal
 from typing import Any
 
 import redis
@@ -130,3 +131,18 @@ def _other_pipeline() -> Any:
     pipeline = build_pipeline(spec)
     pipeline.set_params(classify=LogisticRegression(max_iter=500))
     return pipeline.fit(table, y)
+
+
+def test_sigterm_lets_in_flight_work_finish(services: Services, titanic_draft: Draft) -> None:
+    gate = f"{services.settings.key_prefix}gate"
+    url = services.settings.redis_url or ""
+    publish(services, titanic_draft, "gated", Gated(titanic_draft.pipeline, url, gate))
+    client = client_for(services)
+    worker = services.worker("records")
+    job_id = client.post("/api/models/gated/jobs", json=RECORD).get_json()["id"]
+    gauge = redis.Redis.from_url(url)
+    wait_until(lambda: gauge.llen(f"{gate}:waiting") >= 1, 30, "the job to reach the model")
+    worker.send_signal(signal.SIGTERM)  # the supervisor passes it on: a warm shutdown
+    gauge.rpush(gate, "open")
+    assert worker.wait(60) == 0
+    assert job_of(client, job_id)["state"] == "succeeded"
