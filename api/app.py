@@ -12,11 +12,13 @@ from batcomputer.settings import Settings
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> Flask:
     """Build the gateway; settings default to the BATCOMPUTER_* environment (read now, not at import)."""
+    from api.docs import docs
     from api.gateway import Gateway
     from api.health import health
     from api.jobs import jobs
     from api.models import models
     from api.problems import register_problem_handlers
+    from api.seed import seed
 
     settings = settings or Settings.from_env()
     app = Flask("batcomputer")
@@ -24,7 +26,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["gateway"] = Gateway(settings, registry)
     register_problem_handlers(app)
-    for blueprint in (health, models, jobs):
+    for blueprint in (health, models, jobs, seed, docs):
         app.register_blueprint(blueprint)
     logging.getLogger("batcomputer").setLevel(logging.INFO)
     return app

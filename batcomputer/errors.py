@@ -121,3 +121,9 @@ class DataError(BatcomputerError):
     code = "data"
     status = 500
     title = "Dataset problem"
+
+
+class ScoringFailed(BatcomputerError):
+    code = "scoring_failed"
+    status = 502
+    title = "The worker could not score the record"

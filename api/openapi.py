@@ -1,0 +1,238 @@
+"""The OpenAPI 3.1 document, generated from the live model schemas in the registry."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import batcomputer
+from batcomputer.errors import BatcomputerError
+from batcomputer.registry import Registry
+from batcomputer.schema import CATEGORICAL, Field, Schema
+
+PROBLEM = {"$ref": "#/components/schemas/Problem"}
+
+
+def component_name(model: str) -> str:
+    return "".join(part.capitalize() for part in re.split(r"[-_]", model))
+
+
+def field_schema(field: Field) -> dict[str, Any]:
+    if field.kind == CATEGORICAL:
+        schema: dict[str, Any] = {"type": "string", "enum": list(field.categories or ())}
+    else:
+        schema = {"type": "integer" if field.integer else "number"}
+        if field.minimum is not None:
+            schema["minimum"] = field.minimum
+        if field.maximum is not None:
+            schema["maximum"] = field.maximum
+    if field.nullable:
+        schema["type"] = [schema["type"], "null"]
+        if "enum" in schema:
+            schema["enum"] = [*schema["enum"], None]
+    schema["description"] = field.description + ("" if field.required else " (optional: imputed when absent)")
+    return schema
+
+
+def record_schema(schema: Schema) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False,
+            "properties": {f.name: field_schema(f) for f in schema.fields},
+            "required": [f.name for f in schema.fields if f.required]}
+
+
+def example_record(schema: Schema) -> dict[str, Any]:
+    """A valid record: the first category, or the middle of the range, of every required field."""
+    example: dict[str, Any] = {}
+    for field in schema.fields:
+        if not field.required:
+            continue
+        if field.kind == CATEGORICAL:
+            example[field.name] = (field.categories or ("",))[0]
+        else:
+            low, high = field.minimum or 0.0, field.maximum if field.maximum is not None else 100.0
+            middle = (low + high) / 2
+            example[field.name] = round(middle) if field.integer else middle
+    return example
+
+
+def result_schema(schema: Schema) -> dict[str, Any]:
+    properties: dict[str, Any] = {name: {"type": "number", "minimum": 0, "maximum": 1,
+                                         "description": f"probability of {label}"}
+                                  for name, label in zip(schema.outputs, schema.labels, strict=True)}
+    properties["label"] = {"type": "string", "enum": list(schema.labels), "description": "the most likely class"}
+    return {"type": "object", "properties": properties, "required": [*schema.outputs, "label"]}
+
+
+def errors(*statuses: int) -> dict[str, Any]:
+    reasons = {400: "Malformed request (bad JSON, bad parameter)", 404: "Unknown model, version, alias or job",
+               409: "Conflict (Idempotency-Key reused with another body, alias race)",
+               413: "Body or record count over the limit", 422: "Invalid record: every field problem listed",
+               502: "The worker could not score the record", 503: "Redis unreachable or no worker in time; "
+               "retry after the Retry-After header"}
+    return {str(s): {"description": reasons[s], "content": {"application/problem+json": {"schema": PROBLEM}}}
+            for s in statuses}
+
+
+def json_body(schema: dict[str, Any], examples: dict[str, Any] | None = None) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": schema}
+    if examples:
+        media["examples"] = {name: {"value": value} for name, value in examples.items()}
+    return {"required": True, "content": {"application/json": media}}
+
+
+def ok(description: str, schema: dict[str, Any], status: str = "200") -> dict[str, Any]:
+    return {status: {"description": description, "content": {"application/json": {"schema": schema}}}}
+
+
+VERSION_PARAMS = [
+    {"name": "version", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1},
+     "description": "Pin this version"},
+    {"name": "alias", "in": "query", "required": False, "schema": {"type": "string"},
+     "description": "Pin the version this alias points at now (default: production)"},
+]
+MODEL_PARAM = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+JOB_PARAM = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+WAIT_PARAM = {"name": "wait", "in": "query", "required": False,
+              "schema": {"type": "number", "minimum": 0, "maximum": 30},
+              "description": "Seconds to wait for the job to finish before answering"}
+
+
+def jobs_operation(model: str | None, schemas: dict[str, Schema]) -> dict[str, Any]:
+    chosen = {model: schemas[model]} if model else schemas
+    refs = [{"$ref": f"#/components/schemas/{component_name(m)}Record"} for m in chosen]
+    record: dict[str, Any] = refs[0] if len(refs) == 1 else {"oneOf": refs}
+    body = {"oneOf": [record, {"type": "object", "required": ["records"], "additionalProperties": False,
+                               "properties": {"records": {"type": "array", "minItems": 1, "items": record}}}]}
+    examples = {}
+    for name, schema in chosen.items():
+        examples[f"{name}-record"] = example_record(schema)
+        examples[f"{name}-records"] = {"records": [example_record(schema)] * 2}
+    return {
+        "summary": f"Submit records to {model or 'a model'}",
+        "description": "Validates every record against the model's schema, pins the version now, queues a job.",
+        "tags": ["jobs"],
+        "parameters": ([] if model else [MODEL_PARAM]) + [*VERSION_PARAMS, WAIT_PARAM, {
+            "name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
+            "description": "The same key and body return the same job"}],
+        "requestBody": json_body(body, examples),
+        "responses": {**ok("The job finished within ?wait", {"$ref": "#/components/schemas/Job"}),
+                      **ok("Accepted: poll the Location", {"$ref": "#/components/schemas/Job"}, "202"),
+                      **errors(400, 404, 409, 413, 422, 503)},
+    }
+
+
+def predict_operation(schemas: dict[str, Schema], default: str) -> dict[str, Any]:
+    refs = [{"$ref": f"#/components/schemas/{component_name(m)}Record"} for m in schemas]
+    outputs = [{"$ref": f"#/components/schemas/{component_name(m)}Result"} for m in schemas]
+    examples = {name: example_record(schema) for name, schema in schemas.items() if name == default}
+    return {
+        "summary": "Score one record synchronously (the seed's API)",
+        "description": f"Scores one record with the default model ({default}) or ?model=, through the workers.",
+        "tags": ["seed"],
+        "parameters": [{"name": "model", "in": "query", "required": False, "schema": {"type": "string",
+                        "enum": list(schemas)}}, *VERSION_PARAMS],
+        "requestBody": json_body(refs[0] if len(refs) == 1 else {"oneOf": refs}, examples),
+        "responses": {**ok("The named outputs", outputs[0] if len(outputs) == 1 else {"oneOf": outputs}),
+                      **errors(400, 404, 413, 502, 503)},
+    }
+
+
+def build_document(registry: Registry, default_model: str, default_alias: str) -> dict[str, Any]:
+    schemas: dict[str, Schema] = {}
+    for model in registry.models():
+        try:
+            schemas[model] = registry.bundle(model, registry.resolve(model, None, default_alias)).schema
+        except BatcomputerError:  # no production alias yet: document the newest version
+            schemas[model] = registry.bundle(model, registry.versions(model)[-1]).schema
+    components: dict[str, Any] = {
+        "Problem": {"type": "object", "description": "RFC 9457 problem details", "required": ["type", "title",
+                    "status", "detail", "code"], "properties": {
+                        "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                        "detail": {"type": "string"}, "code": {"type": "string"}, "instance": {"type": "string"},
+                        "problems": {"type": "array", "items": {"$ref": "#/components/schemas/FieldProblem"}}}},
+        "FieldProblem": {"type": "object", "required": ["field", "code", "message"], "properties": {
+            "record": {"type": "integer"}, "field": {"type": ["string", "null"]},
+            "code": {"type": "string", "enum": ["missing", "unknown_field", "type", "category", "range",
+                                                "not_finite", "null"]},
+            "message": {"type": "string"}, "allowed": {"type": "array"}}},
+        "Job": {"type": "object", "required": ["id", "state", "model", "version", "bundle_sha256", "created"],
+                "properties": {
+                    "id": {"type": "string"}, "state": {"type": "string", "enum": ["queued", "running", "succeeded",
+                                                                                  "failed", "cancelled", "dead"]},
+                    "model": {"type": "string"}, "version": {"type": "integer"}, "alias": {"type": "string"},
+                    "bundle_sha256": {"type": "string"}, "count": {"type": "integer"},
+                    "queue": {"type": "string"}, "attempts": {"type": "integer"},
+                    "created": {"type": "string"}, "started": {"type": "string"}, "finished": {"type": "string"},
+                    "results": {"type": "array", "items": {"type": "object"}},
+                    "error": {"type": "object"}}},
+        "AliasMove": {"type": "object", "properties": {"move": {"type": "object"}, "aliases": {"type": "object"}}},
+    }
+    for model, schema in schemas.items():
+        components[f"{component_name(model)}Record"] = record_schema(schema)
+        components[f"{component_name(model)}Result"] = result_schema(schema)
+    any_object = {"type": "object"}
+    paths: dict[str, Any] = {
+        "/healthz": {"get": {"summary": "Liveness", "tags": ["health"], "responses": ok("Alive", any_object)}},
+        "/readyz": {"get": {"summary": "Readiness: Redis and registry reachable; workers per queue",
+                            "tags": ["health"], "responses": {**ok("Ready", any_object), **errors(503)}}},
+        "/api/models": {"get": {"summary": "Models, versions, aliases, headline metrics", "tags": ["models"],
+                                "responses": {**ok("Models", any_object), **errors(503)}}},
+        "/api/models/{model}": {"get": {"summary": "A model: versions, aliases, schema, metrics", "tags": ["models"],
+                                        "parameters": [MODEL_PARAM],
+                                        "responses": {**ok("The model", any_object), **errors(404)}}},
+        "/api/models/{model}/aliases/{alias}": {"put": {
+            "summary": "Point an alias at a version", "tags": ["models"],
+            "parameters": [MODEL_PARAM, {"name": "alias", "in": "path", "required": True,
+                                         "schema": {"type": "string"}}],
+            "requestBody": json_body({"type": "object", "required": ["version"], "properties": {
+                "version": {"type": "integer", "minimum": 1}, "reason": {"type": "string"},
+                "by": {"type": "string"}}}),
+            "responses": {**ok("Moved", {"$ref": "#/components/schemas/AliasMove"}), **errors(400, 404, 409)}}},
+        "/api/models/{model}/rollback": {"post": {
+            "summary": "Move an alias back to its previous target", "tags": ["models"], "parameters": [MODEL_PARAM],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"alias": {"type": "string"}, "reason": {"type": "string"}}}}}},
+            "responses": {**ok("Rolled back", {"$ref": "#/components/schemas/AliasMove"}), **errors(404, 409)}}},
+        "/api/models/{model}/jobs": {"post": jobs_operation(None, schemas)},
+        "/api/jobs": {"get": {
+            "summary": "Recent jobs, newest first", "tags": ["jobs"],
+            "parameters": [{"name": n, "in": "query", "required": False, "schema": s} for n, s in (
+                ("state", {"type": "string"}), ("model", {"type": "string"}),
+                ("limit", {"type": "integer", "minimum": 1, "maximum": 500}), ("offset", {"type": "integer"}))],
+            "responses": {**ok("A page of jobs", any_object), **errors(400, 503)}}},
+        "/api/jobs/{job_id}": {
+            "get": {"summary": "A job, with its results when finished", "tags": ["jobs"],
+                    "parameters": [JOB_PARAM, WAIT_PARAM],
+                    "responses": {**ok("The job", {"$ref": "#/components/schemas/Job"}), **errors(404, 503)}},
+            "delete": {"summary": "Cancel a queued job", "tags": ["jobs"], "parameters": [JOB_PARAM],
+                       "responses": {**ok("Cancelled", {"$ref": "#/components/schemas/Job"}),
+                                     **errors(404, 409)}}},
+        "/api/predict/params": {"get": {
+            "summary": "Each field: its categories, or 0 for a numeric field (the seed's API)", "tags": ["seed"],
+            "parameters": [{"name": "model", "in": "query", "required": False, "schema": {"type": "string"}}],
+            "responses": {**ok("Fields", any_object), **errors(404)}}},
+        "/api/info": {"get": {"summary": "Status and the default model's metadata (the seed's API)",
+                              "tags": ["seed"], "responses": {**ok("Alive", any_object), **errors(404)}}},
+        "/openapi.json": {"get": {"summary": "This document", "tags": ["docs"],
+                                  "responses": ok("OpenAPI", any_object)}},
+        "/swagger.json": {"get": {"summary": "This document (the seed's address)", "tags": ["docs"],
+                                  "responses": ok("OpenAPI", any_object)}},
+        "/api/docs": {"get": {"summary": "Interactive documentation", "tags": ["docs"],
+                              "responses": {"200": {"description": "HTML page"}}}},
+        "/api/docs/assets/{filename}": {"get": {
+            "summary": "Documentation page assets, served locally", "tags": ["docs"],
+            "parameters": [{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "A file"}, **errors(404)}}},
+    }
+    if schemas:
+        paths["/api/predict"] = {"post": predict_operation(schemas, default_model)}
+    for model in schemas:
+        paths[f"/api/models/{model}/jobs"] = {"post": jobs_operation(model, schemas)}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Batcomputer", "version": batcomputer.__version__,
+                 "description": "Message-driven scoring of scikit-learn models: submit named-field records, "
+                                "poll jobs, or call the seed's synchronous /api/predict."},
+        "paths": paths,
+        "components": {"schemas": components},
+    }

@@ -1,0 +1,72 @@
+"""The seed's synchronous API, kept for its existing clients: /api/predict, /api/predict/params, /api/info."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+import batcomputer
+from api.context import gateway
+from api.gateway import parse_json
+from api.problems import problem_response
+from batcomputer.errors import BadRequest, BatcomputerError, ScoringFailed, Unavailable
+
+seed = Blueprint("seed", __name__, url_prefix="/api")
+
+
+@seed.errorhandler(BatcomputerError)
+def seed_error(error: BatcomputerError) -> Response:
+    """The seed answered bad input with 400 and {"error": "..."}: keep that, beside the problem details."""
+    response = problem_response(error)
+    body = response.get_json()
+    body["error"] = error.detail
+    if 400 <= error.status < 500 and error.status not in (404, 405, 409, 413):
+        body["status"] = 400
+        response.status_code = 400
+    response.set_data(jsonify(body).get_data())
+    return response
+
+
+@seed.post("/predict")
+def predict() -> dict[str, Any]:
+    gw = gateway()
+    model = request.args.get("model") or gw.settings.default_model
+    pinned = gw.pin(model, request.args.get("version"), request.args.get("alias"))
+    body = parse_json(request.get_data())
+    if isinstance(body, dict) and "records" in body:
+        raise BadRequest("/api/predict takes one record; send lists to /api/models/{model}/jobs", field="records")
+    records, _ = gw.records_of(body)
+    submitted = gw.submit(pinned, records, wait=gw.settings.predict_timeout_seconds)
+    job = submitted.job
+    if not submitted.final:
+        raise Unavailable(f"no worker scored the record within {gw.settings.predict_timeout_seconds:g} s; "
+                          f"the job continues as /api/jobs/{job['id']}", retry_after=2, job=job["id"])
+    if job["state"] != "succeeded":
+        detail = (job.get("error") or {}).get("detail", job["state"])
+        raise ScoringFailed(f"job {job['id']} ended {job['state']}: {detail}", job=job["id"])
+    result = dict(job["results"][0])
+    result.pop("label", None)
+    return result
+
+
+@seed.get("/predict/params")
+def params() -> dict[str, Any]:
+    gw = gateway()
+    model = request.args.get("model") or gw.settings.default_model
+    schema = gw.pin(model, request.args.get("version"), request.args.get("alias")).schema
+    return {f.name: list(f.categories or ()) if f.kind == "categorical" else 0 for f in schema.fields}
+
+
+@seed.get("/info")
+def info() -> dict[str, Any]:
+    gw = gateway()
+    model = request.args.get("model") or gw.settings.default_model
+    pinned = gw.pin(model, request.args.get("version"), request.args.get("alias"))
+    bundle = gw.registry.bundle(model, pinned.version)
+    return {"status": "alive", "metadata": {
+        "name": model, "version": pinned.version, "alias": pinned.alias, "sha256": pinned.sha256,
+        "created": bundle.manifest.get("created"), "outputs": list(pinned.schema.outputs),
+        "fields": pinned.schema.field_names, "metrics": {k: bundle.metrics.get(k) for k in
+                                                         ("log_loss", "roc_auc", "pr_auc", "accuracy")},
+        "batcomputer": batcomputer.__version__}}
