@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document, generated from the live model schemas in the registry."""
+"""The OpenAPI 3.0 document, generated from the live model schemas in the registry."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def field_schema(field: Field) -> dict[str, Any]:
         if field.maximum is not None:
             schema["maximum"] = field.maximum
     if field.nullable:
-        schema["type"] = [schema["type"], "null"]
+        schema["nullable"] = True
         if "enum" in schema:
             schema["enum"] = [*schema["enum"], None]
     schema["description"] = field.description + ("" if field.required else " (optional: imputed when absent)")
@@ -151,7 +151,7 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
                         "detail": {"type": "string"}, "code": {"type": "string"}, "instance": {"type": "string"},
                         "problems": {"type": "array", "items": {"$ref": "#/components/schemas/FieldProblem"}}}},
         "FieldProblem": {"type": "object", "required": ["field", "code", "message"], "properties": {
-            "record": {"type": "integer"}, "field": {"type": ["string", "null"]},
+            "record": {"type": "integer"}, "field": {"type": "string", "nullable": True},
             "code": {"type": "string", "enum": ["missing", "unknown_field", "type", "category", "range",
                                                 "not_finite", "null"]},
             "message": {"type": "string"}, "allowed": {"type": "array"}}},
@@ -229,7 +229,7 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
     for model in schemas:
         paths[f"/api/models/{model}/jobs"] = {"post": jobs_operation(model, schemas)}
     return {
-        "openapi": "3.1.0",
+        "openapi": "3.0.3",
         "info": {"title": "Batcomputer", "version": batcomputer.__version__,
                  "description": "Message-driven scoring of scikit-learn models: submit named-field records, "
                                 "poll jobs, or call the seed's synchronous /api/predict."},
