@@ -6,9 +6,9 @@ import re
 from typing import Any
 
 import jsonschema
-from openapi_spec_validator import validate
 import requests
 from flask import Flask
+from openapi_spec_validator import validate
 
 from api.app import create_app
 from batcomputer.settings import Settings

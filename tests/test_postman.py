@@ -17,7 +17,8 @@ def test_the_postman_collection_passes(stack: Stack) -> None:
     base, _, _ = stack
     assert NEWMAN.exists(), f"{NEWMAN} is missing: run `make install` (npm ci installs newman)"
     done = subprocess.run([str(NEWMAN), "run", str(COLLECTION), "--env-var", f"baseUrl={base}", "--reporters", "cli",
-                           "--disable-unicode", "--color", "off"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+                           "--disable-unicode", "--color", "off"],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     executed = re.search(r"assertions\s*\W\s*(\d+)\s*\W\s*(\d+)", done.stdout)
     assert executed, done.stdout[-2000:]
