@@ -8,9 +8,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from api.publisher import Publisher
 from batcomputer.broker import make_celery, redis_client
 from batcomputer.errors import BadRequest, TooManyRecords, Unavailable
-from batcomputer.jobs import FINAL, QUEUE_BULK, QUEUE_RECORDS, TASK_SCORE, JobStore, body_digest, new_job_id
+from batcomputer.jobs import FINAL, QUEUE_BULK, QUEUE_RECORDS, JobStore, body_digest, new_job_id
 from batcomputer.registry import Registry
 from batcomputer.schema import Schema, validate_records
 from batcomputer.settings import Settings
@@ -42,7 +43,7 @@ class Gateway:
         self.redis = redis_client(settings, max_connections=256)
         self.jobs = JobStore(self.redis, settings.key_prefix, settings.job_ttl_seconds,
                              settings.visibility_timeout_seconds)
-        self.celery = make_celery(settings)
+        self.publisher = Publisher(make_celery(settings))
         self._schemas: OrderedDict[tuple[str, int], tuple[Schema, str]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -95,7 +96,7 @@ class Gateway:
         queue = QUEUE_RECORDS if len(clean) <= self.settings.bulk_threshold_records else QUEUE_BULK
         self.jobs.create(job_id, pinned.model, pinned.version, pinned.sha256, clean, queue, pinned.alias)
         try:
-            self.celery.send_task(TASK_SCORE, args=[job_id], queue=queue, task_id=job_id)
+            self.publisher.publish(job_id, queue)
         except Exception as exc:
             if idempotency is not None:
                 self.jobs.release_idempotency_key(idempotency[0])

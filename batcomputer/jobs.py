@@ -164,14 +164,20 @@ class JobStore:
         job = self.get(job_id)
         if job["state"] in FINAL or timeout <= 0:
             return job
-        if self.redis.blpop([self._done_key(job_id)], timeout=timeout):
-            self.redis.rpush(self._done_key(job_id), "1")  # leave the signal for any other waiter
-            self.redis.expire(self._done_key(job_id), 60)
-        return self.get(job_id)
+        if not self.redis.blpop([self._done_key(job_id)], timeout=timeout):
+            return self.get(job_id)
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.rpush(self._done_key(job_id), "1")  # leave the signal for any other waiter
+            pipe.expire(self._done_key(job_id), 60)
+            pipe.hgetall(self._key(job_id))
+            raw = pipe.execute()[2]
+        if not raw:
+            raise NotFound(f"job {job_id!r} does not exist or has expired", job=job_id)
+        return decode(raw)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         job = self.get(job_id)
-        if job["state"] != QUEUED or not self._end(job_id, CANCELLED, {}):
+        if job["state"] != QUEUED or not self.end([(job_id, CANCELLED, {})])[0]:
             raise Conflict(f"job {job_id} is {job['state']}; only queued jobs can be cancelled", state=job["state"])
         return self.get(job_id)
 
@@ -203,26 +209,39 @@ class JobStore:
 
     # -- worker side -----------------------------------------------------------------------------
 
-    def start(self, job_id: str) -> Start:
-        reply = self._start(keys=[self._key(job_id), self._pending],
-                            args=[now_iso(), time.time(), self.lease, job_id])
-        state = reply[0].decode() if isinstance(reply[0], bytes) else None
-        if state != RUNNING:
-            return Start(state, int(reply[1] or 0))
-        return Start(state, int(reply[1]), reply[2].decode(), int(reply[3]), json.loads(reply[4] or b"[]"))
+    def start(self, job_ids: list[str]) -> list[Start]:
+        """Start a delivery of each job (one round trip for all of them)."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                self._start(keys=[self._key(job_id), self._pending], args=[now_iso(), time.time(), self.lease, job_id],
+                            client=pipe)
+            replies = pipe.execute()
+        starts = []
+        for reply in replies:
+            state = reply[0].decode() if isinstance(reply[0], bytes) else None
+            if state != RUNNING:
+                starts.append(Start(state, int(reply[1] or 0)))
+            else:
+                starts.append(Start(state, int(reply[1]), reply[2].decode(), int(reply[3]),
+                                    json.loads(reply[4] or b"[]")))
+        return starts
 
-    def _end(self, job_id: str, state: str, fields: dict[str, str]) -> bool:
-        args: list[Any] = ["state", state, "finished", now_iso()]
-        for key, value in fields.items():
-            args += [key, value]
-        return bool(self._finish(keys=[self._key(job_id), self._done_key(job_id), self._pending],
-                                 args=[*args, self.ttl, job_id]))
+    def end(self, outcomes: list[tuple[str, str, dict[str, Any]]]) -> list[bool]:
+        """Record each ``(job_id, state, fields)`` unless the job is final already; wake its waiters."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, state, fields in outcomes:
+                args: list[Any] = ["state", state, "finished", now_iso()]
+                for key, value in fields.items():
+                    args += [key, value if isinstance(value, str) else json.dumps(value)]
+                self._finish(keys=[self._key(job_id), self._done_key(job_id), self._pending],
+                             args=[*args, self.ttl, job_id], client=pipe)
+            return [bool(r) for r in pipe.execute()]
 
     def succeed(self, job_id: str, results: list[dict[str, Any]]) -> bool:
-        return self._end(job_id, SUCCEEDED, {"results": json.dumps(results)})
+        return self.end([(job_id, SUCCEEDED, {"results": results})])[0]
 
     def fail(self, job_id: str, state: str, error: dict[str, Any]) -> bool:
-        return self._end(job_id, state, {"error": json.dumps(error)})
+        return self.end([(job_id, state, {"error": error})])[0]
 
     def sweep(self, resend: Callable[[str, str], None], limit: int = 500) -> int:
         """Deliver again every unfinished job whose lease ran out (its message or its worker was lost).
@@ -242,7 +261,7 @@ class JobStore:
                     self.redis.zrem(self._pending, job_id)
                     continue
                 self.redis.zadd(self._pending, {job_id: now + self.lease})
-                resend(job_id, queue or "")
+                resend(job_id, queue or QUEUE_RECORDS)
                 sent += 1
             return sent
         finally:

@@ -15,16 +15,10 @@ def score(bundle: Bundle, records: list[dict[str, Any]]) -> list[dict[str, Any]]
     """
     if not records:
         return []
-    import numpy as np
     import pandas as pd
 
     schema = bundle.schema
     frame = pd.DataFrame.from_records(records, columns=schema.field_names)
-    for spec in schema.fields:
-        if spec.kind == "numeric":
-            frame[spec.name] = pd.to_numeric(frame[spec.name], errors="coerce").astype("float64")
-        else:
-            frame[spec.name] = frame[spec.name].astype(object).where(frame[spec.name].notna(), np.nan)
     probabilities = bundle.pipeline.predict_proba(frame)
     classes = [int(c) for c in bundle.pipeline.classes_]
     if sorted(classes) != list(range(len(schema.labels))):

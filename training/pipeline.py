@@ -6,12 +6,9 @@ import importlib
 import inspect
 from typing import Any
 
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder
+from sklearn.pipeline import Pipeline
 
-from batcomputer.schema import CATEGORICAL
+from batcomputer.encoding import SchemaEncoder
 from training.spec import Spec
 
 
@@ -26,18 +23,6 @@ def make_estimator(spec: Spec) -> Any:
 
 
 def build_pipeline(spec: Spec) -> Pipeline:
-    """Impute and encode each field by its kind (categories fixed by the spec), then the estimator."""
-    transformers = []
-    for field in spec.fields:
-        if field.kind == CATEGORICAL:
-            steps = make_pipeline(
-                SimpleImputer(strategy="most_frequent"),
-                OneHotEncoder(categories=[list(field.categories or ())], handle_unknown="ignore",
-                              sparse_output=False, dtype="float64"),
-            )
-        else:
-            steps = make_pipeline(SimpleImputer(strategy="median", add_indicator=not field.required,
-                                                keep_empty_features=True))
-        transformers.append((field.name, steps, [field.name]))
-    encoder = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
-    return Pipeline([("encode", encoder), ("classify", make_estimator(spec))])
+    """Impute and encode the fields by their kinds (categories fixed by the spec), then the estimator."""
+    fields = [(f.name, f.kind, f.categories, f.required) for f in spec.fields]
+    return Pipeline([("encode", SchemaEncoder(fields)), ("classify", make_estimator(spec))])

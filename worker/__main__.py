@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from batcomputer.jobs import QUEUE_BULK, QUEUE_RECORDS, QUEUES
 from batcomputer.settings import Settings
@@ -20,6 +21,9 @@ def worker_argv(settings: Settings, queues: list[str], loglevel: str) -> list[st
 
 
 def main(argv: list[str] | None = None) -> None:
+    # One thread per scoring call: processes and micro-batches give the parallelism; OpenMP threads on top
+    # of them only spin and fight for the same cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     parser = argparse.ArgumentParser(prog="python -m worker")
     parser.add_argument("--queues", default=QUEUE_RECORDS, help=f"comma-separated, of {QUEUES}")
     parser.add_argument("--loglevel", default="INFO")

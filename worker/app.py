@@ -39,7 +39,7 @@ class Heartbeat:
 
     def _resend(self, job_id: str, queue: str) -> None:
         log.warning("job %s was not finished within its lease; delivering it again on %s", job_id, queue)
-        self.app.send_task(TASK_SCORE, args=[job_id], queue=queue or self.queues[0])
+        self.app.send_task(TASK_SCORE, args=[[job_id]], queue=queue)
 
     def _run(self) -> None:
         client = redis_client(self.settings)

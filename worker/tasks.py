@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import os
 import traceback
+from concurrent.futures import Future
+from typing import Any
 
 import redis
 from celery import Celery
 
 from batcomputer.broker import redis_client
 from batcomputer.errors import BatcomputerError
-from batcomputer.jobs import DEAD, FAILED, FINAL, TASK_SCORE, JobStore
+from batcomputer.jobs import DEAD, FAILED, FINAL, SUCCEEDED, TASK_SCORE, JobStore
 from batcomputer.registry import Registry
 from batcomputer.schema import validate_records
 from batcomputer.scoring import score
@@ -38,40 +40,53 @@ class Scorer:
         self.batcher = Batcher(score, self.settings.batch_max_records, self.settings.batch_window_ms / 1000)
         self._pid = os.getpid()
 
-    def run(self, job_id: str) -> str:
-        """Score one delivery of a job. Redis errors propagate: the message stays unacked and comes back."""
+    def run(self, job_ids: list[str]) -> dict[str, str]:
+        """Score one delivery of a message's jobs. Redis errors propagate: the message stays unacked and
+        comes back (and the sweeper re-sends its jobs)."""
         self._ensure()
-        start = self.jobs.start(job_id)
-        if start.state is None:
-            log.warning("job %s expired before it ran; dropping it", job_id)
-            return "expired"
-        if start.state in FINAL or start.state == "busy":
-            return start.state  # a duplicate delivery: finished, or another delivery holds the lease
-        if start.attempts > self.settings.max_attempts:
-            reason = (f"delivered {start.attempts - 1} times and the worker was lost each time "
-                      f"(limit {self.settings.max_attempts}); the job is dead and will not be retried")
-            self.jobs.fail(job_id, DEAD, {"code": "dead", "detail": reason, "attempts": start.attempts - 1})
-            log.error("job %s is dead: %s", job_id, reason)
-            return DEAD
-        try:
-            bundle = self.bundles.get(start.model, start.version)
-            clean = validate_records(bundle.schema, start.records or [])
-            if len(clean) == 1 and start.attempts == 1:
-                results = [self.batcher.submit(bundle, clean[0]).result()]
-            else:  # lists are vectorised already; a retried record is scored alone, away from other jobs
-                results = score(bundle, clean)
-        except redis.RedisError:
-            raise
-        except BatcomputerError as exc:
-            self.jobs.fail(job_id, FAILED, {"code": exc.code, "detail": exc.detail, **exc.extra})
-            return FAILED
-        except Exception as exc:
-            log.exception("job %s failed", job_id)
-            self.jobs.fail(job_id, FAILED, {"code": "scoring_error", "detail": f"{type(exc).__name__}: {exc}",
-                                            "trace": traceback.format_exc(limit=3)})
-            return FAILED
-        self.jobs.succeed(job_id, results)
-        return "succeeded"
+        outcomes: list[tuple[str, str, dict[str, Any]]] = []
+        waiting: list[tuple[str, Future[dict[str, Any]]]] = []
+        summary: dict[str, str] = {}
+        for job_id, start in zip(job_ids, self.jobs.start(job_ids), strict=True):
+            summary[job_id] = start.state or "expired"
+            if start.state is None or start.state in FINAL or start.state == "busy":
+                continue  # expired, finished already, or another delivery holds the lease: a duplicate
+            if start.attempts > self.settings.max_attempts:
+                reason = (f"delivered {start.attempts - 1} times and the worker was lost each time "
+                          f"(limit {self.settings.max_attempts}); the job is dead and will not be retried")
+                log.error("job %s is dead: %s", job_id, reason)
+                outcomes.append((job_id, DEAD, {"error": {"code": "dead", "detail": reason,
+                                                          "attempts": start.attempts - 1}}))
+                continue
+            try:
+                bundle = self.bundles.get(start.model, start.version)
+                clean = validate_records(bundle.schema, start.records or [])
+                if len(clean) == 1 and start.attempts == 1:
+                    waiting.append((job_id, self.batcher.submit(bundle, clean[0])))
+                    continue
+                # Lists are vectorised already; a redelivered record is scored alone, away from other jobs.
+                outcomes.append((job_id, SUCCEEDED, {"results": score(bundle, clean)}))
+            except Exception as exc:
+                outcomes.append((job_id, FAILED, {"error": describe(job_id, exc)}))
+        for job_id, future in waiting:
+            try:
+                outcomes.append((job_id, SUCCEEDED, {"results": [future.result()]}))
+            except Exception as exc:
+                outcomes.append((job_id, FAILED, {"error": describe(job_id, exc)}))
+        if outcomes:
+            self.jobs.end(outcomes)
+        summary.update({job_id: state for job_id, state, _ in outcomes})
+        return summary
+
+
+def describe(job_id: str, exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, redis.RedisError):
+        raise exc
+    if isinstance(exc, BatcomputerError):
+        return {"code": exc.code, "detail": exc.detail, **exc.extra}
+    log.error("job %s failed", job_id, exc_info=exc)
+    return {"code": "scoring_error", "detail": f"{type(exc).__name__}: {exc}",
+            "trace": "".join(traceback.format_exception(exc, limit=3))}
 
 
 def register_tasks(app: Celery, settings: Settings) -> Scorer:
@@ -79,7 +94,7 @@ def register_tasks(app: Celery, settings: Settings) -> Scorer:
 
     @app.task(name=TASK_SCORE, acks_late=True, reject_on_worker_lost=True, acks_on_failure_or_timeout=False,
               ignore_result=True)
-    def score_job(job_id: str) -> str:
-        return scorer.run(job_id)
+    def score_jobs(job_ids: list[str]) -> dict[str, str]:
+        return scorer.run(job_ids)
 
     return scorer

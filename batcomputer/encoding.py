@@ -1,0 +1,84 @@
+"""The schema encoder inside every fitted pipeline: named raw fields to a numeric matrix, with imputation.
+
+It lives in the core because bundles pickle a reference to it: training fits it, workers unpickle it. It
+does in one numpy pass what a ColumnTransformer of imputers and one-hot encoders does in many validated
+steps, so that scoring one record costs microseconds here instead of milliseconds. Only workers and
+training import it (it needs scikit-learn); the gateway never does.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+
+
+def _column(frame: Any, name: str) -> list[Any]:
+    return list(frame[name]) if hasattr(frame, "columns") else [row[name] for row in frame]
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or value is getattr(np, "nan", None)
+
+
+class SchemaEncoder(TransformerMixin, BaseEstimator):
+    """One-hot categorical fields over the spec's fixed categories, pass numeric fields through.
+
+    ``fields`` is a list of ``(name, kind, categories, required)``. Missing values are imputed with what
+    ``fit`` learned (the most frequent category; the median), and each optional numeric field gets a
+    missing-indicator column. An unknown category encodes as all zeros (validation refuses those first).
+    """
+
+    def __init__(self, fields: list[tuple[str, str, tuple[str, ...] | None, bool]]) -> None:
+        self.fields = fields
+
+    def fit(self, frame: Any, y: Any = None) -> SchemaEncoder:
+        self.fill_: dict[str, Any] = {}
+        for name, kind, categories, _ in self.fields:
+            values = [v for v in _column(frame, name) if not _is_missing(v)]
+            if kind == "categorical":
+                known = [v for v in values if v in set(categories or ())]
+                self.fill_[name] = Counter(known).most_common(1)[0][0] if known else (categories or ("",))[0]
+            else:
+                self.fill_[name] = float(np.median(np.asarray(values, dtype=float))) if values else 0.0
+        self.n_features_out_ = sum(len(c or ()) if k == "categorical" else (1 if r else 2)
+                                   for _, k, c, r in self.fields)
+        return self
+
+    def transform(self, frame: Any) -> np.ndarray:
+        rows = len(frame)
+        out = np.zeros((rows, self.n_features_out_), dtype=np.float64)
+        offset = 0
+        for name, kind, categories, required in self.fields:
+            values = _column(frame, name)
+            fill = self.fill_[name]
+            if kind == "categorical":
+                index = {c: i for i, c in enumerate(categories or ())}
+                codes = np.fromiter((index.get(fill if _is_missing(v) else v, -1) for v in values), dtype=np.int64,
+                                    count=rows)
+                known = codes >= 0
+                out[np.nonzero(known)[0], offset + codes[known]] = 1.0
+                offset += len(categories or ())
+            else:
+                numbers = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+                missing = np.isnan(numbers)
+                numbers[missing] = fill
+                out[:, offset] = numbers
+                offset += 1
+                if not required:
+                    out[:, offset] = missing
+                    offset += 1
+        return out
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        names: list[str] = []
+        for name, kind, categories, required in self.fields:
+            if kind == "categorical":
+                names.extend(f"{name}={c}" for c in categories or ())
+            else:
+                names.append(name)
+                if not required:
+                    names.append(f"{name}_missing")
+        return np.asarray(names, dtype=object)
