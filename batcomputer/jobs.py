@@ -106,6 +106,7 @@ class JobStore:
         self.lease = lease_seconds
         self._start = client.register_script(_START)
         self._finish = client.register_script(_FINISH)
+        self._loaded = False
 
     def _key(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
@@ -209,13 +210,29 @@ class JobStore:
 
     # -- worker side -----------------------------------------------------------------------------
 
+    def _scripted(self, calls: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
+        """Run (script, keys, args) calls in one pipelined round trip of EVALSHA (no SCRIPT EXISTS first);
+        load the scripts once when Redis does not know them (first use, or after a restart)."""
+        for attempt in (1, 2):
+            if not self._loaded:
+                for script in (self._start, self._finish):
+                    script.sha = self.redis.script_load(script.script)
+                self._loaded = True
+            try:
+                with self.redis.pipeline(transaction=False) as pipe:
+                    for script, keys, args in calls:
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                    return list(pipe.execute())
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                self._loaded = False
+        return []
+
     def start(self, job_ids: list[str]) -> list[Start]:
         """Start a delivery of each job (one round trip for all of them)."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                self._start(keys=[self._key(job_id), self._pending], args=[now_iso(), time.time(), self.lease, job_id],
-                            client=pipe)
-            replies = pipe.execute()
+        replies = self._scripted([(self._start, [self._key(job_id), self._pending],
+                                   [now_iso(), time.time(), self.lease, job_id]) for job_id in job_ids])
         starts = []
         for reply in replies:
             state = reply[0].decode() if isinstance(reply[0], bytes) else None
@@ -228,14 +245,14 @@ class JobStore:
 
     def end(self, outcomes: list[tuple[str, str, dict[str, Any]]]) -> list[bool]:
         """Record each ``(job_id, state, fields)`` unless the job is final already; wake its waiters."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            for job_id, state, fields in outcomes:
-                args: list[Any] = ["state", state, "finished", now_iso()]
-                for key, value in fields.items():
-                    args += [key, value if isinstance(value, str) else json.dumps(value)]
-                self._finish(keys=[self._key(job_id), self._done_key(job_id), self._pending],
-                             args=[*args, self.ttl, job_id], client=pipe)
-            return [bool(r) for r in pipe.execute()]
+        calls = []
+        for job_id, state, fields in outcomes:
+            args: list[Any] = ["state", state, "finished", now_iso()]
+            for key, value in fields.items():
+                args += [key, value if isinstance(value, str) else json.dumps(value)]
+            calls.append((self._finish, [self._key(job_id), self._done_key(job_id), self._pending],
+                          [*args, self.ttl, job_id]))
+        return [bool(r) for r in self._scripted(calls)]
 
     def succeed(self, job_id: str, results: list[dict[str, Any]]) -> bool:
         return self.end([(job_id, SUCCEEDED, {"results": results})])[0]

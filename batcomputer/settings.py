@@ -33,6 +33,16 @@ def _positive_float(name: str, raw: str) -> float:
     return value
 
 
+def _non_negative_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{PREFIX}{name.upper()}={raw!r} is not a number") from None
+    if not value >= 0:
+        raise ConfigurationError(f"{PREFIX}{name.upper()}={raw!r} must not be negative")
+    return value
+
+
 def _json_object(name: str, raw: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
@@ -91,8 +101,8 @@ class Settings:
         "help": "Deliveries of one job before it is declared dead"})
     batch_max_records: int = field(default=256, metadata={"parse": _positive_int,
         "help": "Most single records a worker scores in one vectorised call"})
-    batch_window_ms: float = field(default=2.0, metadata={"parse": _positive_float,
-        "help": "How long a worker waits for more single records before scoring a batch"})
+    batch_window_ms: float = field(default=0.0, metadata={"parse": _non_negative_float,
+        "help": "Extra wait for companions before scoring a batch (0: score what is waiting, no added latency)"})
     worker_concurrency: int = field(default=1, metadata={"parse": _positive_int,
         "help": "Processes of a bulk worker (prefork pool)"})
     record_threads: int = field(default=64, metadata={"parse": _positive_int,

@@ -39,7 +39,7 @@ class BatchStats:
 
 
 class Batcher:
-    """Collects single records from many task threads; flushes when ``max_records`` wait or ``window`` passes."""
+    """Collects single records from many task threads; scores what waits, up to ``max_records`` at a time."""
 
     def __init__(self, score: Score, max_records: int, window_seconds: float, log_every: float = 10.0) -> None:
         self._score = score
@@ -57,6 +57,9 @@ class Batcher:
         return future
 
     def _collect(self) -> list[tuple[Bundle, dict[str, Any], Future[dict[str, Any]]]]:
+        """Everything waiting now; with a window, also what arrives within it. With no window this is a
+        group commit: records that arrive while a batch is being scored form the next batch, so a lone
+        record never waits and batches grow with the load."""
         batch = [self._queue.get()]
         deadline = time.monotonic() + self.window
         while len(batch) < self.max_records:
@@ -66,7 +69,7 @@ class Batcher:
             except queue.Empty:
                 pass
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or self.window <= 0:
                 break
             try:
                 batch.append(self._queue.get(timeout=remaining))
