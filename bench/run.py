@@ -117,6 +117,7 @@ def run_wrk(script: Path, base: str, connections: int, seconds: int) -> tuple[di
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="crime", help="crime (gradient boosting) or crime-rf (random forest)")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--record-workers", type=int, default=1)
     parser.add_argument("--gateway-workers", type=int, default=2)
@@ -125,14 +126,16 @@ def main() -> None:
     if not shutil.which("wrk"):
         sys.exit("wrk is missing: apt-get install wrk")
     base_settings = Settings.from_env()
-    if "crime" not in Registry.from_settings(base_settings).models():
-        sys.exit("no crime model in the registry: run `batcomputer data fetch && batcomputer train crime --promote`")
+    if args.model not in Registry.from_settings(base_settings).models():
+        from training.trainer import train
+
+        train(base_settings, args.model, promote=True)
     folder = Path(tempfile.mkdtemp(prefix="batcomputer-bench-"))
     redis = start_redis_server(folder / "redis")
     env = {**os.environ, "BATCOMPUTER_REDIS_URL": redis.url, "BATCOMPUTER_KEY_PREFIX": "bench:",
            "BATCOMPUTER_REGISTRY": str(Path(base_settings.registry).resolve()),
            "BATCOMPUTER_MAX_RECORDS": "1000", "PYTHONPATH": str(ROOT),
-           "OMP_NUM_THREADS": "1"}  # the same for the baseline as for the workers
+           "OMP_NUM_THREADS": "1", "BENCH_MODEL": args.model, "BATCOMPUTER_DEFAULT_MODEL": args.model}  # the same for the baseline as for the workers
     cli = str(Path(sys.executable).parent / "batcomputer")
     started: dict[str, list[subprocess.Popen[bytes]]] = {"record workers": [], "bulk worker": [], "gateway": [],
                                                          "baseline": []}
@@ -160,12 +163,12 @@ def main() -> None:
         scripts = {
             "baseline /api/predict": (baseline, lua_script(folder, "baseline", "/api/predict", bodies)),
             "batcomputer /api/predict": (gateway, lua_script(folder, "predict", "/api/predict", bodies)),
-            "batcomputer jobs?wait=10": (gateway, lua_script(folder, "jobs", "/api/models/crime/jobs?wait=10",
+            "batcomputer jobs?wait=10": (gateway, lua_script(folder, "jobs", f"/api/models/{args.model}/jobs?wait=10",
                                                              bodies)),
         }
         processes = {k: [psutil.Process(p.pid) for p in v] for k, v in started.items()}
         processes["redis"] = [psutil.Process(redis.handle.pid)]
-        print(f"crime model, {len(records)} real records cycled; {args.seconds} s per run; "
+        print(f"{args.model} model, {len(records)} real records cycled; {args.seconds} s per run; "
               f"{os.cpu_count()} cores; record workers {args.record_workers}, gateway "
               f"{args.gateway_workers}x{args.gateway_threads} threads\n")
         for _, (base, script) in scripts.items():  # warm up every path
@@ -193,7 +196,7 @@ def main() -> None:
         for size in (100, 1000):
             chunk = [json.dumps({"records": [records[(i + j) % len(records)] for j in range(size)]})
                      for i in range(0, len(records), 50)]
-            script = lua_script(folder, f"records{size}", "/api/models/crime/jobs?wait=30", chunk)
+            script = lua_script(folder, f"records{size}", f"/api/models/{args.model}/jobs?wait=30", chunk)
             for connections in (2, 8):
                 result, _ = run_wrk(script, gateway, connections, args.seconds)
                 print(f"{{'records': [{size}]}} conc {connections:>2}: {result['rps']:8.1f} req/s = "
