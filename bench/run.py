@@ -135,7 +135,8 @@ def main() -> None:
     env = {**os.environ, "BATCOMPUTER_REDIS_URL": redis.url, "BATCOMPUTER_KEY_PREFIX": "bench:",
            "BATCOMPUTER_REGISTRY": str(Path(base_settings.registry).resolve()),
            "BATCOMPUTER_MAX_RECORDS": "1000", "PYTHONPATH": str(ROOT),
-           "OMP_NUM_THREADS": "1", "BENCH_MODEL": args.model, "BATCOMPUTER_DEFAULT_MODEL": args.model}  # the same for the baseline as for the workers
+           # one OpenMP thread, for the baseline as for the workers
+           "OMP_NUM_THREADS": "1", "BENCH_MODEL": args.model, "BATCOMPUTER_DEFAULT_MODEL": args.model}
     cli = str(Path(sys.executable).parent / "batcomputer")
     started: dict[str, list[subprocess.Popen[bytes]]] = {"record workers": [], "bulk worker": [], "gateway": [],
                                                          "baseline": []}
