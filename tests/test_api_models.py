@@ -15,14 +15,14 @@ def test_alias_moves_and_rollback_over_http(services: Services, titanic_draft: D
     for tag in (1, 2):
         registry.publish(dataclasses.replace(titanic_draft, metrics={**titanic_draft.metrics, "tag": tag}))
     client = create_app(services.settings).test_client()
-    moved = client.put("/api/models/titanic-kaggle/aliases/production", json={"version": 1, "by": "alice"})
+    moved = client.put("/api/models/titanic/aliases/production", json={"version": 1, "by": "alice"})
     assert moved.status_code == 200 and moved.get_json()["aliases"] == {"production": 1}
-    moved = client.put("/api/models/titanic-kaggle/aliases/production", json={"version": 2, "reason": "better"})
+    moved = client.put("/api/models/titanic/aliases/production", json={"version": 2, "reason": "better"})
     assert moved.get_json()["move"]["from"] == 1
-    assert client.get("/api/models/titanic-kaggle").get_json()["current"] == {"version": 2, "alias": "production"}
-    back = client.post("/api/models/titanic-kaggle/rollback", json={})
+    assert client.get("/api/models/titanic").get_json()["current"] == {"version": 2, "alias": "production"}
+    back = client.post("/api/models/titanic/rollback", json={})
     assert back.status_code == 200 and back.get_json()["move"]["to"] == 1
-    history = registry.history("titanic-kaggle", "production")
+    history = registry.history("titanic", "production")
     assert [(m["from"], m["to"], m["by"], m["kind"]) for m in history] == [
         (None, 1, "alice", "move"), (1, 2, "api", "move"), (2, 1, "api", "rollback")]
     assert history[1]["reason"] == "better"
@@ -31,11 +31,11 @@ def test_alias_moves_and_rollback_over_http(services: Services, titanic_draft: D
 def test_bad_alias_moves_are_refused_clearly(services: Services, titanic_draft: Draft) -> None:
     Registry.from_settings(services.settings).publish(titanic_draft)
     client = create_app(services.settings).test_client()
-    missing = client.put("/api/models/titanic-kaggle/aliases/production", json={"version": 5})
+    missing = client.put("/api/models/titanic/aliases/production", json={"version": 5})
     assert missing.status_code == 404 and "no version 5" in missing.get_json()["detail"]
-    wrong = client.put("/api/models/titanic-kaggle/aliases/production", json={"version": "1"})
+    wrong = client.put("/api/models/titanic/aliases/production", json={"version": "1"})
     assert wrong.status_code == 400 and wrong.get_json()["field"] == "version"
-    nothing = client.post("/api/models/titanic-kaggle/rollback", json={"alias": "staging"})
+    nothing = client.post("/api/models/titanic/rollback", json={"alias": "staging"})
     assert nothing.status_code == 404 and nothing.get_json()["code"] == "alias_not_found"
-    bad_name = client.put("/api/models/titanic-kaggle/aliases/Prod!", json={"version": 1})
+    bad_name = client.put("/api/models/titanic/aliases/Prod!", json={"version": 1})
     assert bad_name.status_code == 400

@@ -51,13 +51,13 @@ def test_promote_rollback_and_history(settings: Settings, titanic_draft: Draft) 
     registry.publish(titanic_draft)
     registry.publish(dataclasses.replace(titanic_draft, metrics={**titanic_draft.metrics, "tag": 2}))
     env = env_for(settings)
-    assert run_cli(env, "promote", "titanic-kaggle", "1").returncode == 0
-    done = run_cli(env, "promote", "titanic-kaggle", "2", "--reason", "better log loss")
-    assert done.stdout.strip() == "titanic-kaggle: production 1 -> 2"
-    assert run_cli(env, "rollback", "titanic-kaggle").stdout.strip() == "titanic-kaggle: production 2 -> 1 (rollback)"
-    history = run_cli(env, "history", "titanic-kaggle").stdout
+    assert run_cli(env, "promote", "titanic", "1").returncode == 0
+    done = run_cli(env, "promote", "titanic", "2", "--reason", "better log loss")
+    assert done.stdout.strip() == "titanic: production 1 -> 2"
+    assert run_cli(env, "rollback", "titanic").stdout.strip() == "titanic: production 2 -> 1 (rollback)"
+    history = run_cli(env, "history", "titanic").stdout
     assert "better log loss" in history and "rollback" in history
-    missing = run_cli(env, "promote", "titanic-kaggle", "9")
+    missing = run_cli(env, "promote", "titanic", "9")
     assert missing.returncode == 2 and "no version 9" in missing.stderr
     unknown = run_cli(env, "models", "show", "nosuch")
     assert unknown.returncode == 2 and "'nosuch' is not in the registry" in unknown.stderr

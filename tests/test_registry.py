@@ -15,7 +15,7 @@ from batcomputer.errors import AliasNotFound, Conflict, IncompatibleBundle, Inte
 from batcomputer.registry import Registry
 from batcomputer.scoring import score
 
-RECORD = {"pclass": 1, "sex": "female", "age": 29.0, "sibsp": 0, "parch": 0, "fare": 80.0, "embarked": "C"}
+RECORD = {"pclass": 1, "sex": "female", "age": 29.0, "sibsp": 0, "parch": 0}
 
 
 def variant(draft: Draft, tag: Any) -> Draft:
@@ -26,7 +26,7 @@ def variant(draft: Draft, tag: Any) -> Draft:
 def test_publish_and_load_round_trip(registry: Registry, titanic_draft: Draft) -> None:
     published = registry.publish(titanic_draft)
     assert (published.version, published.created) == (1, True)
-    loaded = registry.bundle("titanic-kaggle", 1, pipeline=True)
+    loaded = registry.bundle("titanic", 1, pipeline=True)
     assert loaded.schema == titanic_draft.schema
     assert loaded.metrics == titanic_draft.metrics
     assert loaded.sha256 == published.sha256
@@ -35,7 +35,7 @@ def test_publish_and_load_round_trip(registry: Registry, titanic_draft: Draft) -
     assert loaded.manifest["environment"]["scikit-learn"].startswith("1.")
     result = score(loaded, [{**RECORD}])[0]
     assert result["died_proba"] + result["survived_proba"] == pytest.approx(1.0)
-    assert registry.models() == ["titanic-kaggle"]
+    assert registry.models() == ["titanic"]
 
 
 def test_identical_content_returns_the_existing_version(registry: Registry, titanic_draft: Draft) -> None:
@@ -43,7 +43,7 @@ def test_identical_content_returns_the_existing_version(registry: Registry, tita
     again = registry.publish(dataclasses.replace(titanic_draft, timings={"fit_seconds": 99.0}))
     assert (again.version, again.created) == (first.version, False)
     assert registry.publish(variant(titanic_draft, 2)).version == 2
-    assert registry.versions("titanic-kaggle") == [1, 2]
+    assert registry.versions("titanic") == [1, 2]
 
 
 def _publish_many(registry: Registry, draft: Draft, worker: int, count: int, barrier: Any, out: Any) -> None:
@@ -64,13 +64,13 @@ def test_concurrent_publishers_get_distinct_versions(registry: Registry, titanic
         process.join(30)
         assert process.exitcode == 0
     assert versions == list(range(1, workers * count + 1))
-    assert registry.versions("titanic-kaggle") == versions
+    assert registry.versions("titanic") == versions
 
 
 def test_aliases_move_with_history_and_roll_back(registry: Registry, titanic_draft: Draft) -> None:
     for tag in (1, 2, 3):
         registry.publish(variant(titanic_draft, tag))
-    model = "titanic-kaggle"
+    model = "titanic"
     for version in (1, 2, 3):
         registry.set_alias(model, "production", version, by="ci", reason=f"release {version}")
     registry.set_alias(model, "staging", 3, by="ci")
@@ -95,15 +95,15 @@ def test_aliases_refuse_unknown_targets(registry: Registry, titanic_draft: Draft
     with pytest.raises(ModelNotFound):
         registry.resolve("nosuch")
     with pytest.raises(AliasNotFound, match="production"):
-        registry.resolve("titanic-kaggle")
+        registry.resolve("titanic")
     with pytest.raises(Exception, match="no version 7"):
-        registry.set_alias("titanic-kaggle", "production", 7)
+        registry.set_alias("titanic", "production", 7)
 
 
 def _move_alias_many(registry: Registry, worker: int, count: int, barrier: Any) -> None:
     barrier.wait()
     for i in range(count):
-        registry.set_alias("titanic-kaggle", "production", 1 + (worker + i) % 2, by=f"w{worker}")
+        registry.set_alias("titanic", "production", 1 + (worker + i) % 2, by=f"w{worker}")
 
 
 def test_concurrent_alias_moves_lose_no_history(registry: Registry, titanic_draft: Draft) -> None:
@@ -117,7 +117,7 @@ def test_concurrent_alias_moves_lose_no_history(registry: Registry, titanic_draf
     for process in processes:
         process.join(120)
         assert process.exitcode == 0
-    history = registry.history("titanic-kaggle", "production")
+    history = registry.history("titanic", "production")
     assert len(history) == 15
     assert all(a["to"] == b["from"] for a, b in itertools.pairwise(history))
 
@@ -125,13 +125,13 @@ def test_concurrent_alias_moves_lose_no_history(registry: Registry, titanic_draf
 @pytest.mark.parametrize("name", ["model.joblib", "schema.json", "metrics.json", "manifest.json"])
 def test_one_changed_byte_is_refused(registry: Registry, titanic_draft: Draft, name: str) -> None:
     registry.publish(titanic_draft)
-    entry = registry.entry("titanic-kaggle", 1)
-    key = f"titanic-kaggle/{entry['bundle']}/{name}"
+    entry = registry.entry("titanic", 1)
+    key = f"titanic/{entry['bundle']}/{name}"
     data = bytearray(registry.store.read(key) or b"")
     data[len(data) // 2] ^= 0x01
     registry.store.write(key, bytes(data))
     with pytest.raises(IntegrityError, match=name.replace(".", r"\.")) as caught:
-        registry.bundle("titanic-kaggle", 1, pipeline=True)
+        registry.bundle("titanic", 1, pipeline=True)
     assert "sha256" in caught.value.detail and caught.value.extra["file"] == name
 
 
@@ -141,6 +141,6 @@ def test_a_bundle_from_another_scikit_learn_minor_is_refused(registry: Registry,
     monkeypatch.setattr(bundles, "library_versions", lambda: {**real, "scikit-learn": "1.5.2"})
     registry.publish(titanic_draft)
     monkeypatch.setattr(bundles, "library_versions", lambda: real)
-    registry.bundle("titanic-kaggle", 1)  # schema and metrics need no scikit-learn
+    registry.bundle("titanic", 1)  # schema and metrics need no scikit-learn
     with pytest.raises(IncompatibleBundle, match=r"scikit-learn 1\.5\.2"):
-        registry.bundle("titanic-kaggle", 1, pipeline=True)
+        registry.bundle("titanic", 1, pipeline=True)

