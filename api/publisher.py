@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from concurrent.futures import Future
 
 from celery import Celery
@@ -11,6 +13,7 @@ from celery import Celery
 from batcomputer.jobs import TASK_SCORE
 
 Item = tuple[str, Future[None]]
+log = logging.getLogger("batcomputer.publisher")
 
 
 class Publisher:
@@ -42,6 +45,7 @@ class Publisher:
         future.result(timeout=self.timeout)
 
     def _run(self) -> None:
+        last_log = time.monotonic()
         while True:
             with self._ready:
                 while not self._pending:
@@ -59,3 +63,9 @@ class Publisher:
                     else:
                         for _, future in chunk:
                             future.set_result(None)
+            if time.monotonic() - last_log >= 10:
+                messages = sum(self.sizes.values())
+                jobs = sum(size * count for size, count in self.sizes.items())
+                log.info("published %d messages carrying %d jobs (mean %.1f, largest %d)", messages, jobs,
+                         jobs / messages, max(self.sizes))
+                last_log = time.monotonic()

@@ -23,24 +23,23 @@ def _positive_int(name: str, raw: str) -> int:
     return value
 
 
-def _positive_float(name: str, raw: str) -> float:
+def _float(name: str, raw: str, allow_zero: bool) -> float:
     try:
         value = float(raw)
     except ValueError:
         raise ConfigurationError(f"{PREFIX}{name.upper()}={raw!r} is not a number") from None
-    if not value > 0:
-        raise ConfigurationError(f"{PREFIX}{name.upper()}={raw!r} must be greater than zero")
+    if not (value >= 0 if allow_zero else value > 0):
+        limit = "must not be negative" if allow_zero else "must be greater than zero"
+        raise ConfigurationError(f"{PREFIX}{name.upper()}={raw!r} {limit}")
     return value
+
+
+def _positive_float(name: str, raw: str) -> float:
+    return _float(name, raw, allow_zero=False)
 
 
 def _non_negative_float(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{PREFIX}{name.upper()}={raw!r} is not a number") from None
-    if not value >= 0:
-        raise ConfigurationError(f"{PREFIX}{name.upper()}={raw!r} must not be negative")
-    return value
+    return _float(name, raw, allow_zero=True)
 
 
 def _json_object(name: str, raw: str) -> dict[str, Any]:

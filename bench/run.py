@@ -115,6 +115,29 @@ def run_wrk(script: Path, base: str, connections: int, seconds: int) -> tuple[di
     return parse_wrk(output), output
 
 
+def stage_latencies(gateway: str, model: str, records: list[dict[str, Any]]) -> dict[str, float]:
+    """Split the round trip by the job's own timestamps: gateway in, queue, scoring, hand-back."""
+    import statistics
+    from datetime import datetime
+
+    import requests
+
+    session = requests.Session()
+    stages: dict[str, list[float]] = {"HTTP in, validate, job record": [], "publish, queue, worker pickup": [],
+                                      "scoring (micro-batch), job update": [], "wake-up, HTTP out": [],
+                                      "total": []}
+    for index in range(200):
+        sent = time.time()
+        job = session.post(f"{gateway}/api/models/{model}/jobs?wait=10", json=records[index % len(records)]).json()
+        back = time.time()
+        created, started, finished = (datetime.fromisoformat(job[k]).timestamp() for k in
+                                      ("created", "started", "finished"))
+        for name, value in zip(stages, (created - sent, started - created, finished - started, back - finished,
+                                        back - sent), strict=True):
+            stages[name].append(value * 1000)
+    return {name: statistics.median(values) for name, values in stages.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="crime", help="crime (gradient boosting) or crime-rf (random forest)")
@@ -202,6 +225,12 @@ def main() -> None:
                 result, _ = run_wrk(script, gateway, connections, args.seconds)
                 print(f"{{'records': [{size}]}} conc {connections:>2}: {result['rps']:8.1f} req/s = "
                       f"{result['rps'] * size:9.0f} records/s, p50 {result['p50']:.0f} ms, p99 {result['p99']:.0f} ms")
+        print("\nwhere a single record's time goes at concurrency 1 (medians of 200 sequential requests):")
+        for stage, millis in stage_latencies(gateway, args.model, records).items():
+            print(f"  {stage:<34}{millis:6.2f} ms")
+        batches = [line for line in (folder / "services.log").read_text(errors="replace").splitlines()
+                   if "micro-batches:" in line or "published" in line]
+        print("\n".join(["", "batching seen (cumulative, from the logs):", *batches[-4:]]))
         print(f"\nlogs: {folder / 'services.log'}")
     finally:
         for group in started.values():
