@@ -28,5 +28,10 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     register_problem_handlers(app)
     for blueprint in (health, models, jobs, seed, docs):
         app.register_blueprint(blueprint)
-    logging.getLogger("batcomputer").setLevel(logging.INFO)
+    logger = logging.getLogger("batcomputer")
+    logger.setLevel(logging.INFO)
+    if not logger.handlers:  # gunicorn configures its own loggers only
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
     return app

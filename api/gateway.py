@@ -67,8 +67,8 @@ class Gateway:
         return Pinned(model, number, cached[1], cached[0], None if version is not None else
                       (alias or self.settings.default_alias))
 
-    def records_of(self, body: Any) -> tuple[list[Any], bool]:
-        """One record, or ``{"records": [...]}``; returns the records and whether it was a list."""
+    def records_of(self, body: Any) -> list[Any]:
+        """The records of a body: one record, or ``{"records": [...]}``."""
         if isinstance(body, dict) and "records" in body:
             records = body["records"]
             if not isinstance(records, list) or not records:
@@ -76,10 +76,10 @@ class Gateway:
             if len(records) > self.settings.max_records:
                 raise TooManyRecords(f"{len(records)} records in one request; the limit is "
                                      f"{self.settings.max_records}", field="records", limit=self.settings.max_records)
-            return records, True
+            return records
         if not isinstance(body, dict):
             raise BadRequest("the body must be a JSON object: one record, or {\"records\": [...]}", field="body")
-        return [body], False
+        return [body]
 
     def submit(self, pinned: Pinned, records: list[Any], idempotency: tuple[str, bytes] | None = None,
                wait: float = 0.0) -> Submitted:

@@ -27,7 +27,7 @@ def submit_job(model: str) -> Response:
     wait = gw.parse_wait(request.args.get("wait"))
     pinned = gw.pin(model, request.args.get("version"), request.args.get("alias"))
     raw = request.get_data()
-    records, _ = gw.records_of(parse_json(raw))
+    records = gw.records_of(parse_json(raw))
     key = request.headers.get("Idempotency-Key")
     submitted = gw.submit(pinned, records, (key, raw) if key else None, wait)
     return job_response(submitted.job, 200 if submitted.final else 202)

@@ -36,7 +36,7 @@ def predict() -> dict[str, Any]:
     body = parse_json(request.get_data())
     if isinstance(body, dict) and "records" in body:
         raise BadRequest("/api/predict takes one record; send lists to /api/models/{model}/jobs", field="records")
-    records, _ = gw.records_of(body)
+    records = gw.records_of(body)
     submitted = gw.submit(pinned, records, wait=gw.settings.predict_timeout_seconds)
     job = submitted.job
     if not submitted.final:

@@ -254,12 +254,6 @@ class JobStore:
                           [*args, self.ttl, job_id]))
         return [bool(r) for r in self._scripted(calls)]
 
-    def succeed(self, job_id: str, results: list[dict[str, Any]]) -> bool:
-        return self.end([(job_id, SUCCEEDED, {"results": results})])[0]
-
-    def fail(self, job_id: str, state: str, error: dict[str, Any]) -> bool:
-        return self.end([(job_id, state, {"error": error})])[0]
-
     def sweep(self, resend: Callable[[str, str], None], limit: int = 500) -> int:
         """Deliver again every unfinished job whose lease ran out (its message or its worker was lost).
 

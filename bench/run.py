@@ -172,7 +172,7 @@ def main() -> None:
     gateway_port, baseline_port = free_port(), free_port()
     try:
         for _ in range(args.record_workers):
-            start("record workers", [cli, "worker", "--queues", "records", "--loglevel", "WARNING"])
+            start("record workers", [cli, "worker", "--queues", "records", "--loglevel", "INFO"])
         start("bulk worker", [cli, "worker", "--queues", "bulk", "--loglevel", "WARNING"])
         start("gateway", [cli, "api", "--port", str(gateway_port), "--workers", str(args.gateway_workers),
                           "--threads", str(args.gateway_threads)])

@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery, signals
 
 from batcomputer.broker import make_celery, redis_client
-from batcomputer.jobs import TASK_SCORE, JobStore
+from batcomputer.jobs import QUEUE_RECORDS, TASK_SCORE, JobStore
 from batcomputer.settings import Settings
 from worker.tasks import register_tasks
 
@@ -68,7 +68,15 @@ class Heartbeat:
 
 def make_worker_app(settings: Settings, queues: list[str]) -> Celery:
     app = make_celery(settings)
-    register_tasks(app, settings)
+    scorer = register_tasks(app, settings)
+
+    def warm(**_: Any) -> None:
+        threading.Thread(target=scorer.warm, name="warm", daemon=True).start()
+
+    if QUEUE_RECORDS in queues:
+        signals.worker_ready.connect(warm, weak=False)  # the record pool is threads: it scores in this process
+    else:
+        signals.worker_process_init.connect(warm, weak=False)  # prefork children score
     beat = Heartbeat(settings, queues, f"{'+'.join(queues)}@{socket.gethostname()}:{os.getpid()}", app)
     signals.worker_ready.connect(beat.start, weak=False)
     signals.worker_shutdown.connect(beat.stop, weak=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import traceback
 from concurrent.futures import Future
 from typing import Any
@@ -30,15 +31,35 @@ class Scorer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._pid: int | None = None
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._new_lock)  # a lock held by another thread at fork time
+
+    def _new_lock(self) -> None:
+        self._lock = threading.Lock()
 
     def _ensure(self) -> None:
         if self._pid == os.getpid():
             return
+        with self._lock:
+            if self._pid != os.getpid():
+                self._build()
+
+    def _build(self) -> None:
         self.jobs = JobStore(redis_client(self.settings), self.settings.key_prefix, self.settings.job_ttl_seconds,
                              self.settings.visibility_timeout_seconds)
         self.bundles = BundleCache(Registry.from_settings(self.settings))
         self.batcher = Batcher(score, self.settings.batch_max_records, self.settings.batch_window_ms / 1000)
         self._pid = os.getpid()
+
+    def warm(self) -> None:
+        """Load the current version of every model before the first job asks for it (seconds, not ms)."""
+        self._ensure()
+        registry = self.bundles.registry
+        for model in registry.models():
+            try:
+                self.bundles.get(model, registry.resolve(model, None, self.settings.default_alias))
+            except Exception as exc:  # a model without the alias, or unreadable: jobs will say why
+                log.info("not preloading %s: %s", model, exc)
 
     def run(self, job_ids: list[str]) -> dict[str, str]:
         """Score one delivery of a message's jobs. Redis errors propagate: the message stays unacked and
@@ -67,19 +88,19 @@ class Scorer:
                 # Lists are vectorised already; a redelivered record is scored alone, away from other jobs.
                 outcomes.append((job_id, SUCCEEDED, {"results": score(bundle, clean)}))
             except Exception as exc:
-                outcomes.append((job_id, FAILED, {"error": describe(job_id, exc)}))
+                outcomes.append((job_id, FAILED, {"error": error_of(job_id, exc)}))
         for job_id, future in waiting:
             try:
                 outcomes.append((job_id, SUCCEEDED, {"results": [future.result()]}))
             except Exception as exc:
-                outcomes.append((job_id, FAILED, {"error": describe(job_id, exc)}))
+                outcomes.append((job_id, FAILED, {"error": error_of(job_id, exc)}))
         if outcomes:
             self.jobs.end(outcomes)
         summary.update({job_id: state for job_id, state, _ in outcomes})
         return summary
 
 
-def describe(job_id: str, exc: Exception) -> dict[str, Any]:
+def error_of(job_id: str, exc: Exception) -> dict[str, Any]:
     if isinstance(exc, redis.RedisError):
         raise exc
     if isinstance(exc, BatcomputerError):
