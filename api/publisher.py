@@ -21,8 +21,10 @@ class Publisher:
     message carries all of them. A lone request is sent at once; under load, messages carry many jobs,
     which spares the broker and the workers their per-message cost."""
 
-    def __init__(self, celery: Celery, max_jobs: int = 256, timeout: float = 10.0) -> None:
+    def __init__(self, celery: Celery, max_jobs: int = 256, timeout: float = 10.0,
+                 linger_seconds: float = 0.005) -> None:
         self.celery = celery
+        self.linger = linger_seconds
         self.max_jobs = max_jobs
         self.timeout = timeout
         self._pending: dict[str, list[Item]] = {}
@@ -46,11 +48,18 @@ class Publisher:
 
     def _run(self) -> None:
         last_log = time.monotonic()
+        busy = False
         while True:
             with self._ready:
                 while not self._pending:
                     self._ready.wait()
+                if busy:  # under load (the last message carried several jobs): let a few more join
+                    deadline = time.monotonic() + self.linger
+                    while (remaining := deadline - time.monotonic()) > 0 and \
+                            sum(map(len, self._pending.values())) < self.max_jobs:
+                        self._ready.wait(remaining)
                 taken, self._pending = self._pending, {}
+            busy = sum(map(len, taken.values())) > 1
             for queue, items in taken.items():
                 for start in range(0, len(items), self.max_jobs):
                     chunk = items[start:start + self.max_jobs]
