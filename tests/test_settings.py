@@ -38,3 +38,11 @@ def test_bad_values_are_refused_with_the_variable_named(name: str, value: str, m
 def test_every_setting_is_described() -> None:
     rows = Settings.describe()
     assert all(var.startswith("BATCOMPUTER_") and help_text for var, _, help_text in rows)
+
+
+def test_the_readme_documents_every_setting() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [var for var, _, _ in Settings.describe() if f"`{var}`" not in readme]
+    assert missing == []
