@@ -66,13 +66,13 @@ class Publisher:
                     self.sizes[len(chunk)] = self.sizes.get(len(chunk), 0) + 1
                     try:
                         self.celery.send_task(TASK_SCORE, args=[[job_id for job_id, _ in chunk]], queue=queue)
-                    except Exception as exc:
+                    except BaseException as exc:  # every waiting request must hear of it; the thread goes on
                         for _, future in chunk:
                             future.set_exception(exc)
                     else:
                         for _, future in chunk:
                             future.set_result(None)
-            if time.monotonic() - last_log >= 10:
+            if time.monotonic() - last_log >= 10 and self.sizes:
                 messages = sum(self.sizes.values())
                 jobs = sum(size * count for size, count in self.sizes.items())
                 log.info("published %d messages carrying %d jobs (mean %.1f, largest %d)", messages, jobs,
