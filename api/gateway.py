@@ -40,7 +40,9 @@ class Gateway:
     def __init__(self, settings: Settings, registry: Registry | None = None) -> None:
         self.settings = settings
         self.registry = registry or Registry.from_settings(settings)
-        self.redis = redis_client(settings, max_connections=256)
+        # Blocking waits (BLPOP) last up to the longest ?wait: the socket must outwait them.
+        self.redis = redis_client(settings, max_connections=256,
+                                  socket_timeout=max(settings.max_wait_seconds, settings.predict_timeout_seconds) + 5)
         self.jobs = JobStore(self.redis, settings.key_prefix, settings.job_ttl_seconds,
                              settings.visibility_timeout_seconds)
         self.publisher = Publisher(make_celery(settings))

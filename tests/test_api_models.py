@@ -39,3 +39,14 @@ def test_bad_alias_moves_are_refused_clearly(services: Services, titanic_draft: 
     assert nothing.status_code == 404 and nothing.get_json()["code"] == "alias_not_found"
     bad_name = client.put("/api/models/titanic/aliases/Prod!", json={"version": 1})
     assert bad_name.status_code == 400
+
+
+def test_a_long_wait_without_workers_returns_the_queued_job(services: Services, titanic_draft: Draft) -> None:
+    """?wait longer than the Redis client's socket timeout must still answer 202, not a 503."""
+    registry = Registry.from_settings(services.settings)
+    registry.set_alias("titanic", "production", registry.publish(titanic_draft).version)
+    client = create_app(services.settings).test_client()
+    response = client.post("/api/models/titanic/jobs?wait=11", json={"pclass": 1, "sex": "female", "sibsp": 0,
+                                                                    "parch": 0})
+    assert response.status_code == 202
+    assert response.get_json()["state"] == "queued"
