@@ -8,6 +8,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+from api.inbox import Inbox
 from api.publisher import Publisher
 from batcomputer.broker import make_celery, redis_client
 from batcomputer.errors import BadRequest, TooManyRecords, Unavailable
@@ -46,6 +47,7 @@ class Gateway:
         self.jobs = JobStore(self.redis, settings.key_prefix, settings.job_ttl_seconds,
                              settings.visibility_timeout_seconds)
         self.publisher = Publisher(make_celery(settings))
+        self.inbox = Inbox(self.redis, settings.key_prefix)
         self._schemas: OrderedDict[tuple[str, int], tuple[Schema, str]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -96,14 +98,21 @@ class Gateway:
                 job = self.jobs.wait(existing, wait)
                 return Submitted(job, job["state"] in FINAL)
         queue = QUEUE_RECORDS if len(clean) <= self.settings.bulk_threshold_records else QUEUE_BULK
-        self.jobs.create(job_id, pinned.model, pinned.version, pinned.sha256, clean, queue, pinned.alias)
+        finished = self.inbox.expect(job_id) if wait > 0 else None
         try:
-            self.publisher.publish(job_id, queue)
-        except Exception as exc:
-            if idempotency is not None:
-                self.jobs.release_idempotency_key(idempotency[0])
-            raise Unavailable(f"could not enqueue the job: {exc}", retry_after=2) from exc
-        job = self.jobs.wait(job_id, wait) if wait > 0 else self.jobs.get(job_id)
+            job = self.jobs.create(job_id, pinned.model, pinned.version, pinned.sha256, clean, queue, pinned.alias,
+                                   self.inbox.key if finished else None)
+            try:
+                self.publisher.publish(job_id, queue)
+            except Exception as exc:
+                if idempotency is not None:
+                    self.jobs.release_idempotency_key(idempotency[0])
+                raise Unavailable(f"could not enqueue the job: {exc}", retry_after=2) from exc
+            if finished is not None:
+                finished.wait(wait)
+                job = self.jobs.get(job_id)
+        finally:
+            self.inbox.forget(job_id)
         return Submitted(job, job["state"] in FINAL)
 
     def parse_wait(self, raw: str | None) -> float:

@@ -85,6 +85,11 @@ redis.call('ZREM', KEYS[3], ARGV[#ARGV])
 redis.call('DEL', KEYS[2])
 redis.call('RPUSH', KEYS[2], '1')
 redis.call('EXPIRE', KEYS[2], 60)
+local inbox = redis.call('HGET', KEYS[1], 'inbox')
+if inbox then
+  redis.call('RPUSH', inbox, ARGV[#ARGV])
+  redis.call('EXPIRE', inbox, 300)
+end
 return 1
 """
 
@@ -121,17 +126,21 @@ class JobStore:
     # -- gateway side ----------------------------------------------------------------------------
 
     def create(self, job_id: str, model: str, version: int, bundle_sha256: str, records: list[dict[str, Any]],
-               queue: str, alias: str | None = None) -> dict[str, Any]:
+               queue: str, alias: str | None = None, inbox: str | None = None) -> dict[str, Any]:
+        """Write a new job; with ``inbox``, its id is pushed onto that list when it ends. Returns the job."""
         created = time.time()
-        record = {"id": job_id, "state": QUEUED, "model": model, "version": version, "bundle_sha256": bundle_sha256,
-                  "alias": alias or "", "count": len(records), "queue": queue, "created": now_iso(), "attempts": 0}
+        record: dict[str, Any] = {"id": job_id, "state": QUEUED, "model": model, "version": version,
+                                  "bundle_sha256": bundle_sha256, "alias": alias or "", "count": len(records),
+                                  "queue": queue, "created": now_iso(), "attempts": 0}
+        stored = {**record, "payload": json.dumps(records), **({"inbox": inbox} if inbox else {})}
         with self.redis.pipeline() as pipe:
-            pipe.hset(self._key(job_id), mapping={**record, "payload": json.dumps(records)})
+            pipe.hset(self._key(job_id), mapping=stored)
             pipe.expire(self._key(job_id), self.ttl)
             pipe.zadd(f"{self.prefix}jobs", {job_id: created})
-            pipe.zremrangebyscore(f"{self.prefix}jobs", 0, created - self.ttl)
             pipe.zadd(self._pending, {job_id: created + self.lease})
             pipe.execute()
+        if not alias:
+            record.pop("alias")
         return record
 
     def claim_idempotency_key(self, key: str, digest: str, job_id: str) -> str | None:
@@ -263,6 +272,7 @@ class JobStore:
             return 0
         try:
             now = time.time()
+            self.redis.zremrangebyscore(f"{self.prefix}jobs", 0, now - self.ttl)  # expired jobs leave the index
             due = [i.decode() for i in self.redis.zrangebyscore(self._pending, 0, now, start=0, num=limit)]
             sent = 0
             for job_id in due:
@@ -284,8 +294,8 @@ def decode(raw: dict[bytes, bytes], with_results: bool = True) -> dict[str, Any]
     for key in ("version", "count", "attempts"):
         if key in job:
             job[key] = int(job[key])
-    job.pop("payload", None)
-    job.pop("lease_until", None)
+    for internal in ("payload", "lease_until", "inbox"):
+        job.pop(internal, None)
     if not job.get("alias"):
         job.pop("alias", None)
     results = job.pop("results", None)
