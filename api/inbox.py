@@ -16,7 +16,8 @@ log = logging.getLogger("batcomputer.inbox")
 
 class Inbox:
     """One Redis list per gateway process, read by one thread, instead of one blocking BLPOP per waiting
-    request: a request registers its job before the job exists, then waits on an in-process event."""
+    request: a request registers its job before the job exists, then waits on an in-process event. The
+    reader runs while requests wait and stops when none do."""
 
     def __init__(self, client: redis.Redis, prefix: str) -> None:
         self.redis = client
@@ -24,19 +25,19 @@ class Inbox:
         self._waiting: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self._pid: int | None = None
+        self._reading = False
         self.key = ""
-
-    def _ensure_thread(self) -> None:
-        if self._pid != os.getpid():  # after gunicorn forks: a key and a thread of this process's own
-            self._pid = os.getpid()
-            self.key = f"{self.prefix}inbox:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-            threading.Thread(target=self._run, name="inbox", daemon=True).start()
 
     def expect(self, job_id: str) -> threading.Event:
         event = threading.Event()
         with self._lock:
-            self._ensure_thread()
+            if self._pid != os.getpid():  # after gunicorn forks: a key of this process's own
+                self._pid, self._reading = os.getpid(), False
+                self.key = f"{self.prefix}inbox:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
             self._waiting[job_id] = event
+            if not self._reading:
+                self._reading = True
+                threading.Thread(target=self._run, name="inbox", daemon=True).start()
         return event
 
     def forget(self, job_id: str) -> None:
@@ -44,18 +45,25 @@ class Inbox:
             self._waiting.pop(job_id, None)
 
     def _run(self) -> None:
-        client: redis.Redis = self.redis
+        failing = False
         while True:
+            with self._lock:
+                if not self._waiting:
+                    self._reading = False
+                    return
             try:
-                first = client.blpop([self.key], timeout=5)
-                if not first:
-                    continue
-                more = client.lpop(self.key, 512) or []
+                first = self.redis.blpop([self.key], timeout=1)
+                more = (self.redis.lpop(self.key, 512) or []) if first else []
+                failing = False
+            except redis.RedisError as exc:  # Redis away: waiters fall back on their own timeout
+                if not failing:
+                    log.warning("inbox: %s", exc)
+                failing = True
+                time.sleep(0.5)
+                continue
+            if first:
                 for raw in [first[1], *more]:
                     with self._lock:
                         event = self._waiting.get(raw.decode())
                     if event is not None:
                         event.set()
-            except Exception as exc:  # Redis away: waiters fall back on their timeout
-                log.warning("inbox: %s", exc)
-                time.sleep(1)
