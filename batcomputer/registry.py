@@ -116,7 +116,8 @@ class Registry:
     # -- loading -------------------------------------------------------------------------------
 
     def _verified(self, model: str, version: int, names: tuple[str, ...]) -> tuple[dict[str, Any], str,
-                                                                                   dict[str, bytes]]:
+                                                                                   dict[str, bytes], str]:
+        """The verified manifest, its hash, the named files (each verified) and where the bundle lies."""
         entry = self.entry(model, version)
         where = f"{model}/{entry['bundle']}"
         raw = self.store.read(f"{where}/{bundles.MANIFEST_FILE}")
@@ -124,14 +125,13 @@ class Registry:
             raise IntegrityError(f"{where}/{bundles.MANIFEST_FILE}: missing", file=bundles.MANIFEST_FILE)
         manifest = bundles.verify_manifest(raw, entry["manifest_sha256"], where)
         files = {n: bundles.verify_file(manifest, n, self.store.read(f"{where}/{n}"), where) for n in names}
-        return manifest, entry["manifest_sha256"], files
+        return manifest, entry["manifest_sha256"], files, where
 
     def bundle(self, model: str, ref: str | int | None = None, *, pipeline: bool = False) -> Bundle:
         """Load and verify a bundle; with ``pipeline`` also unpickle the fitted pipeline (needs scikit-learn)."""
         version = self.resolve(model, ref)
         names = (bundles.SCHEMA_FILE, bundles.METRICS_FILE) + ((bundles.PIPELINE_FILE,) if pipeline else ())
-        manifest, digest, files = self._verified(model, version, names)
-        where = f"{model}/{self.entry(model, version)['bundle']}"
+        manifest, digest, files, where = self._verified(model, version, names)
         fitted = None
         if pipeline:
             bundles.check_compatible(manifest, where)
