@@ -8,7 +8,7 @@ from typing import Any
 import batcomputer
 from batcomputer.errors import BatcomputerError
 from batcomputer.registry import Registry
-from batcomputer.schema import CATEGORICAL, Field, Schema
+from batcomputer.schema import CATEGORICAL, PROBLEM_CODES, Field, Schema
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 
@@ -152,8 +152,7 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
                         "problems": {"type": "array", "items": {"$ref": "#/components/schemas/FieldProblem"}}}},
         "FieldProblem": {"type": "object", "required": ["field", "code", "message"], "properties": {
             "record": {"type": "integer"}, "field": {"type": "string", "nullable": True},
-            "code": {"type": "string", "enum": ["missing", "unknown_field", "type", "category", "range",
-                                                "not_finite", "null"]},
+            "code": {"type": "string", "enum": list(PROBLEM_CODES)},
             "message": {"type": "string"}, "allowed": {"type": "array"}}},
         "Job": {"type": "object", "required": ["id", "state", "model", "version", "bundle_sha256", "created"],
                 "properties": {
