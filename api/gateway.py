@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -11,11 +12,15 @@ from typing import Any
 from api.inbox import Inbox
 from api.publisher import Publisher
 from batcomputer.broker import make_celery, redis_client
-from batcomputer.errors import BadRequest, TooManyRecords, Unavailable
-from batcomputer.jobs import FINAL, QUEUE_BULK, QUEUE_RECORDS, JobStore, body_digest, new_job_id
-from batcomputer.registry import Registry
+from batcomputer.errors import BadRequest, TooManyRecords
+from batcomputer.jobs import JobStore, body_digest, new_job_id
+from batcomputer.keyspace import FINAL, QUEUE_BULK, QUEUE_RECORDS
+from batcomputer.registry import Registry, parse_version
 from batcomputer.schema import Schema, validate_records
 from batcomputer.settings import Settings
+
+log = logging.getLogger("batcomputer.api")
+MAX_INT_DIGITS = 300  # beyond this a JSON integer is no number a model can hold (floats end near 1.8e308)
 
 
 @dataclass(frozen=True)
@@ -44,10 +49,10 @@ class Gateway:
         # Blocking waits (BLPOP) last up to the longest ?wait: the socket must outwait them.
         self.redis = redis_client(settings, max_connections=256,
                                   socket_timeout=max(settings.max_wait_seconds, settings.predict_timeout_seconds) + 5)
-        self.jobs = JobStore(self.redis, settings.key_prefix, settings.job_ttl_seconds,
-                             settings.visibility_timeout_seconds)
+        self.jobs = JobStore.from_settings(self.redis, settings)
         self.publisher = Publisher(make_celery(settings))
         self.inbox = Inbox(self.redis, settings.key_prefix)
+        self.verified: dict[tuple[str, int], float] = {}  # (model, version) -> verified until (monotonic)
         self._schemas: OrderedDict[tuple[str, int], tuple[Schema, str]] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -55,9 +60,8 @@ class Gateway:
         """Resolve ``version``, ``alias`` or the default alias to one immutable version, now."""
         if version is not None and alias is not None:
             raise BadRequest("give either version or alias, not both", field="version")
-        if version is not None and not version.isdigit():
-            raise BadRequest(f"version must be a positive whole number, not {version!r}", field="version")
-        number = self.registry.resolve(model, version if version is not None else alias, self.settings.default_alias)
+        number = self.registry.resolve(model, parse_version(version) if version is not None else alias,
+                                       self.settings.default_alias)
         key = (model, number)
         with self._lock:
             cached = self._schemas.get(key)
@@ -87,27 +91,31 @@ class Gateway:
 
     def submit(self, pinned: Pinned, records: list[Any], idempotency: tuple[str, bytes] | None = None,
                wait: float = 0.0) -> Submitted:
-        """Validate, create the job record, enqueue it; optionally wait up to ``wait`` seconds for it."""
+        """Validate, create the job record, enqueue it; optionally wait up to ``wait`` seconds for it.
+
+        The job record is the commitment: once it exists the job will run. If the message cannot be sent
+        afterwards, the answer is still the job (202): the sweeper sends it within the visibility timeout.
+        """
         clean = validate_records(pinned.schema, records)
         job_id = new_job_id()
+        claim = None
         if idempotency is not None:
             key, raw = idempotency
-            digest = body_digest(pinned.model, str(pinned.version), raw)
-            existing = self.jobs.claim_idempotency_key(key, digest, job_id)
-            if existing is not None:
-                job = self.jobs.wait(existing, wait)
-                return Submitted(job, job["state"] in FINAL)
+            claim = (key, body_digest(pinned.model, str(pinned.version), raw))
         queue = QUEUE_RECORDS if len(clean) <= self.settings.bulk_threshold_records else QUEUE_BULK
         finished = self.inbox.expect(job_id) if wait > 0 else None
         try:
-            job = self.jobs.create(job_id, pinned.model, pinned.version, pinned.sha256, clean, queue, pinned.alias,
-                                   self.inbox.key if finished else None)
+            created = self.jobs.create(job_id, pinned.model, pinned.version, pinned.sha256, clean, queue,
+                                       pinned.alias, self.inbox.key if finished else None, claim)
+            if not created.new:  # the same request came before (perhaps at this very moment)
+                job = self.jobs.wait(created.job_id, wait)
+                return Submitted(job, job["state"] in FINAL)
+            job = created.job or {}
             try:
                 self.publisher.publish(job_id, queue)
             except Exception as exc:
-                if idempotency is not None:
-                    self.jobs.release_idempotency_key(idempotency[0])
-                raise Unavailable(f"could not enqueue the job: {exc}", retry_after=2) from exc
+                log.warning("job %s is accepted but its message could not be sent (%s); the sweeper will "
+                            "send it", job_id, exc)
             if finished is not None:
                 finished.wait(wait)
                 job = self.jobs.get(job_id)
@@ -128,11 +136,23 @@ class Gateway:
         return seconds
 
 
+def _parse_int(text: str) -> int | float:
+    """JSON integers as Python ints, except those no float can hold: infinity, which validation reports
+    against its field (``int()`` of thousands of digits would raise, and slowly)."""
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        return float("-inf") if text.startswith("-") else float("inf")
+    return int(text)
+
+
 def parse_json(raw: bytes) -> Any:
     """Parse a request body, naming where it breaks."""
     if not raw:
         raise BadRequest("the request body is empty; send a JSON object", field="body")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_int=_parse_int)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", field="body") from None
+    except RecursionError:
+        raise BadRequest("the body is nested too deeply", field="body") from None
+    except ValueError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}", field="body") from None

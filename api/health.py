@@ -1,4 +1,4 @@
-"""Liveness (/healthz) and readiness (/readyz: Redis and registry reachable, workers per queue reported)."""
+"""Liveness (/healthz) and readiness (/readyz: Redis reachable, every served model verified, workers per queue)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,49 @@ from typing import Any
 from flask import Blueprint
 
 from api.context import gateway
-from batcomputer.errors import Unavailable
-from batcomputer.jobs import QUEUES
+from api.gateway import Gateway
+from batcomputer.errors import BatcomputerError, Unavailable
+from batcomputer.keyspace import QUEUES
 
 health = Blueprint("health", __name__)
 HEARTBEAT_FRESH_SECONDS = 20
+VERIFIED_FOR_SECONDS = 30.0  # how long a verified bundle counts as verified before /readyz hashes it again
 
 
 @health.get("/healthz")
 def healthz() -> dict[str, Any]:
     return {"status": "alive"}
+
+
+def check_models(gw: Gateway) -> dict[str, Any]:
+    """Each model's current version (the default alias), verified file by file; problems by model."""
+    registry = gw.registry
+    try:
+        models = registry.models()
+    except Exception as exc:
+        raise Unavailable(f"the registry {registry.store.url} is unreadable: {exc}", retry_after=10) from None
+    if not models:
+        raise Unavailable(f"the registry {registry.store.url} holds no models (missing or empty); train one "
+                          "with `batcomputer train crime --promote`", retry_after=10, registry=registry.store.url)
+    served: dict[str, Any] = {}
+    problems: dict[str, Any] = {}
+    now = time.monotonic()
+    for model in models:
+        try:
+            version = registry.resolve(model, None, gw.settings.default_alias)
+            if gw.verified.get((model, version), 0.0) <= now:
+                registry.verify(model, version)
+                gw.verified[(model, version)] = now + VERIFIED_FOR_SECONDS
+            served[model] = version
+        except BatcomputerError as exc:
+            if exc.status == 404:  # a model without the default alias is not served by default: not a fault
+                continue
+            problems[model] = {"code": exc.code, "detail": exc.detail}
+    if problems:
+        raise Unavailable("served model(s) fail verification: " + "; ".join(f"{m}: {p['detail']}" for m, p in
+                                                                          problems.items()),
+                          retry_after=10, models=problems)
+    return served
 
 
 @health.get("/readyz")
@@ -27,11 +60,9 @@ def readyz() -> dict[str, Any]:
         gw.redis.ping()
     except Exception as exc:
         raise Unavailable(f"Redis is unreachable: {exc}", retry_after=5) from None
-    try:
-        models = gw.registry.models()
-    except Exception as exc:
-        raise Unavailable(f"the registry {gw.registry.store.url} is unreadable: {exc}", retry_after=10) from None
+    served = check_models(gw)
     fresh = time.time() - HEARTBEAT_FRESH_SECONDS
-    workers = {q: int(gw.redis.zcount(f"{gw.settings.key_prefix}workers:{q}", fresh, "+inf")) for q in QUEUES}
-    return {"status": "ready", "redis": "ok", "registry": {"url": gw.registry.store.url, "models": models},
-            "workers": workers}
+    keys = gw.jobs.keys
+    workers = {q: int(gw.redis.zcount(keys.workers(q), fresh, "+inf")) for q in QUEUES}
+    return {"status": "ready", "redis": "ok", "registry": {"url": gw.registry.store.url, "models": sorted(served),
+                                                          "serving": served}, "workers": workers}

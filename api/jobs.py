@@ -9,7 +9,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from api.context import gateway
 from api.gateway import parse_json
 from batcomputer.errors import BadRequest
-from batcomputer.jobs import STATES
+from batcomputer.keyspace import STATES
 
 jobs = Blueprint("jobs", __name__, url_prefix="/api")
 
@@ -48,7 +48,7 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 10) or not low <= int(raw) <= high:
         raise BadRequest(f"{name} must be a whole number from {low} to {high}", field=name)
     return int(raw)
 

@@ -8,8 +8,8 @@ from flask import Blueprint, request
 
 from api.context import gateway
 from api.gateway import parse_json
-from batcomputer.errors import BadRequest
-from batcomputer.registry import Registry
+from batcomputer.errors import BadRequest, BatcomputerError
+from batcomputer.registry import MAX_VERSION, Registry
 
 models = Blueprint("models", __name__, url_prefix="/api/models")
 HEADLINE = ("log_loss", "roc_auc", "pr_auc", "accuracy")
@@ -34,7 +34,11 @@ def list_models() -> dict[str, Any]:
     gw = gateway()
     found = []
     for model in gw.registry.models():
-        info = describe(gw.registry, model, gw.settings.default_alias)
+        try:
+            info = describe(gw.registry, model, gw.settings.default_alias)
+        except BatcomputerError as exc:  # one broken model must not hide the others
+            found.append({"name": model, "error": {"code": exc.code, "detail": exc.detail}})
+            continue
         info.pop("schema")
         found.append(info)
     return {"models": found}
@@ -60,8 +64,11 @@ def _body() -> dict[str, Any]:
 def move_alias(model: str, alias: str) -> dict[str, Any]:
     body = _body()
     version = body.get("version")
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise BadRequest("version must be a positive whole number", field="version")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
+        raise BadRequest(f"version must be a whole number from 1 to {MAX_VERSION}", field="version")
+    for name in ("by", "reason"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise BadRequest(f"{name} must be a string", field=name)
     registry = gateway().registry
     move = registry.set_alias(model, alias, version, by=str(body.get("by") or "api"),
                               reason=str(body.get("reason") or "PUT alias over HTTP"))
@@ -71,7 +78,9 @@ def move_alias(model: str, alias: str) -> dict[str, Any]:
 @models.post("/<model>/rollback")
 def rollback(model: str) -> dict[str, Any]:
     body = _body()
-    registry = gateway().registry
-    move = registry.rollback(model, str(body.get("alias") or "production"), by=str(body.get("by") or "api"),
-                             reason=str(body.get("reason") or "rollback over HTTP"))
+    gw = gateway()
+    alias = str(body.get("alias") or gw.settings.default_alias)
+    move = gw.registry.rollback(model, alias, by=str(body.get("by") or "api"),
+                                reason=str(body.get("reason") or "rollback over HTTP"))
+    registry = gw.registry
     return {"move": move, "aliases": registry.aliases(model)}

@@ -7,7 +7,8 @@ from typing import Any
 
 import batcomputer
 from batcomputer.errors import BatcomputerError
-from batcomputer.registry import Registry
+from batcomputer.keyspace import DEFAULT_ALIAS, STATES
+from batcomputer.registry import MAX_VERSION, Registry
 from batcomputer.schema import CATEGORICAL, PROBLEM_CODES, Field, Schema
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
@@ -85,10 +86,11 @@ def ok(description: str, schema: dict[str, Any], status: str = "200") -> dict[st
 
 
 VERSION_PARAMS = [
-    {"name": "version", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1},
+    {"name": "version", "in": "query", "required": False,
+     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION},
      "description": "Pin this version"},
     {"name": "alias", "in": "query", "required": False, "schema": {"type": "string"},
-     "description": "Pin the version this alias points at now (default: production)"},
+     "description": f"Pin the version this alias points at now (default: {DEFAULT_ALIAS})"},
 ]
 MODEL_PARAM = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
 JOB_PARAM = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -156,8 +158,7 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
             "message": {"type": "string"}, "allowed": {"type": "array"}}},
         "Job": {"type": "object", "required": ["id", "state", "model", "version", "bundle_sha256", "created"],
                 "properties": {
-                    "id": {"type": "string"}, "state": {"type": "string", "enum": ["queued", "running", "succeeded",
-                                                                                  "failed", "cancelled", "dead"]},
+                    "id": {"type": "string"}, "state": {"type": "string", "enum": list(STATES)},
                     "model": {"type": "string"}, "version": {"type": "integer"}, "alias": {"type": "string"},
                     "bundle_sha256": {"type": "string"}, "count": {"type": "integer"},
                     "queue": {"type": "string"}, "attempts": {"type": "integer"},
@@ -196,7 +197,7 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
         "/api/jobs": {"get": {
             "summary": "Recent jobs, newest first", "tags": ["jobs"],
             "parameters": [{"name": n, "in": "query", "required": False, "schema": s} for n, s in (
-                ("state", {"type": "string"}), ("model", {"type": "string"}),
+                ("state", {"type": "string", "enum": list(STATES)}), ("model", {"type": "string"}),
                 ("limit", {"type": "integer", "minimum": 1, "maximum": 500}), ("offset", {"type": "integer"}))],
             "responses": {**ok("A page of jobs", any_object), **errors(400, 503)}}},
         "/api/jobs/{job_id}": {

@@ -10,7 +10,7 @@ from concurrent.futures import Future
 
 from celery import Celery
 
-from batcomputer.jobs import TASK_SCORE
+from batcomputer.keyspace import TASK_SCORE
 
 Item = tuple[str, Future[None]]
 log = logging.getLogger("batcomputer.publisher")

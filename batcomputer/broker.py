@@ -8,7 +8,7 @@ import redis
 from celery import Celery
 
 from batcomputer.errors import ConfigurationError
-from batcomputer.jobs import QUEUE_RECORDS
+from batcomputer.keyspace import QUEUE_RECORDS
 from batcomputer.settings import Settings
 
 
@@ -47,8 +47,11 @@ def make_celery(settings: Settings) -> Celery:
         broker_transport_options={
             "visibility_timeout": visibility,
             "global_keyprefix": settings.key_prefix,
-            "unacked_restore_interval": max(1, min(10, visibility // 3)),
+            # Every live worker looks for messages held past the visibility timeout every few seconds (a
+            # worker that died with messages it had prefetched): they are back within visibility + 5 s.
+            "unacked_restore_interval": max(1, min(5, visibility // 3)),
             "unacked_restore_throttle": 1,
+            "unacked_mutex_expire": max(10, visibility),
             "socket_timeout": 10,
             "socket_connect_timeout": 2,
         },

@@ -102,6 +102,14 @@ class IntegrityError(BatcomputerError):
     title = "Bundle integrity check failed"
 
 
+class RegistryCorrupt(BatcomputerError):
+    """A registry file (index entry, alias, manifest) that is not what Batcomputer wrote: truncated or edited."""
+
+    code = "registry_corrupt"
+    status = 500
+    title = "Registry file unreadable"
+
+
 class IncompatibleBundle(IntegrityError):
     code = "incompatible_bundle"
     title = "Bundle built with an incompatible library version"

@@ -1,4 +1,21 @@
-"""Jobs: task and queue names, job states, and the job records in Redis shared by gateway and workers."""
+"""Job records in Redis shared by gateway and workers: atomic creation, leased deliveries, finish-once, sweeping.
+
+The lifecycle, and the Lua scripts that keep each step atomic:
+
+* ``create`` (gateway): claims the Idempotency-Key and writes the job in one script, so a concurrent retry
+  with the same key always finds a job, and a failed create leaves no key behind.
+* ``start`` (worker): takes the job for one delivery. A job already final, or held by another worker whose
+  lease is alive, is left alone (a duplicate delivery); a queued job, or one whose holder's lease ran out, is
+  taken, and the delivery counted in ``attempts``.
+* Leases belong to worker processes, not jobs: each process renews its own entry in ``holders`` from a
+  heartbeat thread (``renew``), so a long job is never cut short while its worker lives, and the cost does
+  not grow with the jobs it holds.
+* ``end`` (worker, or ``cancel``): writes the outcome once, only from the states the caller expects; a late
+  duplicate never overwrites a result, and is counted (``rescored``) if the model ran for it anyway.
+* ``sweep`` (one worker at a time): looks at jobs whose check time passed. A running job whose holder is gone
+  goes back to ``queued`` and is sent again; a queued job is sent again when its queue has no backlog (its
+  message was lost, or sits with a dead worker); otherwise its next check is postponed.
+"""
 
 from __future__ import annotations
 
@@ -14,19 +31,27 @@ from typing import Any
 import redis
 
 from batcomputer.errors import Conflict, NotFound
+from batcomputer.keyspace import (
+    CANCELLED,
+    DEAD,
+    FINAL,
+    QUEUE_RECORDS,
+    QUEUED,
+    QUEUES,
+    RUNNING,
+    STAT_DEAD,
+    Keys,
+)
+from batcomputer.settings import Settings
 
-TASK_SCORE = "batcomputer.score"
-QUEUE_RECORDS = "records"  # interactive: small jobs, scored in micro-batches
-QUEUE_BULK = "bulk"        # large record lists (and later files): never in the way of interactive work
-QUEUES = (QUEUE_RECORDS, QUEUE_BULK)
-
-QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, DEAD = "queued", "running", "succeeded", "failed", "cancelled", "dead"
-STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, DEAD)
-FINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, DEAD})
+Clock = Callable[[], float]
+MAX_JOB_ID = 64
+SUMMARY_FIELDS = ("id", "state", "model", "version", "bundle_sha256", "alias", "count", "queue", "created",
+                  "started", "finished", "attempts", "error")
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+def iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
 
 def new_job_id() -> str:
@@ -45,126 +70,219 @@ def body_digest(*parts: bytes | str) -> str:
 class Start:
     """What a worker learns when it starts a delivery of a job."""
 
-    state: str | None  # None: the job record is gone (expired); "busy": another delivery holds the lease
+    state: str | None  # None: the job record is gone (expired); BUSY: another live worker holds it
     attempts: int
     model: str = ""
     version: int = 0
     records: list[dict[str, Any]] | None = None
 
 
-# Start a delivery: count it and take the job's lease, atomically. A job already final is left alone; a job
-# whose lease another delivery still holds is "busy" (a duplicate message), and is not counted.
+@dataclass(frozen=True)
+class Created:
+    """The outcome of ``create``: a new job, or the job an earlier request with the same key created."""
+
+    job_id: str
+    new: bool
+    job: dict[str, Any] | None = None
+
+
+# KEYS: job, jobs index, pending [, idempotency key]
+# ARGV: now, ttl, job id, next check time, body digest, job key prefix, then field/value pairs.
+# With an idempotency key: a key already held for the same digest whose job still exists returns that job's
+# id; another digest is a conflict; a key whose job expired is claimed again. The job's hash is written in
+# the same script, so no key ever points at nothing.
+_CREATE = """
+if #KEYS == 4 then
+  local seen = redis.call('GET', KEYS[4])
+  if seen then
+    local id, digest = string.match(seen, '^(%S+) (%S+)$')
+    if digest ~= ARGV[5] then return {'conflict', id} end
+    if redis.call('EXISTS', ARGV[6] .. id) == 1 then return {'existing', id} end
+  end
+  redis.call('SET', KEYS[4], ARGV[3] .. ' ' .. ARGV[5], 'EX', tonumber(ARGV[2]))
+end
+local fields = {}
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+redis.call('ZADD', KEYS[2], tonumber(ARGV[1]), ARGV[3])
+redis.call('ZADD', KEYS[3], tonumber(ARGV[4]), ARGV[3])
+return {'created', ARGV[3]}
+"""
+
+# KEYS: job, pending, holders, stats.  ARGV: now, now (ISO text), lease seconds, job id, holder.
+# Returns {state, attempts[, model, version, payload]}.
 _START = """
 local job = KEYS[1]
 local state = redis.call('HGET', job, 'state')
 if not state then return {false, 0} end
+local attempts = tonumber(redis.call('HGET', job, 'attempts') or '0')
 if state ~= 'queued' and state ~= 'running' then
-  return {state, tonumber(redis.call('HGET', job, 'attempts'))}
+  redis.call('HINCRBY', KEYS[4], 'duplicates', 1)
+  return {state, attempts}
 end
-local now = tonumber(ARGV[2])
-local lease = tonumber(redis.call('HGET', job, 'lease_until') or '0')
-if state == 'running' and lease > now then
-  return {'busy', tonumber(redis.call('HGET', job, 'attempts'))}
+local now = tonumber(ARGV[1])
+if state == 'running' then
+  local holder = redis.call('HGET', job, 'holder')
+  local lease = holder and tonumber(redis.call('ZSCORE', KEYS[3], holder) or '0') or 0
+  if lease > now then
+    redis.call('HINCRBY', KEYS[4], 'duplicates', 1)
+    return {'busy', attempts}
+  end
 end
-local attempts = redis.call('HINCRBY', job, 'attempts', 1)
-redis.call('HSET', job, 'state', 'running', 'started', ARGV[1], 'lease_until', now + tonumber(ARGV[3]))
+attempts = redis.call('HINCRBY', job, 'attempts', 1)
+redis.call('HSET', job, 'state', 'running', 'started', ARGV[2], 'holder', ARGV[5])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[4])
 local fields = redis.call('HMGET', job, 'model', 'version', 'payload')
 return {'running', attempts, fields[1], fields[2], fields[3]}
 """
 
-# Finish a job unless it already reached a final state; wake whoever waits for it.
+# KEYS: job, done list, pending, stats.  ARGV: allowed states (comma-separated), ttl, job id, then field pairs.
+# Writes the outcome only from an allowed state; wakes whoever waits (the done list, the requester's inbox).
+# An outcome for a job that is already final is refused and, when it came from a worker, counted: it means
+# the model ran twice for one job.
 _FINISH = """
 local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return 0 end
-if state ~= 'queued' and state ~= 'running' then return 0 end
-for i = 1, #ARGV - 2, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-redis.call('HDEL', KEYS[1], 'payload', 'lease_until')
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[#ARGV - 1]))
-redis.call('ZREM', KEYS[3], ARGV[#ARGV])
+if not state then return {0, false} end
+if not string.find(',' .. ARGV[1] .. ',', ',' .. state .. ',', 1, true) then
+  if string.find(ARGV[1], 'running', 1, true) and state ~= 'queued' and state ~= 'running' then
+    redis.call('HINCRBY', KEYS[4], 'rescored', 1)
+  end
+  return {0, state}
+end
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('HDEL', KEYS[1], 'payload', 'holder')
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+redis.call('ZREM', KEYS[3], ARGV[3])
 redis.call('DEL', KEYS[2])
 redis.call('RPUSH', KEYS[2], '1')
 redis.call('EXPIRE', KEYS[2], 60)
 local inbox = redis.call('HGET', KEYS[1], 'inbox')
 if inbox then
-  redis.call('RPUSH', inbox, ARGV[#ARGV])
+  redis.call('RPUSH', inbox, ARGV[3])
   redis.call('EXPIRE', inbox, 300)
 end
-return 1
+return {1, state}
 """
+
+# KEYS: pending, holders, stats.  ARGV: now, lease seconds, requeue seconds, job key prefix, queue key prefix,
+# limit.  Returns a flat list {job id, queue, ...} of jobs to send again.
+_SWEEP = """
+local now = tonumber(ARGV[1])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
+local resend = {}
+local backlog = {}
+for _, id in ipairs(due) do
+  local job = ARGV[4] .. id
+  local fields = redis.call('HMGET', job, 'state', 'queue', 'holder')
+  local state, queue, holder = fields[1], fields[2] or 'records', fields[3]
+  if state == 'running' then
+    local lease = holder and tonumber(redis.call('ZSCORE', KEYS[2], holder) or '0') or 0
+    if lease > now then
+      redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
+    else
+      redis.call('HSET', job, 'state', 'queued')
+      redis.call('HDEL', job, 'holder')
+      redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
+      resend[#resend + 1] = id
+      resend[#resend + 1] = queue
+    end
+  elseif state == 'queued' then
+    if backlog[queue] == nil then backlog[queue] = redis.call('LLEN', ARGV[5] .. queue) > 0 end
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
+    if not backlog[queue] then
+      resend[#resend + 1] = id
+      resend[#resend + 1] = queue
+    end
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+if #resend > 0 then redis.call('HINCRBY', KEYS[3], 'resent', #resend / 2) end
+return resend
+"""
+
+_SCRIPTS = {"create": _CREATE, "start": _START, "finish": _FINISH, "sweep": _SWEEP}
 
 
 class JobStore:
-    """Job records: the source of truth for every accepted job. Hashes under ``<prefix>job:<id>`` hold the
-    state, the pinned version, the attempts, the records until the job is final, then the results. Queue
-    messages carry only the job id: a lost message is re-sent by ``sweep`` from the record.
+    """Job records: the source of truth for every accepted job. Queue messages carry only job ids: a lost
+    message is re-sent by ``sweep`` from the record.
 
-    ``<prefix>jobs`` indexes jobs by creation time; ``<prefix>pending`` holds each unfinished job with the
-    time by which it must be final or be delivered again (its lease).
+    ``lease_seconds``: how long a worker process's lease lasts without renewal; ``requeue_seconds``: how
+    long a queued job may wait before the sweeper looks at it (the broker's visibility timeout, by default).
+    ``clock`` gives the time in seconds (injected by tests).
     """
 
     def __init__(self, client: redis.Redis, prefix: str = "bc:", ttl_seconds: int = 86_400,
-                 lease_seconds: int = 3_600) -> None:
+                 lease_seconds: float = 15, requeue_seconds: float = 30, clock: Clock = time.time) -> None:
         self.redis: Any = client  # redis-py's typing of replies is loose; replies are bytes here
-        self.prefix = prefix
+        self.keys = Keys(prefix)
         self.ttl = ttl_seconds
         self.lease = lease_seconds
-        self._start = client.register_script(_START)
-        self._finish = client.register_script(_FINISH)
-        self._loaded = False
+        self.requeue = requeue_seconds
+        self.clock = clock
+        self._shas: dict[str, str] = {}
 
-    def _key(self, job_id: str) -> str:
-        return f"{self.prefix}job:{job_id}"
+    @classmethod
+    def from_settings(cls, client: redis.Redis, settings: Settings, clock: Clock = time.time) -> JobStore:
+        return cls(client, settings.key_prefix, settings.job_ttl_seconds, settings.lease_seconds,
+                   settings.visibility_timeout_seconds, clock)
 
-    def _done_key(self, job_id: str) -> str:
-        return f"{self.prefix}done:{job_id}"
+    # -- scripts -----------------------------------------------------------------------------------
 
-    @property
-    def _pending(self) -> str:
-        return f"{self.prefix}pending"
+    def _scripted(self, calls: list[tuple[str, list[str], list[Any]]]) -> list[Any]:
+        """Run (script name, keys, args) calls in one pipelined round trip of EVALSHA (no SCRIPT EXISTS
+        first); load the scripts when Redis does not know them (first use, or after a restart)."""
+        for attempt in (1, 2):
+            if not self._shas:
+                self._shas = {name: self.redis.script_load(text) for name, text in _SCRIPTS.items()}
+            try:
+                with self.redis.pipeline(transaction=False) as pipe:
+                    for name, keys, args in calls:
+                        pipe.evalsha(self._shas[name], len(keys), *keys, *args)
+                    return list(pipe.execute())
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                self._shas = {}
+        return []
 
     # -- gateway side ----------------------------------------------------------------------------
 
     def create(self, job_id: str, model: str, version: int, bundle_sha256: str, records: list[dict[str, Any]],
-               queue: str, alias: str | None = None, inbox: str | None = None) -> dict[str, Any]:
-        """Write a new job; with ``inbox``, its id is pushed onto that list when it ends. Returns the job."""
-        created = time.time()
+               queue: str, alias: str | None = None, inbox: str | None = None,
+               idempotency: tuple[str, str] | None = None) -> Created:
+        """Write a new job; with ``inbox``, its id is pushed onto that list when it ends. With
+        ``idempotency`` (key, digest of the request), a request seen before returns its job instead;
+        the key used with another request is a ``Conflict``."""
+        now = self.clock()
         record: dict[str, Any] = {"id": job_id, "state": QUEUED, "model": model, "version": version,
                                   "bundle_sha256": bundle_sha256, "alias": alias or "", "count": len(records),
-                                  "queue": queue, "created": now_iso(), "attempts": 0}
+                                  "queue": queue, "created": iso(now), "attempts": 0}
         stored = {**record, "payload": json.dumps(records), **({"inbox": inbox} if inbox else {})}
-        with self.redis.pipeline() as pipe:
-            pipe.hset(self._key(job_id), mapping=stored)
-            pipe.expire(self._key(job_id), self.ttl)
-            pipe.zadd(f"{self.prefix}jobs", {job_id: created})
-            pipe.zadd(self._pending, {job_id: created + self.lease})
-            pipe.execute()
+        keys = [self.keys.job(job_id), self.keys.jobs, self.keys.pending]
+        digest = ""
+        if idempotency is not None:
+            keys.append(self.keys.idempotency(idempotency[0]))
+            digest = idempotency[1]
+        args: list[Any] = [now, self.ttl, job_id, now + self.requeue, digest, self.keys.job_prefix]
+        for name, value in stored.items():
+            args += [name, value]
+        outcome, found = (v.decode() for v in self._scripted([("create", keys, args)])[0])
+        if outcome == "conflict":
+            raise Conflict(f"Idempotency-Key {idempotency[0]!r} was already used with a different request"  # type: ignore[index]
+                           f" (job {found})", field="Idempotency-Key")
+        if outcome == "existing":
+            return Created(found, False)
         if not alias:
             record.pop("alias")
-        return record
-
-    def claim_idempotency_key(self, key: str, digest: str, job_id: str) -> str | None:
-        """Reserve ``key`` for a new job; return the existing job id if the same request came before.
-
-        Raises ``Conflict`` when the key was used with another body.
-        """
-        redis_key = f"{self.prefix}idempotency:{body_digest(key)}"
-        if self.redis.set(redis_key, f"{job_id} {digest}", nx=True, ex=self.ttl):
-            return None
-        raw = self.redis.get(redis_key)
-        if raw is None:  # expired between the two calls: claim it again
-            return self.claim_idempotency_key(key, digest, job_id)
-        existing, _, seen_digest = raw.decode().partition(" ")
-        if seen_digest != digest:
-            raise Conflict(f"Idempotency-Key {key!r} was already used with a different request",
-                           field="Idempotency-Key")
-        return existing
-
-    def release_idempotency_key(self, key: str) -> None:
-        self.redis.delete(f"{self.prefix}idempotency:{body_digest(key)}")
+        return Created(job_id, True, record)
 
     def get(self, job_id: str) -> dict[str, Any]:
-        raw = self.redis.hgetall(self._key(job_id)) if len(job_id) <= 64 else {}
+        raw = self.redis.hgetall(self.keys.job(job_id)) if len(job_id) <= MAX_JOB_ID else {}
         if not raw:
             raise NotFound(f"job {job_id!r} does not exist or has expired", job=job_id)
         return decode(raw)
@@ -174,41 +292,44 @@ class JobStore:
         job = self.get(job_id)
         if job["state"] in FINAL or timeout <= 0:
             return job
-        if not self.redis.blpop([self._done_key(job_id)], timeout=timeout):
+        if not self.redis.blpop([self.keys.done(job_id)], timeout=timeout):
             return self.get(job_id)
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.rpush(self._done_key(job_id), "1")  # leave the signal for any other waiter
-            pipe.expire(self._done_key(job_id), 60)
-            pipe.hgetall(self._key(job_id))
+            pipe.rpush(self.keys.done(job_id), "1")  # leave the signal for any other waiter
+            pipe.expire(self.keys.done(job_id), 60)
+            pipe.hgetall(self.keys.job(job_id))
             raw = pipe.execute()[2]
         if not raw:
             raise NotFound(f"job {job_id!r} does not exist or has expired", job=job_id)
         return decode(raw)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
-        job = self.get(job_id)
-        if job["state"] != QUEUED or not self.end([(job_id, CANCELLED, {})])[0]:
-            raise Conflict(f"job {job_id} is {job['state']}; only queued jobs can be cancelled", state=job["state"])
+        """Cancel a queued job; a job that is running or final is a ``Conflict`` naming its state."""
+        self.get(job_id)
+        done, state = self._end([(job_id, CANCELLED, {})], allowed=QUEUED)[0]
+        if not done:
+            raise Conflict(f"job {job_id} is {state}; only queued jobs can be cancelled", state=state, job=job_id)
         return self.get(job_id)
 
     def recent(self, state: str | None = None, model: str | None = None, offset: int = 0,
                limit: int = 50) -> tuple[list[dict[str, Any]], int | None]:
-        """Jobs newest first, filtered; returns a page and the offset of the next page (None at the end)."""
+        """Jobs newest first, filtered; returns a page and the offset of the next page (None at the end).
+        Reads only each job's summary fields, never its records or results."""
         found: list[dict[str, Any]] = []
         position = offset
         chunk = max(limit * 4, 100)
         while len(found) < limit:
-            ids = self.redis.zrevrange(f"{self.prefix}jobs", position, position + chunk - 1)
+            ids = self.redis.zrevrange(self.keys.jobs, position, position + chunk - 1)
             if not ids:
                 return found, None
             with self.redis.pipeline(transaction=False) as pipe:
                 for job_id in ids:
-                    pipe.hgetall(self._key(job_id.decode()))
+                    pipe.hmget(self.keys.job(job_id.decode()), *SUMMARY_FIELDS)
                 rows = pipe.execute()
-            for index, raw in enumerate(rows):
-                if not raw:
+            for index, values in enumerate(rows):
+                if values[0] is None:
                     continue
-                job = decode(raw, with_results=False)
+                job = decode({k.encode(): v for k, v in zip(SUMMARY_FIELDS, values, strict=True) if v is not None})
                 if (state and job["state"] != state) or (model and job["model"] != model):
                     continue
                 found.append(job)
@@ -219,74 +340,86 @@ class JobStore:
 
     # -- worker side -----------------------------------------------------------------------------
 
-    def _scripted(self, calls: list[tuple[Any, list[str], list[Any]]]) -> list[Any]:
-        """Run (script, keys, args) calls in one pipelined round trip of EVALSHA (no SCRIPT EXISTS first);
-        load the scripts once when Redis does not know them (first use, or after a restart)."""
-        for attempt in (1, 2):
-            if not self._loaded:
-                for script in (self._start, self._finish):
-                    script.sha = self.redis.script_load(script.script)
-                self._loaded = True
-            try:
-                with self.redis.pipeline(transaction=False) as pipe:
-                    for script, keys, args in calls:
-                        pipe.evalsha(script.sha, len(keys), *keys, *args)
-                    return list(pipe.execute())
-            except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
-                self._loaded = False
-        return []
+    def renew(self, holder: str) -> None:
+        """Extend ``holder``'s lease (its heartbeat): every job it holds stays its own."""
+        self.redis.zadd(self.keys.holders, {holder: self.clock() + self.lease})
 
-    def start(self, job_ids: list[str]) -> list[Start]:
-        """Start a delivery of each job (one round trip for all of them)."""
-        replies = self._scripted([(self._start, [self._key(job_id), self._pending],
-                                   [now_iso(), time.time(), self.lease, job_id]) for job_id in job_ids])
-        starts = []
-        for reply in replies:
+    def release(self, holder: str) -> None:
+        """End ``holder``'s lease now (a clean stop): the sweeper may re-send anything it still held."""
+        self.redis.zrem(self.keys.holders, holder)
+
+    def start(self, job_ids: list[str], holder: str, max_attempts: int | None = None) -> list[Start]:
+        """Start a delivery of each job for ``holder`` (one round trip for all of them). A job delivered
+        more than ``max_attempts`` times (each earlier delivery lost its worker) ends ``dead`` instead."""
+        now = self.clock()
+        keys = [self.keys.pending, self.keys.holders, self.keys.stats]
+        replies = self._scripted([("start", [self.keys.job(job_id), *keys], [now, iso(now), self.lease, job_id,
+                                                                             holder]) for job_id in job_ids])
+        starts, dead = [], []
+        for job_id, reply in zip(job_ids, replies, strict=True):
             state = reply[0].decode() if isinstance(reply[0], bytes) else None
+            attempts = int(reply[1] or 0)
             if state != RUNNING:
-                starts.append(Start(state, int(reply[1] or 0)))
+                starts.append(Start(state, attempts))
+            elif max_attempts is not None and attempts > max_attempts:
+                reason = (f"delivered {attempts - 1} times and the worker was lost each time (limit "
+                          f"{max_attempts}); the job is dead and will not be retried")
+                dead.append((job_id, DEAD, {"error": {"code": "dead", "detail": reason, "attempts": attempts - 1}}))
+                starts.append(Start(DEAD, attempts))
             else:
-                starts.append(Start(state, int(reply[1]), reply[2].decode(), int(reply[3]),
-                                    json.loads(reply[4] or b"[]")))
+                starts.append(Start(state, attempts, reply[2].decode(), int(reply[3]), json.loads(reply[4] or b"[]")))
+        if dead:
+            self.end(dead)
+            self.redis.hincrby(self.keys.stats, STAT_DEAD, len(dead))
         return starts
 
     def end(self, outcomes: list[tuple[str, str, dict[str, Any]]]) -> list[bool]:
-        """Record each ``(job_id, state, fields)`` unless the job is final already; wake its waiters."""
+        """Record each ``(job_id, state, fields)`` of a running job unless it is final already; wake its
+        waiters. Returns, per job, whether this outcome was the one recorded."""
+        return [done for done, _ in self._end(outcomes, allowed=f"{QUEUED},{RUNNING}")]
+
+    def _end(self, outcomes: list[tuple[str, str, dict[str, Any]]], allowed: str) -> list[tuple[bool, str | None]]:
         calls = []
         for job_id, state, fields in outcomes:
-            args: list[Any] = ["state", state, "finished", now_iso()]
+            args: list[Any] = [allowed, self.ttl, job_id, "state", state, "finished", iso(self.clock())]
             for key, value in fields.items():
                 args += [key, value if isinstance(value, str) else json.dumps(value)]
-            calls.append((self._finish, [self._key(job_id), self._done_key(job_id), self._pending],
-                          [*args, self.ttl, job_id]))
-        return [bool(r) for r in self._scripted(calls)]
+            keys = [self.keys.job(job_id), self.keys.done(job_id), self.keys.pending, self.keys.stats]
+            calls.append(("finish", keys, args))
+        return [(bool(done), previous.decode() if previous else None) for done, previous in self._scripted(calls)]
 
-    def sweep(self, resend: Callable[[str, str], None], limit: int = 500) -> int:
-        """Deliver again every unfinished job whose lease ran out (its message or its worker was lost).
-
-        ``resend(job_id, queue)`` publishes a new message. One sweeper at a time, across all workers.
-        """
-        if not self.redis.set(f"{self.prefix}sweeper", "1", nx=True, ex=60):
+    def sweep(self, resend: Callable[[dict[str, list[str]]], None], limit: int = 1000) -> int:
+        """Send again every job that needs it: a running job whose holder's lease ran out, a queued job whose
+        queue has no backlog left. ``resend({queue: [job ids]})`` publishes the messages. One sweeper at a
+        time across all workers; returns how many jobs were sent."""
+        if not self.redis.set(self.keys.sweeper, "1", nx=True, ex=60):
             return 0
         try:
-            now = time.time()
-            self.redis.zremrangebyscore(f"{self.prefix}jobs", 0, now - self.ttl)  # expired jobs leave the index
-            due = [i.decode() for i in self.redis.zrangebyscore(self._pending, 0, now, start=0, num=limit)]
-            sent = 0
-            for job_id in due:
-                raw = self.redis.hmget(self._key(job_id), "state", "queue")
-                state, queue = (v.decode() if v else None for v in raw)
-                if state not in (QUEUED, RUNNING):
-                    self.redis.zrem(self._pending, job_id)
-                    continue
-                self.redis.zadd(self._pending, {job_id: now + self.lease})
-                resend(job_id, queue or QUEUE_RECORDS)
-                sent += 1
-            return sent
+            now = self.clock()
+            flat = self._scripted([("sweep", [self.keys.pending, self.keys.holders, self.keys.stats],
+                                    [now, self.lease, self.requeue, self.keys.job_prefix, self.keys.queue(""),
+                                     limit])])[0]
+            by_queue: dict[str, list[str]] = {}
+            for index in range(0, len(flat), 2):
+                by_queue.setdefault(flat[index + 1].decode() or QUEUE_RECORDS, []).append(flat[index].decode())
+            if by_queue:
+                resend(by_queue)
+            return sum(map(len, by_queue.values()))
         finally:
-            self.redis.delete(f"{self.prefix}sweeper")
+            self.redis.delete(self.keys.sweeper)
+
+    def tidy(self, forget_after: float = 3_600) -> None:
+        """Drop expired jobs from the listing index, and workers gone longer than ``forget_after`` seconds."""
+        now = self.clock()
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(self.keys.jobs, "-inf", now - self.ttl)
+            pipe.zremrangebyscore(self.keys.holders, "-inf", now - forget_after)
+            for queue in QUEUES:
+                pipe.zremrangebyscore(self.keys.workers(queue), "-inf", now - forget_after)
+            pipe.execute()
+
+    def stats(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.redis.hgetall(self.keys.stats).items()}
 
 
 def decode(raw: dict[bytes, bytes], with_results: bool = True) -> dict[str, Any]:
@@ -294,7 +427,7 @@ def decode(raw: dict[bytes, bytes], with_results: bool = True) -> dict[str, Any]
     for key in ("version", "count", "attempts"):
         if key in job:
             job[key] = int(job[key])
-    for internal in ("payload", "lease_until", "inbox"):
+    for internal in ("payload", "holder", "inbox"):
         job.pop(internal, None)
     if not job.get("alias"):
         job.pop("alias", None)

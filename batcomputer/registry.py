@@ -11,13 +11,44 @@ from typing import Any
 
 from batcomputer import bundle as bundles
 from batcomputer.bundle import Bundle, Draft
-from batcomputer.errors import AliasNotFound, BadRequest, Conflict, IntegrityError, ModelNotFound, VersionNotFound
+from batcomputer.errors import (
+    AliasNotFound,
+    BadRequest,
+    Conflict,
+    IntegrityError,
+    ModelNotFound,
+    RegistryCorrupt,
+    VersionNotFound,
+)
+from batcomputer.keyspace import DEFAULT_ALIAS
 from batcomputer.schema import Schema
 from batcomputer.settings import Settings
 from batcomputer.store import Store, open_store, unique_name
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+VERSION = re.compile(r"^[0-9]{1,9}$")  # ASCII digits only: str.isdigit() also accepts '²', which int() refuses
+MAX_VERSION = 999_999_999
 MAX_SWAP_ATTEMPTS = 50
+MAX_REASON_CHARS = 1_000
+MAX_BY_CHARS = 200
+MAX_HISTORY = 200  # alias moves kept per alias: every submission pinned to the alias reads this file
+
+
+def parse_version(text: str) -> int:
+    """A version number given as text (a query parameter, ``model@3``), or a ``BadRequest`` naming it."""
+    if not VERSION.match(text) or int(text) < 1:
+        raise BadRequest(f"version must be a whole number from 1 to {MAX_VERSION}, not {text[:40]!r}",
+                         field="version")
+    return int(text)
+
+
+def parse_json_file(raw: bytes, key: str) -> Any:
+    """Parse a registry JSON file; a truncated or edited one is ``RegistryCorrupt`` naming it."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise RegistryCorrupt(f"registry file {key} is not valid JSON ({exc}); restore it from a backup or "
+                              "republish", file=key) from None
 
 
 def check_name(kind: str, name: str) -> str:
@@ -66,19 +97,20 @@ class Registry:
         return sorted(int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit())
 
     def entry(self, model: str, version: int) -> dict[str, Any]:
-        raw = self.store.read(f"{check_name('model', model)}/versions/{int(version)}.json")
+        key = f"{check_name('model', model)}/versions/{int(version)}.json" if 1 <= version <= MAX_VERSION else ""
+        raw = self.store.read(key) if key else None
         if raw is None:
             if not self.versions(model):
                 raise ModelNotFound(f"model {model!r} is not in the registry", model=model)
             raise VersionNotFound(f"model {model!r} has no version {version}; versions: "
                                   f"{', '.join(map(str, self.versions(model)))}", model=model, version=version)
-        entry: dict[str, Any] = json.loads(raw)
+        entry: dict[str, Any] = parse_json_file(raw, key)
         return entry
 
-    def resolve(self, model: str, ref: str | int | None = None, default_alias: str = "production") -> int:
+    def resolve(self, model: str, ref: str | int | None = None, default_alias: str = DEFAULT_ALIAS) -> int:
         """Turn a version number, an alias name or nothing (the default alias) into a version number."""
-        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-            version = int(ref)
+        if isinstance(ref, int) or (isinstance(ref, str) and ref[:1].isdigit()):
+            version = ref if isinstance(ref, int) else parse_version(ref)
             self.entry(model, version)
             return version
         alias = ref or default_alias
@@ -140,14 +172,28 @@ class Registry:
                       schema=Schema.from_json(json.loads(files[bundles.SCHEMA_FILE])),
                       metrics=json.loads(files[bundles.METRICS_FILE]), pipeline=fitted)
 
+    def verify(self, model: str, version: int) -> str:
+        """Check every file of a version against its manifest (without unpickling); return the manifest hash."""
+        entry = self.entry(model, version)
+        where = f"{model}/{entry['bundle']}"
+        raw = self.store.read(f"{where}/{bundles.MANIFEST_FILE}")
+        if raw is None:
+            raise IntegrityError(f"{where}/{bundles.MANIFEST_FILE}: missing", file=bundles.MANIFEST_FILE)
+        manifest = bundles.verify_manifest(raw, entry["manifest_sha256"], where)
+        for name in manifest["files"]:
+            bundles.verify_file(manifest, name, self.store.read(f"{where}/{name}"), where)
+        bundles.check_compatible(manifest, where)
+        return str(entry["manifest_sha256"])
+
     def schema(self, model: str, ref: str | int | None = None) -> Schema:
         return self.bundle(model, ref).schema
 
     # -- aliases -------------------------------------------------------------------------------
 
     def _alias_state(self, model: str, alias: str) -> dict[str, Any] | None:
-        raw = self.store.read(f"{check_name('model', model)}/aliases/{check_name('alias', alias)}.json")
-        return None if raw is None else json.loads(raw)
+        key = f"{check_name('model', model)}/aliases/{check_name('alias', alias)}.json"
+        raw = self.store.read(key)
+        return None if raw is None else parse_json_file(raw, key)
 
     def aliases(self, model: str) -> dict[str, int]:
         found = {}
@@ -170,14 +216,21 @@ class Registry:
     def _move(self, model: str, alias: str, choose: Any, by: str | None, reason: str, kind: str) -> dict[str, Any]:
         """Compare-and-swap loop: ``choose(state)`` picks the new version from the current alias state."""
         key = f"{check_name('model', model)}/aliases/{check_name('alias', alias)}.json"
+        by = by or getpass.getuser()
+        if len(reason) > MAX_REASON_CHARS:
+            raise BadRequest(f"reason is {len(reason)} characters long; the limit is {MAX_REASON_CHARS}",
+                             field="reason", limit=MAX_REASON_CHARS)
+        if len(by) > MAX_BY_CHARS:
+            raise BadRequest(f"by is {len(by)} characters long; the limit is {MAX_BY_CHARS}", field="by",
+                             limit=MAX_BY_CHARS)
         for _ in range(MAX_SWAP_ATTEMPTS):
             current = self.store.read_versioned(key)
-            state = json.loads(current[0]) if current else {"version": None, "history": []}
+            state = parse_json_file(current[0], key) if current else {"version": None, "history": []}
             target = choose(state)
             self.entry(model, target)
             move = {"alias": alias, "from": state["version"], "to": target, "at": now(),
-                    "by": by or getpass.getuser(), "reason": reason, "kind": kind}
-            new_state = {"version": target, "history": [*state["history"], move]}
+                    "by": by, "reason": reason, "kind": kind}
+            new_state = {"version": target, "history": bounded([*state["history"], move])}
             if self.store.swap(key, bundles.dump_json(new_state), current[1] if current else None):
                 return move
         raise Conflict(f"alias {alias!r} of {model!r} is changing too fast; try again")
@@ -187,7 +240,7 @@ class Registry:
         """Point ``alias`` at ``version`` (which must exist) and record the move."""
         return self._move(model, alias, lambda state: int(version), by, reason or "promote", "move")
 
-    def rollback(self, model: str, alias: str = "production", by: str | None = None,
+    def rollback(self, model: str, alias: str = DEFAULT_ALIAS, by: str | None = None,
                  reason: str = "") -> dict[str, Any]:
         """Move ``alias`` back to the target it had before its latest move that has not been rolled back."""
 
@@ -195,7 +248,8 @@ class Registry:
             stack: list[int | None] = []
             for move in state["history"]:
                 if move["kind"] == "rollback":
-                    stack.pop()
+                    if stack:  # the move it undid may have left the bounded history
+                        stack.pop()
                 else:
                     stack.append(move["from"])
             if not stack or stack[-1] is None:
@@ -206,3 +260,8 @@ class Registry:
         if self._alias_state(model, alias) is None:
             raise AliasNotFound(f"model {model!r} has no alias {alias!r}", model=model, alias=alias)
         return self._move(model, alias, previous, by, reason or "rollback", "rollback")
+
+
+def bounded(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The newest ``MAX_HISTORY`` moves: the alias file stays small however often the alias moves."""
+    return history[-MAX_HISTORY:]

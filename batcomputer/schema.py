@@ -133,7 +133,12 @@ def check_value(spec: Field, value: Any) -> tuple[Any, dict[str, Any] | None]:
         return value, None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None, _problem(spec.name, "type", f"must be a JSON number, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an integer beyond any float: no model can take it
+        return None, _problem(spec.name, "range", f"an integer of {value.bit_length()} bits is out of range; "
+                              f"expected {spec.describe_domain()}", minimum=spec.minimum, maximum=spec.maximum)
+    if not finite:
         return None, _problem(spec.name, "not_finite", f"must be a finite number, got {value!r}")
     if spec.integer and not float(value).is_integer():
         return None, _problem(spec.name, "type", f"must be a whole number, got {value!r}")

@@ -9,6 +9,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from batcomputer.errors import ConfigurationError
+from batcomputer.keyspace import DEFAULT_ALIAS
 
 PREFIX = "BATCOMPUTER_"
 
@@ -80,7 +81,7 @@ class Settings:
         "help": "Prefix of every Redis key Batcomputer writes"})
     default_model: str = field(default="crime", metadata={"parse": _text,
         "help": "Model served by the seed-compatible /api/predict"})
-    default_alias: str = field(default="production", metadata={"parse": _text,
+    default_alias: str = field(default=DEFAULT_ALIAS, metadata={"parse": _text,
         "help": "Alias a job is pinned to when it names neither version nor alias"})
     api_host: str = field(default="127.0.0.1", metadata={"parse": _text, "help": "Gateway bind address"})
     api_port: int = field(default=8000, metadata={"parse": _positive_int, "help": "Gateway port"})
@@ -94,8 +95,12 @@ class Settings:
         "help": "How long /api/predict waits for a worker before answering 503"})
     job_ttl_seconds: int = field(default=86_400, metadata={"parse": _positive_int,
         "help": "How long job records and results are kept in Redis"})
-    visibility_timeout_seconds: int = field(default=3_600, metadata={"parse": _positive_int,
-        "help": "Unacknowledged tasks are redelivered after this long (longer than any task)"})
+    visibility_timeout_seconds: int = field(default=30, metadata={"parse": _positive_int,
+        "help": "A message a worker took but has not acknowledged is delivered again after this long (a "
+                "duplicate of a job still held by a live worker is recognised and skipped)"})
+    lease_seconds: int = field(default=15, metadata={"parse": _positive_int,
+        "help": "A worker that has not renewed its lease for this long is presumed lost: its running jobs "
+                "are sent again (renewed every third of it while the worker lives, however long a job runs)"})
     max_attempts: int = field(default=3, metadata={"parse": _positive_int,
         "help": "Deliveries of one job before it is declared dead"})
     batch_max_records: int = field(default=256, metadata={"parse": _positive_int,

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from batcomputer.bundle import Draft
+from batcomputer.keyspace import Keys
 from batcomputer.registry import Registry
 from batcomputer.settings import Settings
 from batcomputer.store import FsspecStore, LocalStore
@@ -207,7 +208,7 @@ class Services:
         import redis
 
         client = redis.Redis.from_url(self.settings.redis_url or "")
-        return int(client.zcount(f"{self.settings.key_prefix}workers:{queue}", time.time() - 20, "+inf"))
+        return int(client.zcount(Keys(self.settings.key_prefix).workers(queue), time.time() - 20, "+inf"))
 
     def wait_for_workers(self, queue: str, count: int) -> None:
         wait_until(lambda: self.workers_alive(queue) >= count, 60, f"{count} worker(s) on {queue}")
@@ -275,7 +276,7 @@ def private_settings(base: Settings, redis_url: str, **overrides: Any) -> Settin
 def stack(trained_registry: Settings, redis_base_url: str,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Settings, Services]]:
     """A live stack for the session: a record worker, a bulk worker and the gateway under gunicorn."""
-    settings = private_settings(trained_registry, redis_base_url, visibility_timeout_seconds=30, max_records=500)
+    settings = private_settings(trained_registry, redis_base_url, max_records=500)
     services = Services(settings, tmp_path_factory.mktemp("stack-logs"))
     try:
         services.worker("records")
@@ -290,8 +291,8 @@ def stack(trained_registry: Settings, redis_base_url: str,
 
 @pytest.fixture
 def services(tmp_path: Path, redis_base_url: str, settings: Settings) -> Iterator[Services]:
-    """Workers of the test's own (short visibility timeout, own key prefix, own registry)."""
-    own = private_settings(settings, redis_base_url, visibility_timeout_seconds=3, max_attempts=2)
+    """Workers of the test's own (own key prefix, own registry; the shipped timeouts, two attempts)."""
+    own = private_settings(settings, redis_base_url, max_attempts=2)
     logs = tmp_path / "logs"
     logs.mkdir()
     started = Services(own, logs)

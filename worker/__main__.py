@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 
-from batcomputer.jobs import QUEUE_BULK, QUEUE_RECORDS, QUEUES
+from batcomputer.keyspace import QUEUE_BULK, QUEUE_RECORDS, QUEUES
 from batcomputer.settings import Settings
 from worker.app import make_worker_app
 

@@ -16,6 +16,7 @@ from batcomputer.bundle import Bundle
 log = logging.getLogger("batcomputer.batcher")
 
 Score = Callable[[Bundle, list[dict[str, Any]]], list[dict[str, Any]]]
+Item = tuple[Bundle, dict[str, Any], "Future[dict[str, Any]]"]
 
 
 @dataclass
@@ -39,24 +40,40 @@ class BatchStats:
 
 
 class Batcher:
-    """Collects single records from many task threads; scores what waits, up to ``max_records`` at a time."""
+    """Collects single records from many task threads; scores what waits, up to ``max_records`` at a time.
+
+    Its thread never leaves a record waiting: a batch that fails (or returns the wrong number of results)
+    fails every record in it, and if the thread itself dies, the records it held fail with the reason and
+    the next ``submit`` starts a new thread."""
 
     def __init__(self, score: Score, max_records: int, window_seconds: float, log_every: float = 10.0) -> None:
         self._score = score
         self.max_records = max_records
         self.window = window_seconds
         self.stats = BatchStats()
+        self.restarts = 0
         self._log_every = log_every
-        self._queue: queue.SimpleQueue[tuple[Bundle, dict[str, Any], Future[dict[str, Any]]]] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
-        self._thread.start()
+        self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread = self._start_thread()
+
+    def _start_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="batcher", daemon=True)
+        thread.start()
+        return thread
 
     def submit(self, bundle: Bundle, record: dict[str, Any]) -> Future[dict[str, Any]]:
         future: Future[dict[str, Any]] = Future()
+        if not self._thread.is_alive():
+            with self._lock:
+                if not self._thread.is_alive():
+                    self.restarts += 1
+                    log.error("the micro-batcher thread had died; starting a new one (restart %d)", self.restarts)
+                    self._thread = self._start_thread()
         self._queue.put((bundle, record, future))
         return future
 
-    def _collect(self) -> list[tuple[Bundle, dict[str, Any], Future[dict[str, Any]]]]:
+    def _collect(self) -> list[Item]:
         """Everything waiting now; with a window, also what arrives within it. With no window this is a
         group commit: records that arrive while a batch is being scored form the next batch, so a lone
         record never waits and batches grow with the load."""
@@ -77,24 +94,40 @@ class Batcher:
                 break
         return batch
 
+    def _score_group(self, items: list[Item]) -> None:
+        results = self._score(items[0][0], [record for _, record, _ in items])
+        if len(results) != len(items):
+            raise RuntimeError(f"the model returned {len(results)} results for {len(items)} records")
+        for (_, _, future), result in zip(items, results, strict=True):
+            future.set_result(result)
+
     def _run(self) -> None:
         last_log = time.monotonic()
-        while True:
-            batch = self._collect()
-            groups: dict[tuple[str, int], list[tuple[Bundle, dict[str, Any], Future[dict[str, Any]]]]] = {}
-            for item in batch:
-                groups.setdefault((item[0].model, item[0].version), []).append(item)
-            for (model, version), items in groups.items():
-                self.stats.add(len(items))
-                log.debug("scoring a batch of %d records for %s@%d", len(items), model, version)
-                try:
-                    results = self._score(items[0][0], [record for _, record, _ in items])
-                except BaseException as exc:  # every waiting task must hear about it
-                    for _, _, future in items:
-                        future.set_exception(exc)
-                    continue
-                for (_, _, future), result in zip(items, results, strict=True):
-                    future.set_result(result)
-            if time.monotonic() - last_log >= self._log_every:
-                log.info("micro-batches: %s", self.stats.summary())
-                last_log = time.monotonic()
+        batch: list[Item] = []
+        try:
+            while True:
+                batch = self._collect()
+                groups: dict[tuple[str, int], list[Item]] = {}
+                for item in batch:
+                    groups.setdefault((item[0].model, item[0].version), []).append(item)
+                for (model, version), items in groups.items():
+                    self.stats.add(len(items))
+                    log.debug("scoring a batch of %d records for %s@%d", len(items), model, version)
+                    try:
+                        self._score_group(items)
+                    except Exception as exc:  # every waiting task must hear about it
+                        fail(items, exc)
+                batch = []
+                if time.monotonic() - last_log >= self._log_every:
+                    log.info("micro-batches: %s", self.stats.summary())
+                    last_log = time.monotonic()
+        except BaseException as exc:  # the thread is dying: nothing it held may wait forever
+            log.error("the micro-batcher thread died: %r", exc)
+            fail(batch, RuntimeError(f"the micro-batcher stopped ({type(exc).__name__}); the job can be retried"))
+            raise
+
+
+def fail(items: list[Item], exc: BaseException) -> None:
+    for _, _, future in items:
+        if not future.done():
+            future.set_exception(exc)

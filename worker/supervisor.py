@@ -14,7 +14,7 @@ log = logging.getLogger("batcomputer.supervisor")
 
 
 def supervise(command: list[str], max_backoff: float = 30.0) -> int:
-    """Run ``command`` until it exits cleanly or we are told to stop; restart it when it dies."""
+    """Run ``command`` until we are told to stop (SIGTERM/SIGINT); restart it whenever it exits otherwise."""
     stopping = threading.Event()
     child: subprocess.Popen[bytes] | None = None
 
@@ -30,8 +30,10 @@ def supervise(command: list[str], max_backoff: float = 30.0) -> int:
         started = time.monotonic()
         child = subprocess.Popen(command)
         code = child.wait()
-        if stopping.is_set() or code == 0:
+        if stopping.is_set():
             return code
+        # Anything else is a death, whatever the exit code: Celery can exit with 0 after an unrecoverable
+        # broker error (kombu's restore_unacked during a Redis outage), and must come back.
         if time.monotonic() - started > 60:
             backoff = 0.5
         how = f"signal {-code}" if code < 0 else f"exit code {code}"

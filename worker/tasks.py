@@ -1,12 +1,12 @@
-"""The scoring task: run one job's delivery, count attempts across lost workers, record the outcome."""
+"""The scoring task: run one delivery of a message's jobs under this process's lease and record each outcome."""
 
 from __future__ import annotations
 
 import logging
 import os
 import threading
-import traceback
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import redis
@@ -14,24 +14,30 @@ from celery import Celery
 
 from batcomputer.broker import redis_client
 from batcomputer.errors import BatcomputerError
-from batcomputer.jobs import DEAD, FAILED, FINAL, SUCCEEDED, TASK_SCORE, JobStore
+from batcomputer.jobs import JobStore
+from batcomputer.keyspace import BUSY, FAILED, FINAL, SUCCEEDED, TASK_SCORE
 from batcomputer.registry import Registry
 from batcomputer.schema import validate_records
 from batcomputer.scoring import score
 from batcomputer.settings import Settings
 from worker.batcher import Batcher
+from worker.heartbeat import Heartbeat, holder_name
 from worker.models import BundleCache
 
 log = logging.getLogger("batcomputer.worker")
+BATCH_RESULT_TIMEOUT_SECONDS = 300.0  # no job waits forever on the micro-batcher
 
 
 class Scorer:
-    """Per-process state (Redis client, bundle cache, batcher), created lazily after the pool forks."""
+    """Per-process state (Redis client, lease and heartbeat, bundle cache, batcher), built lazily in the
+    process that scores (after the pool forks)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, queues: list[str]) -> None:
         self.settings = settings
+        self.queues = queues
         self._pid: int | None = None
         self._lock = threading.Lock()
+        self.heartbeat: Heartbeat | None = None
         os.register_at_fork(after_in_child=self._new_lock)  # a lock held by another thread at fork time
 
     def _new_lock(self) -> None:
@@ -45,11 +51,16 @@ class Scorer:
                 self._build()
 
     def _build(self) -> None:
-        self.jobs = JobStore(redis_client(self.settings), self.settings.key_prefix, self.settings.job_ttl_seconds,
-                             self.settings.visibility_timeout_seconds)
+        self.jobs = JobStore.from_settings(redis_client(self.settings), self.settings)
         self.bundles = BundleCache(Registry.from_settings(self.settings))
         self.batcher = Batcher(score, self.settings.batch_max_records, self.settings.batch_window_ms / 1000)
+        self.holder = holder_name(self.queues)
+        self.heartbeat = Heartbeat(self.jobs, self.queues, self.holder).start()
         self._pid = os.getpid()
+
+    def stop(self) -> None:
+        if self.heartbeat is not None and self._pid == os.getpid():
+            self.heartbeat.stop()
 
     def warm(self) -> None:
         """Load the current version of every model before the first job asks for it (seconds, not ms)."""
@@ -68,17 +79,11 @@ class Scorer:
         outcomes: list[tuple[str, str, dict[str, Any]]] = []
         waiting: list[tuple[str, Future[dict[str, Any]]]] = []
         summary: dict[str, str] = {}
-        for job_id, start in zip(job_ids, self.jobs.start(job_ids), strict=True):
+        starts = self.jobs.start(job_ids, self.holder, self.settings.max_attempts)
+        for job_id, start in zip(job_ids, starts, strict=True):
             summary[job_id] = start.state or "expired"
-            if start.state is None or start.state in FINAL or start.state == "busy":
-                continue  # expired, finished already, or another delivery holds the lease: a duplicate
-            if start.attempts > self.settings.max_attempts:
-                reason = (f"delivered {start.attempts - 1} times and the worker was lost each time "
-                          f"(limit {self.settings.max_attempts}); the job is dead and will not be retried")
-                log.error("job %s is dead: %s", job_id, reason)
-                outcomes.append((job_id, DEAD, {"error": {"code": "dead", "detail": reason,
-                                                          "attempts": start.attempts - 1}}))
-                continue
+            if start.state is None or start.state in FINAL or start.state == BUSY:
+                continue  # expired, final already (or dead now), or held by a live worker: a duplicate
             try:
                 bundle = self.bundles.get(start.model, start.version)
                 clean = validate_records(bundle.schema, start.records or [])
@@ -91,7 +96,10 @@ class Scorer:
                 outcomes.append((job_id, FAILED, {"error": error_of(job_id, exc)}))
         for job_id, future in waiting:
             try:
-                outcomes.append((job_id, SUCCEEDED, {"results": [future.result()]}))
+                outcomes.append((job_id, SUCCEEDED, {"results": [future.result(BATCH_RESULT_TIMEOUT_SECONDS)]}))
+            except FutureTimeout:
+                outcomes.append((job_id, FAILED, {"error": error_of(job_id, TimeoutError(
+                    f"the micro-batcher gave no result within {BATCH_RESULT_TIMEOUT_SECONDS:g} s"))}))
             except Exception as exc:
                 outcomes.append((job_id, FAILED, {"error": error_of(job_id, exc)}))
         if outcomes:
@@ -100,18 +108,21 @@ class Scorer:
         return summary
 
 
-def error_of(job_id: str, exc: Exception) -> dict[str, Any]:
+def error_of(job_id: str, exc: BaseException) -> dict[str, Any]:
+    """What a client sees of a failure: a stable code and a message. The traceback goes to the log only."""
     if isinstance(exc, redis.RedisError):
         raise exc
     if isinstance(exc, BatcomputerError):
         return {"code": exc.code, "detail": exc.detail, **exc.extra}
     log.error("job %s failed", job_id, exc_info=exc)
-    return {"code": "scoring_error", "detail": f"{type(exc).__name__}: {exc}",
-            "trace": "".join(traceback.format_exception(exc, limit=3))}
+    code = "scoring_timeout" if isinstance(exc, TimeoutError) else "scoring_error"
+    message = str(exc).splitlines()[0][:300] if str(exc) else ""
+    return {"code": code, "detail": f"the model could not score the records ({type(exc).__name__}"
+                                    f"{': ' + message if message else ''}); the worker log has the details"}
 
 
-def register_tasks(app: Celery, settings: Settings) -> Scorer:
-    scorer = Scorer(settings)
+def register_tasks(app: Celery, settings: Settings, queues: list[str]) -> Scorer:
+    scorer = Scorer(settings, queues)
 
     @app.task(name=TASK_SCORE, acks_late=True, reject_on_worker_lost=True, acks_on_failure_or_timeout=False,
               ignore_result=True)

@@ -1,0 +1,84 @@
+"""Every name shared across processes: task and queue names, job states, the default alias, and Redis keys."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+TASK_SCORE = "batcomputer.score"
+QUEUE_RECORDS = "records"  # interactive: small jobs, scored in micro-batches
+QUEUE_BULK = "bulk"        # large record lists (and later files): never in the way of interactive work
+QUEUES = (QUEUE_RECORDS, QUEUE_BULK)
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, DEAD = "queued", "running", "succeeded", "failed", "cancelled", "dead"
+STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, DEAD)
+FINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, DEAD})
+BUSY = "busy"  # not a state: what a delivery learns when another live worker holds the job
+
+DEFAULT_ALIAS = "production"
+
+# Counters in the stats hash (what the job lifecycle did, for operators and the chaos tests).
+STAT_RESENT = "resent"          # messages the sweeper sent again for a job whose message or worker was lost
+STAT_DUPLICATES = "duplicates"  # deliveries skipped because the job was final or held by a live worker
+STAT_RESCORED = "rescored"      # results that arrived for a job already final: the model ran twice (should be 0)
+STAT_DEAD = "dead"              # jobs that lost their worker too often
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The Redis key of everything Batcomputer writes, under one prefix (``BATCOMPUTER_KEY_PREFIX``)."""
+
+    prefix: str = "bc:"
+
+    def job(self, job_id: str) -> str:
+        """Hash: the job record (state, pin, attempts, holder, payload until final, then results)."""
+        return f"{self.prefix}job:{job_id}"
+
+    @property
+    def job_prefix(self) -> str:
+        return f"{self.prefix}job:"
+
+    def done(self, job_id: str) -> str:
+        """List: a token pushed when the job ends, for clients blocked on it without an inbox."""
+        return f"{self.prefix}done:{job_id}"
+
+    @property
+    def jobs(self) -> str:
+        """Sorted set: every job id by creation time (the listing index)."""
+        return f"{self.prefix}jobs"
+
+    @property
+    def pending(self) -> str:
+        """Sorted set: every unfinished job id by the time the sweeper should look at it next."""
+        return f"{self.prefix}pending"
+
+    @property
+    def holders(self) -> str:
+        """Sorted set: worker processes that hold jobs, by the time their lease runs out."""
+        return f"{self.prefix}holders"
+
+    def workers(self, queue: str) -> str:
+        """Sorted set: worker processes consuming ``queue``, by their last heartbeat (for /readyz)."""
+        return f"{self.prefix}workers:{queue}"
+
+    def idempotency(self, key: str) -> str:
+        """String: ``<job id> <body digest>`` for a client's Idempotency-Key (hashed: any length, any bytes)."""
+        return f"{self.prefix}idempotency:{hashlib.sha256(key.encode()).hexdigest()}"
+
+    def inbox(self, name: str) -> str:
+        """List: ids of finished jobs for one gateway process's waiting requests."""
+        return f"{self.prefix}inbox:{name}"
+
+    @property
+    def sweeper(self) -> str:
+        """String: the lock that lets one sweeper at a time run across all workers."""
+        return f"{self.prefix}sweeper"
+
+    @property
+    def stats(self) -> str:
+        """Hash: lifecycle counters (``STAT_*``)."""
+        return f"{self.prefix}stats"
+
+    def queue(self, queue: str) -> str:
+        """List: the broker's queue (kombu's Redis transport prefixes its keys with the same global prefix)."""
+        return f"{self.prefix}{queue}"

@@ -1,0 +1,56 @@
+"""The sweeper: sends again the jobs whose worker or message was lost (one sweeper at a time, across workers)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from celery import Celery
+
+from batcomputer.jobs import JobStore
+from batcomputer.keyspace import TASK_SCORE
+
+log = logging.getLogger("batcomputer.sweeper")
+MAX_JOBS_PER_MESSAGE = 256
+
+
+class Sweeper:
+    """A thread in every worker's main process; the job store's lock lets one of them sweep at a time.
+    It runs every third of the lease, so a lost worker's running jobs are sent again within
+    ``lease_seconds`` plus a third of it, and stranded queued jobs within the visibility timeout plus that."""
+
+    def __init__(self, jobs: JobStore, app: Celery) -> None:
+        self.jobs, self.app = jobs, app
+        self.interval = max(0.2, jobs.lease / 3)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sweeper", daemon=True)
+
+    def start(self) -> Sweeper:
+        self._thread.start()
+        return self
+
+    def resend(self, by_queue: dict[str, list[str]]) -> None:
+        for queue, job_ids in by_queue.items():
+            log.warning("sending %d job(s) again on %s (worker or message lost): %s", len(job_ids), queue,
+                        " ".join(job_ids[:10]) + (" ..." if len(job_ids) > 10 else ""))
+            for start in range(0, len(job_ids), MAX_JOBS_PER_MESSAGE):
+                self.app.send_task(TASK_SCORE, args=[job_ids[start:start + MAX_JOBS_PER_MESSAGE]], queue=queue)
+
+    def sweep(self) -> int:
+        sent = self.jobs.sweep(self.resend)
+        self.jobs.tidy()
+        return sent
+
+    def _run(self) -> None:
+        failing = False
+        while not self._stop.wait(self.interval):
+            try:
+                self.sweep()
+                failing = False
+            except Exception as exc:  # Redis away, or a publish failed: the jobs stay due, try again
+                if not failing:
+                    log.warning("sweep failed: %s", exc)
+                failing = True
+
+    def stop(self) -> None:
+        self._stop.set()
