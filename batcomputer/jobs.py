@@ -204,7 +204,19 @@ if #resend > 0 then redis.call('HINCRBY', KEYS[3], 'resent', #resend / 2) end
 return resend
 """
 
-_SCRIPTS = {"create": _CREATE, "start": _START, "finish": _FINISH, "sweep": _SWEEP}
+# KEYS: job, pending.  ARGV: holder, now, job id.  A worker that cannot finish a delivery it started (an
+# error between start and end) gives the job back: queued again, due for the sweeper at once.
+_RELEASE = """
+if redis.call('HGET', KEYS[1], 'state') ~= 'running' or redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'state', 'queued')
+redis.call('HDEL', KEYS[1], 'holder')
+redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), ARGV[3])
+return 1
+"""
+
+_SCRIPTS = {"create": _CREATE, "start": _START, "finish": _FINISH, "sweep": _SWEEP, "release": _RELEASE}
 
 
 class JobStore:
@@ -344,9 +356,11 @@ class JobStore:
         """Extend ``holder``'s lease (its heartbeat): every job it holds stays its own."""
         self.redis.zadd(self.keys.holders, {holder: self.clock() + self.lease})
 
-    def release(self, holder: str) -> None:
-        """End ``holder``'s lease now (a clean stop): the sweeper may re-send anything it still held."""
-        self.redis.zrem(self.keys.holders, holder)
+    def give_back(self, job_ids: list[str], holder: str) -> None:
+        """Return jobs ``holder`` started but cannot finish to the queue; the sweeper sends them again."""
+        now = self.clock()
+        self._scripted([("release", [self.keys.job(job_id), self.keys.pending], [holder, now, job_id])
+                        for job_id in job_ids])
 
     def start(self, job_ids: list[str], holder: str, max_attempts: int | None = None) -> list[Start]:
         """Start a delivery of each job for ``holder`` (one round trip for all of them). A job delivered

@@ -136,7 +136,7 @@ def check_value(spec: Field, value: Any) -> tuple[Any, dict[str, Any] | None]:
     try:
         finite = math.isfinite(value)
     except OverflowError:  # an integer beyond any float: no model can take it
-        return None, _problem(spec.name, "range", f"an integer of {value.bit_length()} bits is out of range; "
+        return None, _problem(spec.name, "range", f"an integer of {int(value).bit_length()} bits is out of range; "
                               f"expected {spec.describe_domain()}", minimum=spec.minimum, maximum=spec.maximum)
     if not finite:
         return None, _problem(spec.name, "not_finite", f"must be a finite number, got {value!r}")

@@ -20,7 +20,7 @@ class Gated:
         return self.inner.classes_
 
     def predict_proba(self, frame: Any) -> Any:
-        client = redis.Redis.from_url(self.redis_url)
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=None)  # the gate may stay shut for long
         client.rpush(f"{self.gate}:waiting", "1")
         if client.blpop([self.gate], timeout=120) is None:
             raise TimeoutError("the test never opened the gate")

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import redis
 
@@ -27,8 +28,10 @@ class Heartbeat:
     While the process lives, every job it holds stays its own however long it runs; once it dies, its lease
     runs out within ``lease_seconds`` and the sweeper sends its jobs again."""
 
-    def __init__(self, jobs: JobStore, queues: list[str], name: str) -> None:
+    def __init__(self, jobs: JobStore, queues: list[str], name: str,
+                 on_beat: Callable[[], None] | None = None) -> None:
         self.jobs, self.queues, self.name = jobs, queues, name
+        self.on_beat = on_beat
         self.interval = max(0.2, jobs.lease / 3)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -48,6 +51,9 @@ class Heartbeat:
                 pipe.execute()
         except redis.RedisError as exc:  # Redis away: the lease may lapse; the jobs' finish-once rules hold
             log.warning("heartbeat failed: %s", exc)
+            return
+        if self.on_beat is not None:
+            self.on_beat()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

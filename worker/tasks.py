@@ -55,7 +55,8 @@ class Scorer:
         self.bundles = BundleCache(Registry.from_settings(self.settings))
         self.batcher = Batcher(score, self.settings.batch_max_records, self.settings.batch_window_ms / 1000)
         self.holder = holder_name(self.queues)
-        self.heartbeat = Heartbeat(self.jobs, self.queues, self.holder).start()
+        self.orphans: set[str] = set()
+        self.heartbeat = Heartbeat(self.jobs, self.queues, self.holder, on_beat=self.give_back).start()
         self._pid = os.getpid()
 
     def stop(self) -> None:
@@ -73,9 +74,31 @@ class Scorer:
                 log.info("not preloading %s: %s", model, exc)
 
     def run(self, job_ids: list[str]) -> dict[str, str]:
-        """Score one delivery of a message's jobs. Redis errors propagate: the message stays unacked and
-        comes back (and the sweeper re-sends its jobs)."""
+        """Score one delivery of a message's jobs. If it cannot record an outcome (Redis errors propagate),
+        the jobs it started go back to the queue, now or, while Redis is away, from the heartbeat."""
         self._ensure()
+        started: list[str] = []
+        try:
+            return self._run(job_ids, started)
+        except BaseException:
+            self.orphans.update(started)
+            self.give_back()
+            raise
+
+    def give_back(self) -> None:
+        """Return jobs started but never finished (see ``run``) to the queue; retried on every heartbeat."""
+        if not self.orphans:
+            return
+        taken = list(self.orphans)
+        try:
+            self.jobs.give_back(taken, self.holder)
+        except redis.RedisError as exc:
+            log.warning("could not give %d unfinished job(s) back yet: %s", len(taken), exc)
+        else:
+            self.orphans.difference_update(taken)
+            log.warning("gave %d unfinished job(s) back to the queue", len(taken))
+
+    def _run(self, job_ids: list[str], started: list[str]) -> dict[str, str]:
         outcomes: list[tuple[str, str, dict[str, Any]]] = []
         waiting: list[tuple[str, Future[dict[str, Any]]]] = []
         summary: dict[str, str] = {}
@@ -84,6 +107,7 @@ class Scorer:
             summary[job_id] = start.state or "expired"
             if start.state is None or start.state in FINAL or start.state == BUSY:
                 continue  # expired, final already (or dead now), or held by a live worker: a duplicate
+            started.append(job_id)
             try:
                 bundle = self.bundles.get(start.model, start.version)
                 clean = validate_records(bundle.schema, start.records or [])

@@ -1,0 +1,205 @@
+"""The job store against a real Redis with an injected clock: leases, sweeping, duplicates, dead jobs, cancel."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from batcomputer.errors import Conflict
+from batcomputer.jobs import JobStore, new_job_id
+from batcomputer.keyspace import BUSY, CANCELLED, DEAD, QUEUE_RECORDS, QUEUED, RUNNING, SUCCEEDED
+from tests.conftest import remove_keys
+
+RECORD = {"pclass": 1, "sex": "female", "age": 29.0, "sibsp": 0, "parch": 0}
+
+
+class Clock:
+    """Time that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(redis_base_url: str, clock: Clock) -> Iterator[JobStore]:
+    prefix = f"bct-{uuid.uuid4().hex[:10]}:"
+    yield JobStore(redis.Redis.from_url(redis_base_url), prefix, ttl_seconds=3_600, lease_seconds=15,
+                   requeue_seconds=30, clock=clock)
+    remove_keys(redis_base_url, prefix)
+
+
+def create(store: JobStore, records: int = 1) -> str:
+    job_id = new_job_id()
+    store.create(job_id, "titanic", 1, "sha", [RECORD] * records, QUEUE_RECORDS)
+    return job_id
+
+
+def swept(store: JobStore) -> list[str]:
+    sent: list[str] = []
+    store.sweep(lambda by_queue: sent.extend(i for ids in by_queue.values() for i in ids))
+    return sent
+
+
+def test_a_start_takes_the_job_and_a_second_delivery_is_a_duplicate(store: JobStore) -> None:
+    job_id = create(store)
+    store.renew("a")
+    [first] = store.start([job_id], "a")
+    assert (first.state, first.attempts, first.model, first.version, first.records) == (RUNNING, 1, "titanic", 1,
+                                                                                       [RECORD])
+    store.renew("b")
+    [again] = store.start([job_id], "b")
+    assert again.state == BUSY and store.get(job_id)["attempts"] == 1
+    assert store.stats()["duplicates"] == 1
+
+
+def test_a_live_worker_keeps_its_job_however_long_it_runs(store: JobStore, clock: Clock) -> None:
+    job_id = create(store)
+    store.renew("a")
+    store.start([job_id], "a")
+    for _ in range(20):  # ten minutes of work, the heartbeat renewing every 5 s
+        clock.advance(5)
+        store.renew("a")
+        assert swept(store) == []
+    store.renew("b")
+    assert store.start([job_id], "b")[0].state == BUSY
+    assert store.get(job_id)["state"] == RUNNING
+
+
+def test_a_lost_worker_s_job_is_sent_again_once_its_lease_runs_out(store: JobStore, clock: Clock) -> None:
+    job_id = create(store)
+    store.renew("a")
+    store.start([job_id], "a")
+    clock.advance(14)
+    assert swept(store) == []  # the lease still runs: the sweeper does nothing
+    clock.advance(2)  # 16 s without a heartbeat: the holder is gone
+    assert swept(store) == [job_id]
+    assert store.get(job_id)["state"] == QUEUED  # waiting for a worker again
+    assert swept(store) == []  # not sent twice
+    store.renew("b")
+    [taken] = store.start([job_id], "b")
+    assert (taken.state, taken.attempts) == (RUNNING, 2)
+    assert store.end([(job_id, SUCCEEDED, {"results": [{"p": 0.5}]})]) == [True]
+    assert store.stats()["resent"] == 1
+
+
+def test_a_queued_job_is_sent_again_only_when_its_queue_has_no_backlog(store: JobStore, clock: Clock) -> None:
+    job_id = create(store)
+    clock.advance(29)
+    assert swept(store) == []  # within the visibility timeout: its message is on its way
+    clock.advance(2)
+    backlog = store.keys.queue(QUEUE_RECORDS)
+    store.redis.rpush(backlog, "another message")
+    assert swept(store) == []  # a backlog: its message is most likely in it
+    store.redis.delete(backlog)
+    clock.advance(31)
+    assert swept(store) == [job_id]  # no backlog and still queued: its message was lost
+
+
+def test_a_finished_job_is_finished_once_and_a_late_delivery_never_scores_it(store: JobStore, clock: Clock) -> None:
+    job_id = create(store)
+    store.renew("a")
+    store.start([job_id], "a")
+    assert store.end([(job_id, SUCCEEDED, {"results": [{"p": 0.25}]})]) == [True]
+    assert store.end([(job_id, SUCCEEDED, {"results": [{"p": 0.75}]})]) == [False]
+    assert store.get(job_id)["results"] == [{"p": 0.25}]
+    assert store.stats()["rescored"] == 1  # counted: the model had run twice
+    clock.advance(100)
+    store.renew("b")
+    assert store.start([job_id], "b")[0].state == SUCCEEDED  # a late duplicate: nothing to score
+    assert swept(store) == []
+
+
+def test_a_job_that_loses_its_worker_too_often_ends_dead(store: JobStore, clock: Clock) -> None:
+    job_id = create(store)
+    for attempt in (1, 2, 3):
+        holder = f"w{attempt}"
+        store.renew(holder)
+        assert store.start([job_id], holder, max_attempts=3)[0].attempts == attempt
+        clock.advance(16)  # the worker dies with it
+        assert swept(store) == [job_id]
+    store.renew("w4")
+    assert store.start([job_id], "w4", max_attempts=3)[0].state == DEAD
+    job = store.get(job_id)
+    assert job["state"] == DEAD and job["error"]["code"] == "dead" and job["error"]["attempts"] == 3
+    assert "worker was lost" in job["error"]["detail"]
+
+
+def test_only_a_queued_job_can_be_cancelled(store: JobStore) -> None:
+    queued = create(store)
+    assert store.cancel(queued)["state"] == CANCELLED
+    store.renew("a")
+    assert store.start([queued], "a")[0].state == CANCELLED
+    running = create(store)
+    store.start([running], "a")
+    with pytest.raises(Conflict) as refused:
+        store.cancel(running)
+    assert refused.value.extra["state"] == RUNNING
+    store.end([(running, SUCCEEDED, {"results": []})])
+    with pytest.raises(Conflict) as refused:
+        store.cancel(running)
+    assert refused.value.extra["state"] == SUCCEEDED
+
+
+def test_an_idempotency_key_is_claimed_with_the_job_in_one_step(store: JobStore) -> None:
+    results: list[tuple[str, bool]] = []
+    barrier = threading.Barrier(16)
+
+    def submit() -> None:
+        barrier.wait()
+        created = store.create(new_job_id(), "titanic", 1, "sha", [RECORD], QUEUE_RECORDS,
+                               idempotency=("key-1", "digest-a"))
+        results.append((created.job_id, created.new))
+
+    threads = [threading.Thread(target=submit) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len({job_id for job_id, _ in results}) == 1
+    assert sum(new for _, new in results) == 1
+    assert store.get(results[0][0])["state"] == QUEUED  # the key never points at nothing
+    with pytest.raises(Conflict):
+        store.create(new_job_id(), "titanic", 1, "sha", [RECORD], QUEUE_RECORDS, idempotency=("key-1", "digest-b"))
+
+
+def test_a_key_whose_job_expired_is_claimed_again(store: JobStore) -> None:
+    first = store.create(new_job_id(), "titanic", 1, "sha", [RECORD], QUEUE_RECORDS, idempotency=("k", "d"))
+    store.redis.delete(store.keys.job(first.job_id))
+    second = store.create(new_job_id(), "titanic", 1, "sha", [RECORD], QUEUE_RECORDS, idempotency=("k", "d"))
+    assert second.new and second.job_id != first.job_id
+
+
+def test_listing_by_state_reads_no_results(store: JobStore) -> None:
+    ids = [create(store) for _ in range(3)]
+    store.renew("a")
+    store.start(ids[:1], "a")
+    store.end([(ids[0], SUCCEEDED, {"results": [{"p": 1.0}]})])
+    found, _ = store.recent(state=SUCCEEDED)
+    assert [j["id"] for j in found] == [ids[0]] and "results" not in found[0]
+    queued, _ = store.recent(state=QUEUED)
+    assert {j["id"] for j in queued} == set(ids[1:])
+
+
+def test_tidy_forgets_workers_gone_for_long(store: JobStore, clock: Clock) -> None:
+    store.renew("gone")
+    store.redis.zadd(store.keys.workers(QUEUE_RECORDS), {"gone": clock()})
+    clock.advance(3_700)
+    store.renew("alive")
+    store.tidy()
+    assert store.redis.zrange(store.keys.holders, 0, -1) == [b"alive"]
+    assert store.redis.zcard(store.keys.workers(QUEUE_RECORDS)) == 0
