@@ -22,7 +22,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     settings = settings or Settings.from_env()
     app = Flask("batcomputer")
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1  # one byte past: see api.context.read_body
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["gateway"] = Gateway(settings, registry)
     register_problem_handlers(app)

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from api.context import gateway
+from api.context import gateway, read_body
 from api.gateway import parse_json
 from batcomputer.errors import BadRequest
 from batcomputer.keyspace import STATES
@@ -26,7 +26,7 @@ def submit_job(model: str) -> Response:
     gw = gateway()
     wait = gw.parse_wait(request.args.get("wait"))
     pinned = gw.pin(model, request.args.get("version"), request.args.get("alias"))
-    raw = request.get_data()
+    raw = read_body()
     records = gw.records_of(parse_json(raw))
     key = request.headers.get("Idempotency-Key")
     submitted = gw.submit(pinned, records, (key, raw) if key else None, wait)

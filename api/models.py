@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, request
 
-from api.context import gateway
+from api.context import gateway, read_body
 from api.gateway import parse_json
 from batcomputer.errors import BadRequest, BatcomputerError
 from batcomputer.registry import MAX_VERSION, Registry
@@ -54,7 +54,8 @@ def show_model(model: str) -> dict[str, Any]:
 
 
 def _body() -> dict[str, Any]:
-    body = parse_json(request.get_data()) if request.get_data() else {}
+    raw = read_body()
+    body = parse_json(raw) if raw else {}
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object", field="body")
     return body

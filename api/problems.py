@@ -10,7 +10,7 @@ from flask import Flask, Response, jsonify, request
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from batcomputer.errors import BatcomputerError, Unavailable
+from batcomputer.errors import BatcomputerError, BodyTooLarge, Unavailable
 
 log = logging.getLogger("batcomputer.api")
 PROBLEM_TYPE = "application/problem+json"
@@ -59,7 +59,9 @@ def register_problem_handlers(app: Flask) -> None:
         names = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type"}
         detail = error.description or error.name
         if status == 413:
-            detail = f"the request body is larger than the limit of {app.config['MAX_CONTENT_LENGTH']} bytes"
+            limit = app.config["MAX_CONTENT_LENGTH"] - 1
+            return problem_response(BodyTooLarge(f"the request body is larger than the limit of {limit} bytes",
+                                                 limit=limit))
         return problem_response(HttpProblem(status, error.name, detail, names.get(status, f"http_{status}")))
 
     @app.errorhandler(Exception)

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 import batcomputer
-from api.context import gateway
+from api.context import gateway, read_body
 from api.gateway import parse_json
 from api.problems import problem_response
 from batcomputer.errors import BadRequest, BatcomputerError, ScoringFailed, Unavailable
@@ -33,7 +33,7 @@ def predict() -> dict[str, Any]:
     gw = gateway()
     model = request.args.get("model") or gw.settings.default_model
     pinned = gw.pin(model, request.args.get("version"), request.args.get("alias"))
-    body = parse_json(request.get_data())
+    body = parse_json(read_body())
     if isinstance(body, dict) and "records" in body:
         raise BadRequest("/api/predict takes one record; send lists to /api/models/{model}/jobs", field="records")
     records = gw.records_of(body)

@@ -54,6 +54,12 @@ class TooManyRecords(BatcomputerError):
     title = "Too many records"
 
 
+class BodyTooLarge(BatcomputerError):
+    code = "body_too_large"
+    status = 413
+    title = "Request body too large"
+
+
 class ValidationFailed(BatcomputerError):
     """A record broke its model's schema; ``problems`` lists every field problem at once."""
 

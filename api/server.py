@@ -1,0 +1,40 @@
+"""The gateway's WSGI server worker: gunicorn's threaded worker, answering its own protocol errors as problem+json."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+from gunicorn import util
+from gunicorn.workers.gthread import ThreadWorker
+
+from batcomputer.errors import BatcomputerError
+
+# Errors gunicorn answers before the request reaches Flask, by status: the stable problem code clients see.
+SERVER_PROBLEM_CODES = {400: "bad_request", 403: "forbidden", 414: "uri_too_long", 417: "expectation_failed",
+                        431: "headers_too_large", 500: "internal", 501: "not_implemented"}
+
+
+def problem_bytes(status: int, reason: str, detail: str) -> bytes:
+    """A complete HTTP/1.1 response carrying an RFC 9457 problem, closing the connection."""
+    code = SERVER_PROBLEM_CODES.get(status, f"http_{status}")
+    problem = BatcomputerError(detail or reason)
+    body = json.dumps({**problem.to_problem(), "type": f"https://batcomputer.dev/problems/{code}", "title": reason,
+                       "status": status, "code": code}).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/problem+json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode("latin-1") + body
+
+
+def write_problem(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+    util.write_nonblock(sock, problem_bytes(status_int, reason, mesg))
+
+
+class ProblemWorker(ThreadWorker):
+    """gunicorn's gthread worker whose own error answers (request line too long, headers too large, a
+    malformed request) are problem+json like every other error of the gateway."""
+
+    def init_process(self) -> Any:
+        util.write_error = write_problem  # the one function gunicorn writes its error pages with
+        return super().init_process()
