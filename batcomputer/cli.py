@@ -219,8 +219,8 @@ def worker(queues: str, loglevel: str) -> None:
 
 def gunicorn_command(host: str, port: int, workers: int, threads: int) -> list[str]:
     return [sys.executable, "-m", "gunicorn", "--worker-class", "api.server.ProblemWorker", "--workers",
-            str(workers), "--threads", str(threads), "--bind", f"{host}:{port}", "--no-control-socket", "--access-logfile", "-",
-            "--graceful-timeout", "20", "api.app:create_app()"]
+            str(workers), "--threads", str(threads), "--bind", f"{host}:{port}", "--no-control-socket",
+            "--access-logfile", "-", "--graceful-timeout", "20", "api.app:create_app()"]
 
 
 @cli.command()
