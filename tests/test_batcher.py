@@ -51,3 +51,39 @@ def test_a_failed_batch_fails_every_waiting_record(titanic_draft: Draft) -> None
     for future in futures:
         with pytest.raises(AttributeError):
             future.result(10)
+
+
+class Stop(BaseException):
+    """Something that kills a thread outright (as SystemExit would)."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread dies on purpose
+def test_a_dead_batcher_thread_fails_its_records_and_the_next_submit_starts_a_new_one(titanic_draft: Draft) -> None:
+    bundle = bundle_of(titanic_draft, 1)
+    calls = {"n": 0}
+
+    def dies_once(b: Bundle, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise Stop()
+        return score(b, records)
+
+    batcher = Batcher(dies_once, max_records=8, window_seconds=0)
+    doomed = batcher.submit(bundle, RECORDS[0])
+    with pytest.raises(RuntimeError, match="micro-batcher stopped"):
+        doomed.result(10)
+    batcher._thread.join(10)
+    assert not batcher._thread.is_alive()
+    revived = batcher.submit(bundle, RECORDS[1])
+    assert revived.result(10) == score(bundle, [RECORDS[1]])[0]
+    assert batcher.restarts == 1
+
+
+def test_a_model_returning_too_few_results_fails_the_batch_not_the_thread(titanic_draft: Draft) -> None:
+    bundle = bundle_of(titanic_draft, 1)
+    short = Batcher(lambda b, records: score(b, records)[:-1] if len(records) > 1 else score(b, records), 8, 0.05)
+    futures = [short.submit(bundle, r) for r in RECORDS[:3]]
+    for future in futures:
+        with pytest.raises(RuntimeError, match="results for"):
+            future.result(10)
+    assert short.submit(bundle, RECORDS[0]).result(10) == score(bundle, [RECORDS[0]])[0]

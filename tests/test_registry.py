@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import multiprocessing
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from batcomputer.bundle import Draft
 from batcomputer.errors import AliasNotFound, Conflict, IncompatibleBundle, IntegrityError, ModelNotFound
 from batcomputer.registry import Registry
 from batcomputer.scoring import score
+from batcomputer.store import LocalStore
 
 RECORD = {"pclass": 1, "sex": "female", "age": 29.0, "sibsp": 0, "parch": 0}
 
@@ -144,3 +146,20 @@ def test_a_bundle_from_another_scikit_learn_minor_is_refused(registry: Registry,
     registry.bundle("titanic", 1)  # schema and metrics need no scikit-learn
     with pytest.raises(IncompatibleBundle, match=r"scikit-learn 1\.5\.2"):
         registry.bundle("titanic", 1, pipeline=True)
+
+
+def test_alias_history_stays_bounded_and_rollback_still_works(tmp_path: Path, titanic_draft: Draft) -> None:
+    from batcomputer.errors import BadRequest
+    from batcomputer.registry import MAX_HISTORY, MAX_REASON_CHARS
+
+    registry = Registry(LocalStore(tmp_path / "registry"))
+    for tag in (1, 2):
+        registry.publish(dataclasses.replace(titanic_draft, metrics={**titanic_draft.metrics, "tag": tag}))
+    for move in range(MAX_HISTORY + 50):
+        registry.set_alias("titanic", "production", 1 + move % 2, reason=f"move {move}")
+    history = registry.history("titanic", "production")
+    assert len(history) == MAX_HISTORY and history[-1]["reason"] == f"move {MAX_HISTORY + 49}"
+    assert registry.rollback("titanic")["to"] == 1 + (MAX_HISTORY + 48) % 2
+    with pytest.raises(BadRequest) as refused:
+        registry.set_alias("titanic", "production", 1, reason="x" * (MAX_REASON_CHARS + 1))
+    assert refused.value.extra["field"] == "reason"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import signal
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from batcomputer.bundle import Draft
 from batcomputer.registry import Registry
 from batcomputer.scoring import score
 from tests.conftest import Services, wait_until
-from tests.pipelines import Gated, Killer
+from tests.pipelines import Broken, Gated, Killer
 
 RECORD = {"pclass": 1, "sex": "female", "age": 29.0, "sibsp": 0, "parch": 0}
 FINAL = ("succeeded", "failed", "dead", "cancelled")
@@ -146,3 +147,17 @@ def test_sigterm_lets_in_flight_work_finish(services: Services, titanic_draft: D
     gauge.rpush(gate, "open")
     assert worker.wait(60) == 0
     assert job_of(client, job_id)["state"] == "succeeded"
+
+
+def test_a_failed_job_tells_the_client_a_code_and_a_message_never_a_traceback(services: Services,
+                                                                               titanic_draft: Draft) -> None:
+    publish(services, titanic_draft, "broken", Broken(titanic_draft.pipeline))
+    client = client_for(services)
+    services.worker("records")
+    job = client.post("/api/models/broken/jobs?wait=20", json=RECORD).get_json()
+    assert job["state"] == "failed"
+    assert set(job["error"]) == {"code", "detail"} and job["error"]["code"] == "scoring_error"
+    assert "ValueError: the model broke" in job["error"]["detail"]
+    assert "File " not in job["error"]["detail"] and "Traceback" not in json.dumps(job)
+    log = next(services.logs.glob("worker-records-*.log")).read_text()
+    assert f"job {job['id']} failed" in log and "Traceback" in log  # the details are in the worker's log
