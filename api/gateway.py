@@ -50,7 +50,7 @@ class Gateway:
         self.redis = redis_client(settings, max_connections=256,
                                   socket_timeout=max(settings.max_wait_seconds, settings.predict_timeout_seconds) + 5)
         self.jobs = JobStore.from_settings(self.redis, settings)
-        self.publisher = Publisher(make_celery(settings))
+        self.publisher = Publisher(make_celery(settings), on_sent=self.jobs.mark_sent)
         self.inbox = Inbox(self.redis, settings.key_prefix)
         self.verified: dict[tuple[str, int], float] = {}  # (model, version) -> verified until (monotonic)
         self._schemas: OrderedDict[tuple[str, int], tuple[Schema, str]] = OrderedDict()

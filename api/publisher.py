@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 
 from celery import Celery
@@ -21,9 +22,10 @@ class Publisher:
     message carries all of them. A lone request is sent at once; under load, messages carry many jobs,
     which spares the broker and the workers their per-message cost."""
 
-    def __init__(self, celery: Celery, max_jobs: int = 256, timeout: float = 10.0,
-                 linger_seconds: float = 0.005) -> None:
+    def __init__(self, celery: Celery, on_sent: Callable[[list[str]], None], max_jobs: int = 256,
+                 timeout: float = 10.0, linger_seconds: float = 0.005) -> None:
         self.celery = celery
+        self.on_sent = on_sent
         self.linger = linger_seconds
         self.max_jobs = max_jobs
         self.timeout = timeout
@@ -45,6 +47,12 @@ class Publisher:
             self._pending.setdefault(queue, []).append((job_id, future))
             self._ready.notify()
         future.result(timeout=self.timeout)
+
+    def _mark_sent(self, job_ids: list[str]) -> None:
+        try:
+            self.on_sent(job_ids)
+        except Exception as exc:  # the sweeper will send these jobs once more: a duplicate, recognised
+            log.warning("could not mark %d sent job(s): %s", len(job_ids), exc)
 
     def _run(self) -> None:
         last_log = time.monotonic()
@@ -72,6 +80,7 @@ class Publisher:
                     else:
                         for _, future in chunk:
                             future.set_result(None)
+                        self._mark_sent([job_id for job_id, _ in chunk])
             if time.monotonic() - last_log >= 10 and self.sizes:
                 messages = sum(self.sizes.values())
                 jobs = sum(size * count for size, count in self.sizes.items())

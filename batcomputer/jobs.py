@@ -12,9 +12,11 @@ The lifecycle, and the Lua scripts that keep each step atomic:
   not grow with the jobs it holds.
 * ``end`` (worker, or ``cancel``): writes the outcome once, only from the states the caller expects; a late
   duplicate never overwrites a result, and is counted (``rescored``) if the model ran for it anyway.
+* ``mark_sent`` (whoever publishes): the broker has the job's message.
 * ``sweep`` (one worker at a time): looks at jobs whose check time passed. A running job whose holder is gone
-  goes back to ``queued`` and is sent again; a queued job is sent again when its queue has no backlog (its
-  message was lost, or sits with a dead worker); otherwise its next check is postponed.
+  goes back to ``queued`` and is sent again; a queued job whose message never reached the broker is sent; a
+  queued job whose message was sent is sent again only when its queue has no backlog (the message sits with
+  a dead worker until the broker's visibility timeout, or was lost); otherwise its next check is postponed.
 """
 
 from __future__ import annotations
@@ -184,15 +186,16 @@ for _, id in ipairs(due) do
       redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
     else
       redis.call('HSET', job, 'state', 'queued')
-      redis.call('HDEL', job, 'holder')
+      redis.call('HDEL', job, 'holder', 'sent')
       redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
       resend[#resend + 1] = id
       resend[#resend + 1] = queue
     end
   elseif state == 'queued' then
-    if backlog[queue] == nil then backlog[queue] = redis.call('LLEN', ARGV[5] .. queue) > 0 end
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
-    if not backlog[queue] then
+    local sent = redis.call('HEXISTS', job, 'sent') == 1
+    if sent and backlog[queue] == nil then backlog[queue] = redis.call('LLEN', ARGV[5] .. queue) > 0 end
+    if not sent or not backlog[queue] then
       resend[#resend + 1] = id
       resend[#resend + 1] = queue
     end
@@ -216,7 +219,14 @@ redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), ARGV[3])
 return 1
 """
 
-_SCRIPTS = {"create": _CREATE, "start": _START, "finish": _FINISH, "sweep": _SWEEP, "release": _RELEASE}
+# KEYS: job.  Marks a job whose message the broker has taken (never recreating a job that has expired).
+_SENT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'sent', '1') end
+return 0
+"""
+
+_SCRIPTS = {"create": _CREATE, "start": _START, "finish": _FINISH, "sweep": _SWEEP, "release": _RELEASE,
+            "sent": _SENT}
 
 
 class JobStore:
@@ -292,6 +302,11 @@ class JobStore:
         if not alias:
             record.pop("alias")
         return Created(job_id, True, record)
+
+    def mark_sent(self, job_ids: list[str]) -> None:
+        """Record that the broker has the jobs' message (one round trip). Until then the sweeper treats a
+        queued job as unsent, and sends it once its check time comes, whatever the queue's backlog."""
+        self._scripted([("sent", [self.keys.job(job_id)], []) for job_id in job_ids])
 
     def get(self, job_id: str) -> dict[str, Any]:
         raw = self.redis.hgetall(self.keys.job(job_id)) if len(job_id) <= MAX_JOB_ID else {}
@@ -441,7 +456,7 @@ def decode(raw: dict[bytes, bytes], with_results: bool = True) -> dict[str, Any]
     for key in ("version", "count", "attempts"):
         if key in job:
             job[key] = int(job[key])
-    for internal in ("payload", "holder", "inbox"):
+    for internal in ("payload", "holder", "inbox", "sent"):
         job.pop(internal, None)
     if not job.get("alias"):
         job.pop("alias", None)

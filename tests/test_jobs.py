@@ -97,17 +97,32 @@ def test_a_lost_worker_s_job_is_sent_again_once_its_lease_runs_out(store: JobSto
     assert store.stats()["resent"] == 1
 
 
-def test_a_queued_job_is_sent_again_only_when_its_queue_has_no_backlog(store: JobStore, clock: Clock) -> None:
+def test_a_queued_job_whose_message_never_left_is_sent_by_the_sweeper(store: JobStore, clock: Clock) -> None:
     job_id = create(store)
     clock.advance(29)
-    assert swept(store) == []  # within the visibility timeout: its message is on its way
+    assert swept(store) == []  # the publisher may still be sending it
     clock.advance(2)
+    store.redis.rpush(store.keys.queue(QUEUE_RECORDS), "another message")
+    assert swept(store) == [job_id]  # never sent: a backlog does not matter
+
+
+def test_a_sent_queued_job_is_sent_again_only_when_its_queue_has_no_backlog(store: JobStore, clock: Clock) -> None:
+    job_id = create(store)
+    store.mark_sent([job_id])
+    clock.advance(31)
     backlog = store.keys.queue(QUEUE_RECORDS)
     store.redis.rpush(backlog, "another message")
     assert swept(store) == []  # a backlog: its message is most likely in it
     store.redis.delete(backlog)
     clock.advance(31)
-    assert swept(store) == [job_id]  # no backlog and still queued: its message was lost
+    assert swept(store) == [job_id]  # no backlog and still queued: its message sits with a dead worker or is lost
+
+
+def test_marking_an_expired_job_sent_does_not_bring_it_back(store: JobStore) -> None:
+    job_id = create(store)
+    store.redis.delete(store.keys.job(job_id))
+    store.mark_sent([job_id])
+    assert store.redis.exists(store.keys.job(job_id)) == 0
 
 
 def test_a_finished_job_is_finished_once_and_a_late_delivery_never_scores_it(store: JobStore, clock: Clock) -> None:

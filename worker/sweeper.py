@@ -34,7 +34,9 @@ class Sweeper:
             log.warning("sending %d job(s) again on %s (worker or message lost): %s", len(job_ids), queue,
                         " ".join(job_ids[:10]) + (" ..." if len(job_ids) > 10 else ""))
             for start in range(0, len(job_ids), MAX_JOBS_PER_MESSAGE):
-                self.app.send_task(TASK_SCORE, args=[job_ids[start:start + MAX_JOBS_PER_MESSAGE]], queue=queue)
+                chunk = job_ids[start:start + MAX_JOBS_PER_MESSAGE]
+                self.app.send_task(TASK_SCORE, args=[chunk], queue=queue)
+                self.jobs.mark_sent(chunk)
 
     def sweep(self) -> int:
         sent = self.jobs.sweep(self.resend)

@@ -77,11 +77,12 @@ class Scorer:
         """Score one delivery of a message's jobs. If it cannot record an outcome (Redis errors propagate),
         the jobs it started go back to the queue, now or, while Redis is away, from the heartbeat."""
         self._ensure()
-        started: list[str] = []
         try:
-            return self._run(job_ids, started)
+            return self._run(job_ids)
         except BaseException:
-            self.orphans.update(started)
+            # Any job of the message may have been started, even when ``start`` itself failed (Redis ran the
+            # script and went away before answering); giving back a job this process does not hold is a no-op.
+            self.orphans.update(job_ids)
             self.give_back()
             raise
 
@@ -96,9 +97,9 @@ class Scorer:
             log.warning("could not give %d unfinished job(s) back yet: %s", len(taken), exc)
         else:
             self.orphans.difference_update(taken)
-            log.warning("gave %d unfinished job(s) back to the queue", len(taken))
+            log.warning("gave back any of %d job(s) this process had started but not finished", len(taken))
 
-    def _run(self, job_ids: list[str], started: list[str]) -> dict[str, str]:
+    def _run(self, job_ids: list[str]) -> dict[str, str]:
         outcomes: list[tuple[str, str, dict[str, Any]]] = []
         waiting: list[tuple[str, Future[dict[str, Any]]]] = []
         summary: dict[str, str] = {}
@@ -107,7 +108,6 @@ class Scorer:
             summary[job_id] = start.state or "expired"
             if start.state is None or start.state in FINAL or start.state == BUSY:
                 continue  # expired, final already (or dead now), or held by a live worker: a duplicate
-            started.append(job_id)
             try:
                 bundle = self.bundles.get(start.model, start.version)
                 clean = validate_records(bundle.schema, start.records or [])
