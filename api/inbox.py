@@ -11,6 +11,8 @@ import uuid
 
 import redis
 
+from batcomputer.keyspace import Keys
+
 log = logging.getLogger("batcomputer.inbox")
 
 
@@ -33,7 +35,7 @@ class Inbox:
         with self._lock:
             if self._pid != os.getpid():  # after gunicorn forks: a key of this process's own
                 self._pid, self._reading = os.getpid(), False
-                self.key = f"{self.prefix}inbox:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+                self.key = Keys(self.prefix).inbox(f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}")
             self._waiting[job_id] = event
             if not self._reading:
                 self._reading = True
