@@ -147,16 +147,18 @@ class Registry:
 
     # -- loading -------------------------------------------------------------------------------
 
-    def _verified(self, model: str, version: int, names: tuple[str, ...]) -> tuple[dict[str, Any], str,
-                                                                                   dict[str, bytes], str]:
-        """The verified manifest, its hash, the named files (each verified) and where the bundle lies."""
+    def _verified(self, model: str, version: int, names: tuple[str, ...] | None) -> tuple[dict[str, Any], str,
+                                                                                          dict[str, bytes], str]:
+        """The verified manifest, its hash, the named files (each verified; None: every file the manifest
+        lists) and where the bundle lies."""
         entry = self.entry(model, version)
         where = f"{model}/{entry['bundle']}"
         raw = self.store.read(f"{where}/{bundles.MANIFEST_FILE}")
         if raw is None:
             raise IntegrityError(f"{where}/{bundles.MANIFEST_FILE}: missing", file=bundles.MANIFEST_FILE)
         manifest = bundles.verify_manifest(raw, entry["manifest_sha256"], where)
-        files = {n: bundles.verify_file(manifest, n, self.store.read(f"{where}/{n}"), where) for n in names}
+        files = {n: bundles.verify_file(manifest, n, self.store.read(f"{where}/{n}"), where)
+                 for n in (names if names is not None else tuple(manifest["files"]))}
         return manifest, entry["manifest_sha256"], files, where
 
     def bundle(self, model: str, ref: str | int | None = None, *, pipeline: bool = False) -> Bundle:
@@ -174,16 +176,9 @@ class Registry:
 
     def verify(self, model: str, version: int) -> str:
         """Check every file of a version against its manifest (without unpickling); return the manifest hash."""
-        entry = self.entry(model, version)
-        where = f"{model}/{entry['bundle']}"
-        raw = self.store.read(f"{where}/{bundles.MANIFEST_FILE}")
-        if raw is None:
-            raise IntegrityError(f"{where}/{bundles.MANIFEST_FILE}: missing", file=bundles.MANIFEST_FILE)
-        manifest = bundles.verify_manifest(raw, entry["manifest_sha256"], where)
-        for name in manifest["files"]:
-            bundles.verify_file(manifest, name, self.store.read(f"{where}/{name}"), where)
+        manifest, digest, _, where = self._verified(model, version, None)
         bundles.check_compatible(manifest, where)
-        return str(entry["manifest_sha256"])
+        return digest
 
     def schema(self, model: str, ref: str | int | None = None) -> Schema:
         return self.bundle(model, ref).schema
