@@ -1,8 +1,10 @@
-"""Benchmark: the seed-style baseline beside Batcomputer's gateway, driven by wrk from another process.
+"""Benchmark: the seed-style baseline and the best peer (MLServer) beside Batcomputer, driven by wrk.
 
-Run with `make bench` (never part of `make test`). It starts a private Redis, the workers, the gateway and
-the baseline, replays real crime records at concurrency 1, 8 and 32, then large record lists, and prints
-requests/s, p50 and p99 with ratios to the baseline, and the CPU each process spent per request.
+Run with `make bench` (never part of `make test`). It starts a private Redis, the workers, the gateway, the
+baseline and MLServer (installed on first use into its own virtual environment under var/bench, never a
+project dependency), replays real crime records at concurrency 1, 8 and 32, then large record lists, and
+prints requests/s, p50 and p99 with ratios to the baseline and to MLServer, and the CPU each process spent
+per request.
 """
 
 from __future__ import annotations
@@ -60,6 +62,50 @@ def real_records(settings: Settings, count: int) -> list[dict[str, Any]]:
     return records
 
 
+MLSERVER_VENV = ROOT / "var" / "bench" / "mlserver-venv"
+MLSERVER_PINS = ("mlserver==1.7.1", "uvloop==0.21.0")  # newer uvloop breaks MLServer 1.7.1
+
+
+def ensure_mlserver() -> Path:
+    """MLServer in a virtual environment of its own, with the scikit-learn, pandas and numpy of this one (the
+    bundle's pipeline unpickles only under the same scikit-learn minor version)."""
+    from importlib.metadata import version
+
+    pins = [*MLSERVER_PINS, *(f"{name}=={version(name)}" for name in ("scikit-learn", "pandas", "numpy", "joblib"))]
+    stamp = MLSERVER_VENV / ".installed"
+    if stamp.exists() and stamp.read_text() == "\n".join(pins):
+        return MLSERVER_VENV / "bin" / "mlserver"
+    print(f"installing MLServer into {MLSERVER_VENV} (once): {' '.join(pins)}", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(MLSERVER_VENV)], check=True)
+    installed = subprocess.run([str(MLSERVER_VENV / "bin" / "pip"), "install", "--quiet",
+                                "--disable-pip-version-check", *pins], capture_output=True, text=True)
+    if installed.returncode != 0:
+        sys.exit(f"could not install MLServer:\n{installed.stdout}{installed.stderr}")
+    stamp.write_text("\n".join(pins))
+    return MLSERVER_VENV / "bin" / "mlserver"
+
+
+def mlserver_folder(folder: Path, model: str, http_port: int, grpc_port: int) -> Path:
+    """MLServer's settings: the custom runtime of bench/mlserver_runtime.py with adaptive batching (32 / 10 ms)."""
+    root = folder / "mlserver"
+    (root / model).mkdir(parents=True)
+    (root / "settings.json").write_text(json.dumps({"host": "127.0.0.1", "http_port": http_port,
+                                                    "grpc_port": grpc_port, "metrics_endpoint": None}))
+    (root / model / "model-settings.json").write_text(json.dumps({
+        "name": model, "implementation": "bench.mlserver_runtime.BundleRuntime", "max_batch_size": 32,
+        "max_batch_time": 0.01}))
+    return root
+
+
+def v2_body(record: dict[str, Any]) -> str:
+    """One record as an Open Inference Protocol (V2) request: one input per field, decoded as a pandas frame."""
+    inputs = []
+    for name, value in record.items():
+        kind = "BYTES" if isinstance(value, str) else "INT64" if isinstance(value, int) else "FP64"
+        inputs.append({"name": name, "shape": [1], "datatype": kind, "data": [value]})
+    return json.dumps({"inputs": inputs, "parameters": {"content_type": "pd"}})
+
+
 def lua_script(folder: Path, name: str, path: str, bodies: list[str]) -> Path:
     quoted = "{" + ",".join(json.dumps(b) for b in bodies) + "}"
     script = folder / f"{name}.lua"
@@ -78,6 +124,20 @@ def wait_http(url: str, timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"{url} did not answer")
+
+
+def wait_ok(url: str, timeout: float = 120) -> None:
+    """Wait until ``url`` answers 200 (a peer still loading its model answers with an error first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not become ready")
 
 
 def parse_wrk(output: str) -> dict[str, float]:
@@ -162,14 +222,15 @@ def main() -> None:
            "OMP_NUM_THREADS": "1", "BENCH_MODEL": args.model, "BATCOMPUTER_DEFAULT_MODEL": args.model}
     cli = str(Path(sys.executable).parent / "batcomputer")
     started: dict[str, list[subprocess.Popen[bytes]]] = {"record workers": [], "bulk worker": [], "gateway": [],
-                                                         "baseline": []}
+                                                         "baseline": [], "mlserver": []}
+    mlserver = ensure_mlserver()
     log = (folder / "services.log").open("ab")
 
     def start(kind: str, command: list[str]) -> None:
         started[kind].append(subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=log,
                                               start_new_session=True))
 
-    gateway_port, baseline_port = free_port(), free_port()
+    gateway_port, baseline_port, mlserver_port = free_port(), free_port(), free_port()
     try:
         for _ in range(args.record_workers):
             start("record workers", [cli, "worker", "--queues", "records", "--loglevel", "INFO"])
@@ -179,13 +240,19 @@ def main() -> None:
         start("baseline", [sys.executable, "-m", "gunicorn", "--workers", "2", "--worker-class", "sync",
                            "--no-control-socket", "--bind", f"127.0.0.1:{baseline_port}",
                            "bench.baseline:create_baseline()"])
+        start("mlserver", [str(mlserver), "start", str(mlserver_folder(folder, args.model, mlserver_port,
+                                                                       free_port()))])
         gateway, baseline = f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{baseline_port}"
+        peer = f"http://127.0.0.1:{mlserver_port}"
         wait_http(f"{gateway}/readyz")
         wait_http(f"{baseline}/api/predict/none")  # 404/405 also proves it listens
+        wait_ok(f"{peer}/v2/models/{args.model}/ready")
         records = real_records(base_settings, 500)
         bodies = [json.dumps(r) for r in records]
         scripts = {
             "baseline /api/predict": (baseline, lua_script(folder, "baseline", "/api/predict", bodies)),
+            "mlserver /v2 infer": (peer, lua_script(folder, "mlserver", f"/v2/models/{args.model}/infer",
+                                                    [v2_body(r) for r in records])),
             "batcomputer /api/predict": (gateway, lua_script(folder, "predict", "/api/predict", bodies)),
             "batcomputer jobs?wait=10": (gateway, lua_script(folder, "jobs", f"/api/models/{args.model}/jobs?wait=10",
                                                              bodies)),
@@ -199,6 +266,7 @@ def main() -> None:
             run_wrk(script, base, 8, 2)
         rows = []
         baseline_at: dict[int, dict[str, float]] = {}
+        peer_at: dict[int, dict[str, float]] = {}
         for connections in (1, 8, 32):
             for name, (base, script) in scripts.items():
                 before = cpu_seconds(processes)
@@ -208,14 +276,18 @@ def main() -> None:
                 cpu = {k: (after[k] - before[k]) / total * 1000 for k in after if after[k] - before[k] > 0.05}
                 if name.startswith("baseline"):
                     baseline_at[connections] = result
+                if name.startswith("mlserver"):
+                    peer_at[connections] = result
                 rows.append((name, connections, result, cpu))
-        print(f"{'target':<28}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'x base':>8}  CPU ms/request")
+        print(f"{'target':<28}{'conc':>5}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'x base':>8}{'x mls':>7}"
+              "  CPU ms/request")
         for name, connections, result, cpu in rows:
             ratio = result["rps"] / baseline_at[connections]["rps"]
+            to_peer = result["rps"] / peer_at[connections]["rps"]
             spent = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
             flag = f"  ({int(result['non2xx'])} non-2xx)" if result["non2xx"] else ""
             print(f"{name:<28}{connections:>5}{result['rps']:>10.0f}{result['p50']:>9.1f}{result['p99']:>9.1f}"
-                  f"{ratio:>8.2f}  {spent}{flag}")
+                  f"{ratio:>8.2f}{to_peer:>7.2f}  {spent}{flag}")
         print()
         for size in (100, 1000):
             chunk = [json.dumps({"records": [records[(i + j) % len(records)] for j in range(size)]})
