@@ -28,12 +28,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from string import Template
 from typing import Any
 
 import redis
 
 from batcomputer.errors import Conflict, NotFound
 from batcomputer.keyspace import (
+    BUSY,
     CANCELLED,
     DEAD,
     FINAL,
@@ -42,6 +44,9 @@ from batcomputer.keyspace import (
     QUEUES,
     RUNNING,
     STAT_DEAD,
+    STAT_DUPLICATES,
+    STAT_RESCORED,
+    STAT_RESENT,
     Keys,
 )
 from batcomputer.settings import Settings
@@ -93,6 +98,10 @@ class Created:
 # With an idempotency key: a key already held for the same digest whose job still exists returns that job's
 # id; another digest is a conflict; a key whose job expired is claimed again. The job's hash is written in
 # the same script, so no key ever points at nothing.
+# The scripts name states, queues and counters as $placeholders, filled from the keyspace (their one owner).
+_NAMES = {"queued": QUEUED, "running": RUNNING, "busy": BUSY, "records": QUEUE_RECORDS,
+          "duplicates": STAT_DUPLICATES, "rescored": STAT_RESCORED, "resent": STAT_RESENT}
+
 _CREATE = """
 if #KEYS == 4 then
   local seen = redis.call('GET', KEYS[4])
@@ -119,24 +128,24 @@ local job = KEYS[1]
 local state = redis.call('HGET', job, 'state')
 if not state then return {false, 0} end
 local attempts = tonumber(redis.call('HGET', job, 'attempts') or '0')
-if state ~= 'queued' and state ~= 'running' then
-  redis.call('HINCRBY', KEYS[4], 'duplicates', 1)
+if state ~= '$queued' and state ~= '$running' then
+  redis.call('HINCRBY', KEYS[4], '$duplicates', 1)
   return {state, attempts}
 end
 local now = tonumber(ARGV[1])
-if state == 'running' then
+if state == '$running' then
   local holder = redis.call('HGET', job, 'holder')
   local lease = holder and tonumber(redis.call('ZSCORE', KEYS[3], holder) or '0') or 0
   if lease > now then
-    redis.call('HINCRBY', KEYS[4], 'duplicates', 1)
-    return {'busy', attempts}
+    redis.call('HINCRBY', KEYS[4], '$duplicates', 1)
+    return {'$busy', attempts}
   end
 end
 attempts = redis.call('HINCRBY', job, 'attempts', 1)
-redis.call('HSET', job, 'state', 'running', 'started', ARGV[2], 'holder', ARGV[5])
+redis.call('HSET', job, 'state', '$running', 'started', ARGV[2], 'holder', ARGV[5])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[4])
 local fields = redis.call('HMGET', job, 'model', 'version', 'payload')
-return {'running', attempts, fields[1], fields[2], fields[3]}
+return {'$running', attempts, fields[1], fields[2], fields[3]}
 """
 
 # KEYS: job, done list, pending, stats.  ARGV: allowed states (comma-separated), ttl, job id, then field pairs.
@@ -147,8 +156,8 @@ _FINISH = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {0, false} end
 if not string.find(',' .. ARGV[1] .. ',', ',' .. state .. ',', 1, true) then
-  if string.find(ARGV[1], 'running', 1, true) and state ~= 'queued' and state ~= 'running' then
-    redis.call('HINCRBY', KEYS[4], 'rescored', 1)
+  if string.find(ARGV[1], '$running', 1, true) and state ~= '$queued' and state ~= '$running' then
+    redis.call('HINCRBY', KEYS[4], '$rescored', 1)
   end
   return {0, state}
 end
@@ -179,19 +188,19 @@ local backlog = {}
 for _, id in ipairs(due) do
   local job = ARGV[4] .. id
   local fields = redis.call('HMGET', job, 'state', 'queue', 'holder')
-  local state, queue, holder = fields[1], fields[2] or 'records', fields[3]
-  if state == 'running' then
+  local state, queue, holder = fields[1], fields[2] or '$records', fields[3]
+  if state == '$running' then
     local lease = holder and tonumber(redis.call('ZSCORE', KEYS[2], holder) or '0') or 0
     if lease > now then
       redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), id)
     else
-      redis.call('HSET', job, 'state', 'queued')
+      redis.call('HSET', job, 'state', '$queued')
       redis.call('HDEL', job, 'holder', 'sent')
       redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
       resend[#resend + 1] = id
       resend[#resend + 1] = queue
     end
-  elseif state == 'queued' then
+  elseif state == '$queued' then
     redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
     local sent = redis.call('HEXISTS', job, 'sent') == 1
     if sent and backlog[queue] == nil then backlog[queue] = redis.call('LLEN', ARGV[5] .. queue) > 0 end
@@ -203,17 +212,17 @@ for _, id in ipairs(due) do
     redis.call('ZREM', KEYS[1], id)
   end
 end
-if #resend > 0 then redis.call('HINCRBY', KEYS[3], 'resent', #resend / 2) end
+if #resend > 0 then redis.call('HINCRBY', KEYS[3], '$resent', #resend / 2) end
 return resend
 """
 
 # KEYS: job, pending.  ARGV: holder, now, job id.  A worker that cannot finish a delivery it started (an
 # error between start and end) gives the job back: queued again, due for the sweeper at once.
-_RELEASE = """
-if redis.call('HGET', KEYS[1], 'state') ~= 'running' or redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] then
+_GIVE_BACK = """
+if redis.call('HGET', KEYS[1], 'state') ~= '$running' or redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] then
   return 0
 end
-redis.call('HSET', KEYS[1], 'state', 'queued')
+redis.call('HSET', KEYS[1], 'state', '$queued')
 redis.call('HDEL', KEYS[1], 'holder')
 redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), ARGV[3])
 return 1
@@ -225,8 +234,9 @@ if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'sent', '
 return 0
 """
 
-_SCRIPTS = {"create": _CREATE, "start": _START, "finish": _FINISH, "sweep": _SWEEP, "release": _RELEASE,
-            "sent": _SENT}
+_SCRIPTS = {name: Template(text).safe_substitute(_NAMES) for name, text in (
+    ("create", _CREATE), ("start", _START), ("finish", _FINISH), ("sweep", _SWEEP), ("give_back", _GIVE_BACK),
+    ("sent", _SENT))}
 
 
 class JobStore:
@@ -286,17 +296,16 @@ class JobStore:
                                   "queue": queue, "created": iso(now), "attempts": 0}
         stored = {**record, "payload": json.dumps(records), **({"inbox": inbox} if inbox else {})}
         keys = [self.keys.job(job_id), self.keys.jobs, self.keys.pending]
-        digest = ""
+        key, digest = idempotency or ("", "")
         if idempotency is not None:
-            keys.append(self.keys.idempotency(idempotency[0]))
-            digest = idempotency[1]
+            keys.append(self.keys.idempotency(key))
         args: list[Any] = [now, self.ttl, job_id, now + self.requeue, digest, self.keys.job_prefix]
         for name, value in stored.items():
             args += [name, value]
         outcome, found = (v.decode() for v in self._scripted([("create", keys, args)])[0])
         if outcome == "conflict":
-            raise Conflict(f"Idempotency-Key {idempotency[0]!r} was already used with a different request"  # type: ignore[index]
-                           f" (job {found})", field="Idempotency-Key")
+            raise Conflict(f"Idempotency-Key {key!r} was already used with a different request (job {found})",
+                           field="Idempotency-Key")
         if outcome == "existing":
             return Created(found, False)
         if not alias:
@@ -374,7 +383,7 @@ class JobStore:
     def give_back(self, job_ids: list[str], holder: str) -> None:
         """Return jobs ``holder`` started but cannot finish to the queue; the sweeper sends them again."""
         now = self.clock()
-        self._scripted([("release", [self.keys.job(job_id), self.keys.pending], [holder, now, job_id])
+        self._scripted([("give_back", [self.keys.job(job_id), self.keys.pending], [holder, now, job_id])
                         for job_id in job_ids])
 
     def start(self, job_ids: list[str], holder: str, max_attempts: int | None = None) -> list[Start]:
