@@ -44,8 +44,8 @@ class Heartbeat:
     def beat(self) -> None:
         try:
             keys: Keys = self.jobs.keys
+            self.jobs.renew(self.name)
             with self.jobs.redis.pipeline(transaction=False) as pipe:
-                pipe.zadd(keys.holders, {self.name: self.jobs.clock() + self.jobs.lease})
                 for queue in self.queues:
                     pipe.zadd(keys.workers(queue), {self.name: self.jobs.clock()})
                 pipe.execute()
