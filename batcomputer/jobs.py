@@ -15,8 +15,10 @@ The lifecycle, and the Lua scripts that keep each step atomic:
 * ``mark_sent`` (whoever publishes): the broker has the job's message.
 * ``sweep`` (one worker at a time): looks at jobs whose check time passed. A running job whose holder is gone
   goes back to ``queued`` and is sent again; a queued job whose message never reached the broker is sent; a
-  queued job whose message was sent is sent again only when its queue has no backlog (the message sits with
-  a dead worker until the broker's visibility timeout, or was lost); otherwise its next check is postponed.
+  queued job whose message was sent is sent again when its queue has no backlog (the message sits with a dead
+  worker until the broker's visibility timeout, or was lost); behind a backlog its next check is postponed,
+  further each time, and after ``SENT_PATIENCE`` postponements it is sent anyway (seven requeue periods in
+  all, 3.5 minutes by default), so even a message lost while its queue never empties comes back.
 """
 
 from __future__ import annotations
@@ -99,7 +101,9 @@ class Created:
 # id; another digest is a conflict; a key whose job expired is claimed again. The job's hash is written in
 # the same script, so no key ever points at nothing.
 # The scripts name states, queues and counters as $placeholders, filled from the keyspace (their one owner).
-_NAMES = {"queued": QUEUED, "running": RUNNING, "busy": BUSY, "records": QUEUE_RECORDS,
+SENT_PATIENCE = 3  # checks that find a sent job's queue busy before it is sent again anyway
+_NAMES = {"patience": str(SENT_PATIENCE), "queued": QUEUED, "running": RUNNING, "busy": BUSY,
+          "records": QUEUE_RECORDS,
           "duplicates": STAT_DUPLICATES, "rescored": STAT_RESCORED, "resent": STAT_RESENT}
 
 _CREATE = """
@@ -180,6 +184,9 @@ return {1, state}
 
 # KEYS: pending, holders, stats.  ARGV: now, lease seconds, requeue seconds, job key prefix, queue key prefix,
 # limit.  Returns a flat list {job id, queue, ...} of jobs to send again.
+# A queued job's 'sent' field counts the checks that found its queue busy (1 after publishing): each such
+# check postpones the next one by one more requeue period, and after SENT_PATIENCE of them the job is sent again
+# anyway (its message may have been lost while the queue never emptied; a duplicate is harmless).
 _SWEEP = """
 local now = tonumber(ARGV[1])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
@@ -201,12 +208,15 @@ for _, id in ipairs(due) do
       resend[#resend + 1] = queue
     end
   elseif state == '$queued' then
-    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
-    local sent = redis.call('HEXISTS', job, 'sent') == 1
-    if sent and backlog[queue] == nil then backlog[queue] = redis.call('LLEN', ARGV[5] .. queue) > 0 end
-    if not sent or not backlog[queue] then
+    local sent = tonumber(redis.call('HGET', job, 'sent') or '0')
+    if sent > 0 and backlog[queue] == nil then backlog[queue] = redis.call('LLEN', ARGV[5] .. queue) > 0 end
+    if sent == 0 or not backlog[queue] or sent > $patience then
+      redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
       resend[#resend + 1] = id
       resend[#resend + 1] = queue
+    else
+      redis.call('HSET', job, 'sent', sent + 1)
+      redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]) * sent, id)
     end
   else
     redis.call('ZREM', KEYS[1], id)
@@ -217,13 +227,14 @@ return resend
 """
 
 # KEYS: job, pending.  ARGV: holder, now, job id.  A worker that cannot finish a delivery it started (an
-# error between start and end) gives the job back: queued again, due for the sweeper at once.
+# error between start and end) gives the job back: queued again, due for the sweeper at once, and unsent
+# (the broker dropped the failed delivery's message), so a busy queue does not hide it.
 _GIVE_BACK = """
 if redis.call('HGET', KEYS[1], 'state') ~= '$running' or redis.call('HGET', KEYS[1], 'holder') ~= ARGV[1] then
   return 0
 end
 redis.call('HSET', KEYS[1], 'state', '$queued')
-redis.call('HDEL', KEYS[1], 'holder')
+redis.call('HDEL', KEYS[1], 'holder', 'sent')
 redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), ARGV[3])
 return 1
 """

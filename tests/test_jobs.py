@@ -118,6 +118,31 @@ def test_a_sent_queued_job_is_sent_again_only_when_its_queue_has_no_backlog(stor
     assert swept(store) == [job_id]  # no backlog and still queued: its message sits with a dead worker or is lost
 
 
+def test_a_sent_job_behind_a_queue_that_never_empties_is_sent_again_within_seven_periods(
+        store: JobStore, clock: Clock) -> None:
+    job_id = create(store)
+    store.mark_sent([job_id])
+    store.redis.rpush(store.keys.queue(QUEUE_RECORDS), "another message")  # the queue stays busy throughout
+    resent_at = None
+    for second in range(1, 400):
+        clock.advance(1)
+        if swept(store):
+            resent_at = second
+            break
+    assert resent_at == 7 * 30  # postponed 30, 60 and 90 s after the first check: its message may be lost
+
+
+def test_a_job_given_back_is_sent_again_at_once_even_behind_a_backlog(store: JobStore, clock: Clock) -> None:
+    job_id = create(store)
+    store.mark_sent([job_id])
+    store.renew("a")
+    store.start([job_id], "a")
+    store.redis.rpush(store.keys.queue(QUEUE_RECORDS), "another message")
+    store.give_back([job_id], "a")  # the failed delivery's message is gone: nothing else would bring it back
+    assert store.get(job_id)["state"] == QUEUED
+    assert swept(store) == [job_id]
+
+
 def test_marking_an_expired_job_sent_does_not_bring_it_back(store: JobStore) -> None:
     job_id = create(store)
     store.redis.delete(store.keys.job(job_id))
