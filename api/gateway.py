@@ -11,9 +11,9 @@ from typing import Any
 
 from api.inbox import Inbox
 from api.publisher import Publisher
-from batcomputer.broker import make_celery, redis_client
+from batcomputer.broker import redis_client
 from batcomputer.errors import BadRequest, TooManyRecords
-from batcomputer.jobs import JobStore, body_digest, new_job_id
+from batcomputer.jobs import JobStore, body_digest, decode_final, new_job_id
 from batcomputer.keyspace import FINAL, QUEUE_BULK, QUEUE_RECORDS
 from batcomputer.registry import Registry, parse_version
 from batcomputer.schema import Schema, validate_records
@@ -46,11 +46,11 @@ class Gateway:
     def __init__(self, settings: Settings, registry: Registry | None = None) -> None:
         self.settings = settings
         self.registry = registry or Registry.from_settings(settings)
-        # Blocking waits (BLPOP) last up to the longest ?wait: the socket must outwait them.
-        self.redis = redis_client(settings, max_connections=256,
-                                  socket_timeout=max(settings.max_wait_seconds, settings.predict_timeout_seconds) + 5)
+        # Requests wait in the inbox, never on a connection: a small pool serves any number of them. Only
+        # the inbox reader blocks (BLPOP, 1 s at a time).
+        self.redis = redis_client(settings, pool_size=64)
         self.jobs = JobStore.from_settings(self.redis, settings)
-        self.publisher = Publisher(make_celery(settings), on_sent=self.jobs.mark_sent)
+        self.publisher = Publisher(self.jobs.publish)
         self.inbox = Inbox(self.redis, settings.key_prefix)
         self.verified: dict[tuple[str, int], float] = {}  # (model, version) -> verified until (monotonic)
         self._schemas: OrderedDict[tuple[str, int], tuple[Schema, str]] = OrderedDict()
@@ -108,7 +108,7 @@ class Gateway:
             created = self.jobs.create(job_id, pinned.model, pinned.version, pinned.sha256, clean, queue,
                                        pinned.alias, self.inbox.key if finished else None, claim)
             if not created.new:  # the same request came before (perhaps at this very moment)
-                job = self.jobs.wait(created.job_id, wait)
+                job = self.wait_for(created.job_id, wait)
                 return Submitted(job, job["state"] in FINAL)
             job = created.job or {}
             try:
@@ -117,11 +117,26 @@ class Gateway:
                 log.warning("job %s is accepted but its message could not be sent (%s); the sweeper will "
                             "send it", job_id, exc)
             if finished is not None:
-                finished.wait(wait)
-                job = self.jobs.get(job_id)
+                entry = finished.wait(wait)
+                job = decode_final(entry) if entry is not None else self.jobs.get(job_id)
         finally:
             self.inbox.forget(job_id)
         return Submitted(job, job["state"] in FINAL)
+
+    def wait_for(self, job_id: str, timeout: float) -> dict[str, Any]:
+        """The job once it is final, or as it is after ``timeout`` seconds; the wait is in this process's
+        inbox (no Redis connection is held while a request waits)."""
+        if timeout <= 0:
+            return self.jobs.get(job_id)
+        waiter = self.inbox.expect(job_id)
+        try:
+            job = self.jobs.watch(job_id, self.inbox.key)
+            if job is None:
+                entry = waiter.wait(timeout)
+                job = decode_final(entry) if entry is not None else self.jobs.get(job_id)
+            return job
+        finally:
+            self.inbox.forget(job_id)
 
     def parse_wait(self, raw: str | None) -> float:
         if raw is None or raw == "":

@@ -11,6 +11,7 @@ from api.context import gateway, read_body
 from api.gateway import parse_json
 from api.problems import problem_response
 from batcomputer.errors import BadRequest, BatcomputerError, ScoringFailed, Unavailable
+from batcomputer.jobs import RawJSON
 
 seed = Blueprint("seed", __name__, url_prefix="/api")
 
@@ -45,7 +46,8 @@ def predict() -> dict[str, Any]:
     if job["state"] != "succeeded":
         detail = (job.get("error") or {}).get("detail", job["state"])
         raise ScoringFailed(f"job {job['id']} ended {job['state']}: {detail}", job=job["id"])
-    result = dict(job["results"][0])
+    results = job["results"]
+    result = dict((results.parse() if isinstance(results, RawJSON) else results)[0])
     result.pop("label", None)
     return result
 

@@ -1,4 +1,4 @@
-"""The gateway's WSGI server worker: gunicorn's threaded worker, answering its own protocol errors as problem+json."""
+"""The gateway's WSGI server worker: gunicorn's gevent worker, answering its own protocol errors as problem+json."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import socket
 from typing import Any
 
 from gunicorn import util
-from gunicorn.workers.gthread import ThreadWorker
+from gunicorn.workers.ggevent import GeventWorker
 
 from batcomputer.errors import BatcomputerError
 
@@ -31,9 +31,11 @@ def write_problem(sock: socket.socket, status_int: int, reason: str, mesg: str) 
     util.write_nonblock(sock, problem_bytes(status_int, reason, mesg))
 
 
-class ProblemWorker(ThreadWorker):
-    """gunicorn's gthread worker whose own error answers (request line too long, headers too large, a
-    malformed request) are problem+json like every other error of the gateway."""
+class ProblemWorker(GeventWorker):
+    """gunicorn's gevent worker: a greenlet per connection, so thousands of clients waiting on ``?wait`` or
+    sending their body slowly cost memory, not threads, and never hold up others. Its own error answers
+    (request line too long, headers too large, a malformed request) are problem+json like every other
+    error of the gateway."""
 
     def init_process(self) -> Any:
         util.write_error = write_problem  # the one function gunicorn writes its error pages with

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+import base64
+import json
+import socket
+import uuid
+from typing import TYPE_CHECKING, Any
 
 import redis
-from celery import Celery
 
 from batcomputer.errors import ConfigurationError
-from batcomputer.keyspace import QUEUE_RECORDS
+from batcomputer.keyspace import QUEUE_RECORDS, TASK_SCORE
 from batcomputer.settings import Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
 
 
 def redis_url(settings: Settings) -> str:
@@ -19,16 +25,24 @@ def redis_url(settings: Settings) -> str:
     return settings.redis_url
 
 
-def redis_client(settings: Settings, **options: Any) -> redis.Redis:
-    """A Redis client with short timeouts: an outage must surface as an error, not a hang."""
+def redis_client(settings: Settings, pool_size: int | None = None, **options: Any) -> redis.Redis:
+    """A Redis client with short timeouts: an outage must surface as an error, not a hang. With
+    ``pool_size``, at most that many connections, and a caller beyond them waits (up to the socket timeout)
+    for a free one instead of failing: for servers with more concurrent requests than connections."""
     options.setdefault("socket_connect_timeout", 2)
     options.setdefault("socket_timeout", 10)
     options.setdefault("health_check_interval", 15)
-    return redis.Redis.from_url(redis_url(settings), **options)
+    if pool_size is None:
+        return redis.Redis.from_url(redis_url(settings), **options)
+    pool = redis.BlockingConnectionPool.from_url(redis_url(settings), max_connections=pool_size,
+                                                 timeout=options["socket_timeout"], **options)
+    return redis.Redis(connection_pool=pool)
 
 
 def make_celery(settings: Settings) -> Celery:
     """A Celery app on Redis with JSON only, late acks and requeue of work lost with its worker."""
+    from celery import Celery  # workers only: the gateway publishes with ``task_message``
+
     url = redis_url(settings)
     visibility = settings.visibility_timeout_seconds
     app = Celery("batcomputer", broker=url, backend=url, set_as_current=False)
@@ -64,3 +78,26 @@ def make_celery(settings: Settings) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     return app
+
+
+def task_message(job_ids: list[str], queue: str) -> str:
+    """The broker message of one score task carrying ``job_ids``, exactly as Celery (protocol 2) and kombu's
+    Redis transport would write it to the queue's list, so that publishers can push it themselves in the
+    same Redis script that marks the jobs sent: one round trip, none of kombu's per-publish bookkeeping.
+    The worker side is plain Celery; ``tests/test_broker.py`` holds this to what ``send_task`` writes."""
+    task_id = str(uuid.uuid4())
+    args = [job_ids]
+    body = json.dumps([args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
+    headers: dict[str, Any] = {
+               "lang": "py", "task": TASK_SCORE, "id": task_id, "shadow": None, "eta": None, "expires": None,
+               "group": None, "group_index": None, "retries": 0, "timelimit": [None, None], "root_id": task_id,
+               "parent_id": None, "argsrepr": repr(args), "kwargsrepr": "{}", "origin": _ORIGIN,
+               "ignore_result": None, "replaced_task_nesting": 0, "stamped_headers": None, "stamps": {}}
+    properties = {"correlation_id": task_id, "reply_to": "", "delivery_mode": 2,
+                  "delivery_info": {"exchange": "", "routing_key": queue}, "priority": 0,
+                  "body_encoding": "base64", "delivery_tag": str(uuid.uuid4())}
+    return json.dumps({"body": base64.b64encode(body.encode()).decode(), "content-encoding": "utf-8",
+                       "content-type": "application/json", "headers": headers, "properties": properties})
+
+
+_ORIGIN = f"batcomputer@{socket.gethostname()}"

@@ -56,8 +56,9 @@ class SchemaEncoder(TransformerMixin, BaseEstimator):
             fill = self.fill_[name]
             if kind == "categorical":
                 index = {c: i for i, c in enumerate(categories or ())}
-                codes = np.fromiter((index.get(fill if _is_missing(v) else v, -1) for v in values), dtype=np.int64,
-                                    count=rows)
+                codes = np.fromiter((index.get(v, -2) for v in values), dtype=np.int64, count=rows)
+                for row in np.nonzero(codes == -2)[0]:  # missing (imputed) or unknown (all zeros): rare
+                    codes[row] = index.get(fill, -1) if _is_missing(values[row]) else -1
                 known = codes >= 0
                 out[np.nonzero(known)[0], offset + codes[known]] = 1.0
                 offset += len(categories or ())

@@ -35,6 +35,7 @@ from typing import Any
 
 import redis
 
+from batcomputer.broker import task_message
 from batcomputer.errors import Conflict, NotFound
 from batcomputer.keyspace import (
     BUSY,
@@ -96,13 +97,15 @@ class Created:
 
 
 # KEYS: job, jobs index, pending [, idempotency key]
-# ARGV: now, ttl, job id, next check time, body digest, job key prefix, then field/value pairs.
+# ARGV: now, ttl, job id, next check time, body digest, job key prefix, the job's fields as a JSON object of
+# strings (one argument: cheaper to send than a pair per field), its records (JSON).
 # With an idempotency key: a key already held for the same digest whose job still exists returns that job's
 # id; another digest is a conflict; a key whose job expired is claimed again. The job's hash is written in
 # the same script, so no key ever points at nothing.
 # The scripts name states, queues and counters as $placeholders, filled from the keyspace (their one owner).
 SENT_PATIENCE = 3  # checks that find a sent job's queue busy before it is sent again anyway
-_NAMES = {"patience": str(SENT_PATIENCE), "queued": QUEUED, "running": RUNNING, "busy": BUSY,
+_NAMES = {"patience": str(SENT_PATIENCE), "final": "," + ",".join(sorted(FINAL)) + ",",
+          "queued": QUEUED, "running": RUNNING, "busy": BUSY,
           "records": QUEUE_RECORDS,
           "duplicates": STAT_DUPLICATES, "rescored": STAT_RESCORED, "resent": STAT_RESENT}
 
@@ -117,8 +120,11 @@ if #KEYS == 4 then
   redis.call('SET', KEYS[4], ARGV[3] .. ' ' .. ARGV[5], 'EX', tonumber(ARGV[2]))
 end
 local fields = {}
-for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
+for name, value in pairs(cjson.decode(ARGV[7])) do
+  fields[#fields + 1] = name
+  fields[#fields + 1] = value
+end
+redis.call('HSET', KEYS[1], 'payload', ARGV[8], unpack(fields))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 redis.call('ZADD', KEYS[2], tonumber(ARGV[1]), ARGV[3])
 redis.call('ZADD', KEYS[3], tonumber(ARGV[4]), ARGV[3])
@@ -152,8 +158,11 @@ local fields = redis.call('HMGET', job, 'model', 'version', 'payload')
 return {'$running', attempts, fields[1], fields[2], fields[3]}
 """
 
-# KEYS: job, done list, pending, stats.  ARGV: allowed states (comma-separated), ttl, job id, then field pairs.
-# Writes the outcome only from an allowed state; wakes whoever waits (the done list, the requester's inbox).
+# KEYS: job, pending, stats.  ARGV: allowed states (comma-separated), ttl, job id, then field pairs.
+# Writes the outcome only from an allowed state; wakes whoever waits: the requester's
+# inboxes (the submitter's, and any a waiting reader added with ``watch``), which get "<job id> <the final job
+# as JSON, but its results>\n<its results, as stored>" so that the waiting request needs no read of its own,
+# and passes the results on without parsing them.
 # An outcome for a job that is already final is refused and, when it came from a worker, counted: it means
 # the model ran twice for one job.
 _FINISH = """
@@ -161,7 +170,7 @@ local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {0, false} end
 if not string.find(',' .. ARGV[1] .. ',', ',' .. state .. ',', 1, true) then
   if string.find(ARGV[1], '$running', 1, true) and state ~= '$queued' and state ~= '$running' then
-    redis.call('HINCRBY', KEYS[4], '$rescored', 1)
+    redis.call('HINCRBY', KEYS[3], '$rescored', 1)
   end
   return {0, state}
 end
@@ -170,14 +179,21 @@ for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('HDEL', KEYS[1], 'payload', 'holder')
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-redis.call('ZREM', KEYS[3], ARGV[3])
-redis.call('DEL', KEYS[2])
-redis.call('RPUSH', KEYS[2], '1')
-redis.call('EXPIRE', KEYS[2], 60)
-local inbox = redis.call('HGET', KEYS[1], 'inbox')
-if inbox then
-  redis.call('RPUSH', inbox, ARGV[3])
-  redis.call('EXPIRE', inbox, 300)
+redis.call('ZREM', KEYS[2], ARGV[3])
+local inboxes = redis.call('HGET', KEYS[1], 'inbox')
+if inboxes then
+  local flat = redis.call('HGETALL', KEYS[1])
+  local job = {}
+  for i = 1, #flat, 2 do job[flat[i]] = flat[i + 1] end
+  job['inbox'] = nil
+  job['sent'] = nil
+  local results = job['results'] or ''
+  job['results'] = nil
+  local entry = ARGV[3] .. ' ' .. cjson.encode(job) .. '\\n' .. results
+  for inbox in string.gmatch(inboxes, '%S+') do
+    redis.call('RPUSH', inbox, entry)
+    redis.call('EXPIRE', inbox, 300)
+  end
 end
 return {1, state}
 """
@@ -239,6 +255,31 @@ redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), ARGV[3])
 return 1
 """
 
+# KEYS: queue, then the jobs the message carries.  ARGV: the message.  Puts the message on the queue (what
+# kombu's Redis transport does: LPUSH, consumers BRPOP) and marks its jobs sent, in one step.
+_PUBLISH = """
+redis.call('LPUSH', KEYS[1], ARGV[1])
+for i = 2, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('HSET', KEYS[i], 'sent', '1') end
+end
+return #KEYS - 1
+"""
+
+# KEYS: job.  ARGV: inbox key.  A final job's fields; otherwise the inbox is added to those the finish script
+# wakes, and the reply is empty. False: no such job.
+_WATCH = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return false end
+if string.find('$final', ',' .. state .. ',', 1, true) then return redis.call('HGETALL', KEYS[1]) end
+local inboxes = redis.call('HGET', KEYS[1], 'inbox')
+if not inboxes then
+  redis.call('HSET', KEYS[1], 'inbox', ARGV[1])
+elseif not string.find(' ' .. inboxes .. ' ', ' ' .. ARGV[1] .. ' ', 1, true) then
+  redis.call('HSET', KEYS[1], 'inbox', inboxes .. ' ' .. ARGV[1])
+end
+return {}
+"""
+
 # KEYS: job.  Marks a job whose message the broker has taken (never recreating a job that has expired).
 _SENT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'sent', '1') end
@@ -247,7 +288,7 @@ return 0
 
 _SCRIPTS = {name: Template(text).safe_substitute(_NAMES) for name, text in (
     ("create", _CREATE), ("start", _START), ("finish", _FINISH), ("sweep", _SWEEP), ("give_back", _GIVE_BACK),
-    ("sent", _SENT))}
+    ("sent", _SENT), ("publish", _PUBLISH), ("watch", _WATCH))}
 
 
 class JobStore:
@@ -283,6 +324,9 @@ class JobStore:
             if not self._shas:
                 self._shas = {name: self.redis.script_load(text) for name, text in _SCRIPTS.items()}
             try:
+                if len(calls) == 1:  # no pipeline machinery for a lone call (the hot path's create)
+                    name, keys, args = calls[0]
+                    return [self.redis.evalsha(self._shas[name], len(keys), *keys, *args)]
                 with self.redis.pipeline(transaction=False) as pipe:
                     for name, keys, args in calls:
                         pipe.evalsha(self._shas[name], len(keys), *keys, *args)
@@ -305,14 +349,13 @@ class JobStore:
         record: dict[str, Any] = {"id": job_id, "state": QUEUED, "model": model, "version": version,
                                   "bundle_sha256": bundle_sha256, "alias": alias or "", "count": len(records),
                                   "queue": queue, "created": iso(now), "attempts": 0}
-        stored = {**record, "payload": json.dumps(records), **({"inbox": inbox} if inbox else {})}
+        stored = {**record, **({"inbox": inbox} if inbox else {})}
         keys = [self.keys.job(job_id), self.keys.jobs, self.keys.pending]
         key, digest = idempotency or ("", "")
         if idempotency is not None:
             keys.append(self.keys.idempotency(key))
-        args: list[Any] = [now, self.ttl, job_id, now + self.requeue, digest, self.keys.job_prefix]
-        for name, value in stored.items():
-            args += [name, value]
+        args: list[Any] = [now, self.ttl, job_id, now + self.requeue, digest, self.keys.job_prefix,
+                           json.dumps({name: str(value) for name, value in stored.items()}), json.dumps(records)]
         outcome, found = (v.decode() for v in self._scripted([("create", keys, args)])[0])
         if outcome == "conflict":
             raise Conflict(f"Idempotency-Key {key!r} was already used with a different request (job {found})",
@@ -322,6 +365,11 @@ class JobStore:
         if not alias:
             record.pop("alias")
         return Created(job_id, True, record)
+
+    def publish(self, messages: list[tuple[str, list[str]]]) -> None:
+        """Send score messages, each ``(queue, job ids)``, and mark their jobs sent: one round trip."""
+        self._scripted([("publish", [self.keys.queue(queue), *map(self.keys.job, job_ids)],
+                         [task_message(job_ids, queue)]) for queue, job_ids in messages])
 
     def mark_sent(self, job_ids: list[str]) -> None:
         """Record that the broker has the jobs' message (one round trip). Until then the sweeper treats a
@@ -334,21 +382,17 @@ class JobStore:
             raise NotFound(f"job {job_id!r} does not exist or has expired", job=job_id)
         return decode(raw)
 
-    def wait(self, job_id: str, timeout: float) -> dict[str, Any]:
-        """Return the job once it is final, or as it is after ``timeout`` seconds."""
-        job = self.get(job_id)
-        if job["state"] in FINAL or timeout <= 0:
-            return job
-        if not self.redis.blpop([self.keys.done(job_id)], timeout=timeout):
-            return self.get(job_id)
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.rpush(self.keys.done(job_id), "1")  # leave the signal for any other waiter
-            pipe.expire(self.keys.done(job_id), 60)
-            pipe.hgetall(self.keys.job(job_id))
-            raw = pipe.execute()[2]
-        if not raw:
+    def watch(self, job_id: str, inbox: str) -> dict[str, Any] | None:
+        """The job if it is final; otherwise None, and ``inbox`` gets it when it ends (see ``Inbox``). Waiting
+        this way holds no Redis connection, however many requests wait."""
+        if len(job_id) > MAX_JOB_ID:
             raise NotFound(f"job {job_id!r} does not exist or has expired", job=job_id)
-        return decode(raw)
+        reply = self._scripted([("watch", [self.keys.job(job_id)], [inbox])])[0]
+        if reply is None:
+            raise NotFound(f"job {job_id!r} does not exist or has expired", job=job_id)
+        if not reply:
+            return None
+        return decode(dict(zip(reply[::2], reply[1::2], strict=True)))
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued job; a job that is running or final is a ``Conflict`` naming its state."""
@@ -433,7 +477,7 @@ class JobStore:
             args: list[Any] = [allowed, self.ttl, job_id, "state", state, "finished", iso(self.clock())]
             for key, value in fields.items():
                 args += [key, value if isinstance(value, str) else json.dumps(value)]
-            keys = [self.keys.job(job_id), self.keys.done(job_id), self.keys.pending, self.keys.stats]
+            keys = [self.keys.job(job_id), self.keys.pending, self.keys.stats]
             calls.append(("finish", keys, args))
         return [(bool(done), previous.decode() if previous else None) for done, previous in self._scripted(calls)]
 
@@ -471,8 +515,27 @@ class JobStore:
         return {k.decode(): int(v) for k, v in self.redis.hgetall(self.keys.stats).items()}
 
 
+class RawJSON(str):
+    """JSON text kept as it was stored (a job's results): answers embed it without parsing it again."""
+
+    def parse(self) -> Any:
+        return json.loads(self)
+
+
 def decode(raw: dict[bytes, bytes], with_results: bool = True) -> dict[str, Any]:
-    job: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+    return decode_text({k.decode(): v.decode() for k, v in raw.items()}, with_results)
+
+
+def decode_final(entry: str) -> dict[str, Any]:
+    """A final job as the finish script hands it to an inbox: ``<id> <JSON of its fields>\n<results>``."""
+    fields, _, results = entry.split(" ", 1)[1].partition("\n")
+    return decode_text({**json.loads(fields), **({"results": results} if results else {})})
+
+
+def decode_text(fields: dict[str, str], with_results: bool = True) -> dict[str, Any]:
+    """A job for clients from its stored fields: numbers as numbers, internal fields dropped, its results
+    (when asked for) as ``RawJSON``."""
+    job: dict[str, Any] = dict(fields)
     for key in ("version", "count", "attempts"):
         if key in job:
             job[key] = int(job[key])
@@ -482,7 +545,7 @@ def decode(raw: dict[bytes, bytes], with_results: bool = True) -> dict[str, Any]
         job.pop("alias", None)
     results = job.pop("results", None)
     if with_results and results is not None:
-        job["results"] = json.loads(results)
+        job["results"] = RawJSON(results)
     if "error" in job:
         job["error"] = json.loads(job["error"])
     return job

@@ -38,10 +38,6 @@ class Keys:
     def job_prefix(self) -> str:
         return f"{self.prefix}job:"
 
-    def done(self, job_id: str) -> str:
-        """List: a token pushed when the job ends, for clients blocked on it without an inbox."""
-        return f"{self.prefix}done:{job_id}"
-
     @property
     def jobs(self) -> str:
         """Sorted set: every job id by creation time (the listing index)."""
@@ -66,7 +62,7 @@ class Keys:
         return f"{self.prefix}idempotency:{hashlib.sha256(key.encode()).hexdigest()}"
 
     def inbox(self, name: str) -> str:
-        """List: ids of finished jobs for one gateway process's waiting requests."""
+        """List: ``<job id> <final job as JSON>`` entries for one gateway process's waiting requests."""
         return f"{self.prefix}inbox:{name}"
 
     @property

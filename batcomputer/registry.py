@@ -82,6 +82,7 @@ class Registry:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._aliases: dict[str, tuple[Any, dict[str, Any] | None]] = {}  # key -> (signature, parsed state)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Registry:
@@ -187,8 +188,18 @@ class Registry:
 
     def _alias_state(self, model: str, alias: str) -> dict[str, Any] | None:
         key = f"{check_name('model', model)}/aliases/{check_name('alias', alias)}.json"
+        signature = getattr(self.store, "signature", None)
+        if signature is None:  # a remote store: a stat costs what a read does
+            raw = self.store.read(key)
+            return None if raw is None else parse_json_file(raw, key)
+        seen = signature(key)  # local: re-read (with its growing history) only when the file changed
+        cached = self._aliases.get(key)
+        if seen is not None and cached is not None and cached[0] == seen:
+            return cached[1]
         raw = self.store.read(key)
-        return None if raw is None else parse_json_file(raw, key)
+        state = None if raw is None else parse_json_file(raw, key)
+        self._aliases[key] = (seen, state)
+        return state
 
     def aliases(self, model: str) -> dict[str, int]:
         found = {}

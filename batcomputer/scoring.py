@@ -7,6 +7,20 @@ from typing import Any
 from batcomputer.bundle import Bundle
 from batcomputer.errors import IntegrityError
 
+ENCODER_MODULE = "batcomputer.encoding"  # checked by name: importing it here would pull scikit-learn in
+
+
+def model_input(pipeline: Any, records: list[dict[str, Any]], columns: list[str]) -> Any:
+    """What the pipeline's first step reads: the records themselves for the schema encoder (it reads named
+    fields from dicts in one pass; a DataFrame of strings costs more to build than the model costs to run),
+    a DataFrame for any other pipeline."""
+    steps = getattr(pipeline, "steps", None)
+    if steps and type(steps[0][1]).__name__ == "SchemaEncoder" and type(steps[0][1]).__module__ == ENCODER_MODULE:
+        return records
+    import pandas as pd
+
+    return pd.DataFrame.from_records(records, columns=columns)
+
 
 def score(bundle: Bundle, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Score clean records (every field present, None where imputed) in one predict_proba call.
@@ -15,11 +29,8 @@ def score(bundle: Bundle, records: list[dict[str, Any]]) -> list[dict[str, Any]]
     """
     if not records:
         return []
-    import pandas as pd
-
     schema = bundle.schema
-    frame = pd.DataFrame.from_records(records, columns=schema.field_names)
-    probabilities = bundle.pipeline.predict_proba(frame)
+    probabilities = bundle.pipeline.predict_proba(model_input(bundle.pipeline, records, schema.field_names))
     classes = [int(c) for c in bundle.pipeline.classes_]
     if sorted(classes) != list(range(len(schema.labels))):
         raise IntegrityError(f"{bundle.ref}: the pipeline's classes {classes} do not match the schema's "

@@ -53,6 +53,22 @@ def _json_object(name: str, raw: str) -> dict[str, Any]:
     return value
 
 
+def _count(name: str, raw: str) -> int:
+    """A number of processes: 0 means one per CPU core."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{PREFIX}{name.upper()}={raw!r} is not an integer") from None
+    if value < 0:
+        raise ConfigurationError(f"{PREFIX}{name.upper()}={raw!r} must not be negative (0: one per core)")
+    return value
+
+
+def per_core(count: int) -> int:
+    """``count`` processes, or one per CPU core for 0."""
+    return count or os.cpu_count() or 1
+
+
 def _text(name: str, raw: str) -> str:
     if not raw.strip():
         raise ConfigurationError(f"{PREFIX}{name.upper()} must not be empty")
@@ -109,6 +125,13 @@ class Settings:
         "help": "Extra wait for companions before scoring a batch (0: score what is waiting, no added latency)"})
     worker_concurrency: int = field(default=1, metadata={"parse": _positive_int,
         "help": "Processes of a bulk worker (prefork pool)"})
+    record_workers: int = field(default=0, metadata={"parse": _count,
+        "help": "Record worker processes `batcomputer up` starts (0: one per CPU core; each scores on one core)"})
+    api_workers: int = field(default=0, metadata={"parse": _count,
+        "help": "Gateway processes (0: one per CPU core)"})
+    api_connections: int = field(default=2000, metadata={"parse": _positive_int,
+        "help": "Open connections per gateway process (waiting and slow clients included; each costs a "
+                "greenlet, not a thread)"})
     record_threads: int = field(default=64, metadata={"parse": _positive_int,
         "help": "Threads of a record worker: single records in flight, scored together in micro-batches"})
     bulk_threshold_records: int = field(default=100, metadata={"parse": _positive_int,

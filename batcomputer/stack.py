@@ -15,7 +15,7 @@ from types import FrameType
 
 from batcomputer.redis_server import LocalRedis, ensure_redis
 from batcomputer.registry import Registry
-from batcomputer.settings import Settings
+from batcomputer.settings import Settings, per_core
 
 Report = Callable[[str], None]
 BOOT_MODELS = ("crime", "titanic")
@@ -60,9 +60,10 @@ def run_stack(settings: Settings, port: int, report: Report = print) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        for name, command in (("record worker", _cli("worker", "--queues", "records")),
-                              ("bulk worker", _cli("worker", "--queues", "bulk")),
-                              ("gateway", _cli("api", "--port", str(port)))):
+        record_workers = per_core(settings.record_workers)  # one Python process scores on one core
+        roles = [*[(f"record worker {n + 1}", _cli("worker", "--queues", "records")) for n in range(record_workers)],
+                 ("bulk worker", _cli("worker", "--queues", "bulk")), ("gateway", _cli("api", "--port", str(port)))]
+        for name, command in roles:
             processes.append((name, subprocess.Popen(command, env=env, start_new_session=True)))
         base = f"http://{settings.api_host}:{port}"
         deadline = time.monotonic() + 60

@@ -45,6 +45,15 @@ class LocalStore:
         except (FileNotFoundError, NotADirectoryError):
             return None
 
+    def signature(self, key: str) -> tuple[int, int, int] | None:
+        """What changes whenever ``key`` is rewritten (every write is a rename: a new inode), for one stat
+        call instead of a read; None if absent."""
+        try:
+            found = self._path(key).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return found.st_ino, found.st_mtime_ns, found.st_size
+
     def read_versioned(self, key: str) -> tuple[bytes, str] | None:
         data = self.read(key)
         return None if data is None else (data, hashlib.sha256(data).hexdigest())

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from batcomputer.redis_server import free_port, start_redis_server  # noqa: E402
 from batcomputer.registry import Registry  # noqa: E402
-from batcomputer.settings import Settings  # noqa: E402
+from batcomputer.settings import Settings, per_core  # noqa: E402
 
 LUA = """
 local bodies = {BODIES}
@@ -202,10 +202,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="crime", help="crime (gradient boosting) or crime-rf (random forest)")
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--record-workers", type=int, default=1)
-    parser.add_argument("--gateway-workers", type=int, default=2)
-    parser.add_argument("--gateway-threads", type=int, default=32)
+    parser.add_argument("--record-workers", type=int, default=None,
+                        help="record worker processes (default: what `batcomputer up` starts)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop what was started (the finally below)
     if not shutil.which("wrk"):
         sys.exit("wrk is missing: apt-get install wrk")
     base_settings = Settings.from_env()
@@ -232,11 +232,11 @@ def main() -> None:
 
     gateway_port, baseline_port, mlserver_port = free_port(), free_port(), free_port()
     try:
-        for _ in range(args.record_workers):
+        record_workers = args.record_workers or per_core(base_settings.record_workers)
+        for _ in range(record_workers):
             start("record workers", [cli, "worker", "--queues", "records", "--loglevel", "INFO"])
         start("bulk worker", [cli, "worker", "--queues", "bulk", "--loglevel", "WARNING"])
-        start("gateway", [cli, "api", "--port", str(gateway_port), "--workers", str(args.gateway_workers),
-                          "--threads", str(args.gateway_threads)])
+        start("gateway", [cli, "api", "--port", str(gateway_port)])  # as shipped
         start("baseline", [sys.executable, "-m", "gunicorn", "--workers", "2", "--worker-class", "sync",
                            "--no-control-socket", "--bind", f"127.0.0.1:{baseline_port}",
                            "bench.baseline:create_baseline()"])
@@ -260,8 +260,8 @@ def main() -> None:
         processes = {k: [psutil.Process(p.pid) for p in v] for k, v in started.items()}
         processes["redis"] = [psutil.Process(redis.handle.pid)]
         print(f"{args.model} model, {len(records)} real records cycled; {args.seconds} s per run; "
-              f"{os.cpu_count()} cores; record workers {args.record_workers}, gateway "
-              f"{args.gateway_workers}x{args.gateway_threads} threads\n")
+              f"{os.cpu_count()} cores; {record_workers} record worker process(es), gateway as shipped "
+              f"({per_core(base_settings.api_workers)} processes)\n")
         for _, (base, script) in scripts.items():  # warm up every path
             run_wrk(script, base, 8, 2)
         rows = []

@@ -163,7 +163,7 @@ def test_a_job_whose_message_never_reached_the_broker_is_sent_by_the_sweeper(cha
     def broken(*_: Any, **__: Any) -> None:
         raise ConnectionError("the broker refused the message")
 
-    app.extensions["gateway"].publisher.celery.send_task = broken  # the broker boundary fails
+    app.extensions["gateway"].publisher.send = broken  # the broker boundary fails
     response = app.test_client().post("/api/models/plain/jobs", json=RECORD)
     assert response.status_code == 202 and response.get_json()["state"] == "queued"
     job_id = response.get_json()["id"]

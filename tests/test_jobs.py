@@ -156,7 +156,7 @@ def test_a_finished_job_is_finished_once_and_a_late_delivery_never_scores_it(sto
     store.start([job_id], "a")
     assert store.end([(job_id, SUCCEEDED, {"results": [{"p": 0.25}]})]) == [True]
     assert store.end([(job_id, SUCCEEDED, {"results": [{"p": 0.75}]})]) == [False]
-    assert store.get(job_id)["results"] == [{"p": 0.25}]
+    assert store.get(job_id)["results"].parse() == [{"p": 0.25}]
     assert store.stats()["rescored"] == 1  # counted: the model had run twice
     clock.advance(100)
     store.renew("b")

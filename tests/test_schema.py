@@ -110,3 +110,22 @@ def test_a_bad_schema_is_refused() -> None:
         Field("x", "categorical")
     with pytest.raises(ValueError, match="kind"):
         Field("x", "text")
+
+
+@pytest.mark.parametrize("record", [
+    GOOD, {**GOOD, "district": None}, {**GOOD, "district": "Leeds", "age": 3}, {**GOOD, "age": 42.5},
+    {**GOOD, "month": 10.0}, {**GOOD, "month": 10.5}, {**GOOD, "month": True}, {**GOOD, "month": "10"},
+    {**GOOD, "month": 0}, {**GOOD, "month": 13}, {**GOOD, "age": math.nan}, {**GOOD, "age": -math.inf},
+    {**GOOD, "age": 10**400}, {**GOOD, "age": -(10**400)}, {**GOOD, "force": None}, {**GOOD, "crime": 7},
+    {**GOOD, "colour": "red"}, {"crime": "Burglary", "month": 1}, {**GOOD, "district": "Paris"},
+])
+def test_the_fast_path_agrees_with_the_detailed_validation(record: dict) -> None:
+    clean, problems = validate_record(SCHEMA, record)
+    fast = SCHEMA.clean_fast(record)
+    if problems:
+        assert fast is None  # the detailed path names the problem
+        with pytest.raises(ValidationFailed):
+            validate_records(SCHEMA, [record])
+    else:
+        assert fast == clean and [type(v) for v in fast.values()] == [type(v) for v in clean.values()]
+        assert validate_records(SCHEMA, [record]) == [clean]

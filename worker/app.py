@@ -27,7 +27,7 @@ def make_worker_app(settings: Settings, queues: list[str]) -> Celery:
         threading.Thread(target=scorer.warm, name="warm", daemon=True).start()
 
     def start_sweeper(**_: Any) -> None:
-        sweeper.append(Sweeper(JobStore.from_settings(redis_client(settings), settings), app).start())
+        sweeper.append(Sweeper(JobStore.from_settings(redis_client(settings), settings)).start())
 
     def stop(**_: Any) -> None:
         for running in sweeper:

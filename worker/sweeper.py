@@ -5,10 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from celery import Celery
-
 from batcomputer.jobs import JobStore
-from batcomputer.keyspace import TASK_SCORE
 
 log = logging.getLogger("batcomputer.sweeper")
 MAX_JOBS_PER_MESSAGE = 256
@@ -19,8 +16,8 @@ class Sweeper:
     It runs every third of the lease, so a lost worker's running jobs are sent again within
     ``lease_seconds`` plus a third of it, and stranded queued jobs within the visibility timeout plus that."""
 
-    def __init__(self, jobs: JobStore, app: Celery) -> None:
-        self.jobs, self.app = jobs, app
+    def __init__(self, jobs: JobStore) -> None:
+        self.jobs = jobs
         self.interval = max(0.2, jobs.lease / 3)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sweeper", daemon=True)
@@ -33,10 +30,8 @@ class Sweeper:
         for queue, job_ids in by_queue.items():
             log.warning("sending %d job(s) again on %s (worker or message lost): %s", len(job_ids), queue,
                         " ".join(job_ids[:10]) + (" ..." if len(job_ids) > 10 else ""))
-            for start in range(0, len(job_ids), MAX_JOBS_PER_MESSAGE):
-                chunk = job_ids[start:start + MAX_JOBS_PER_MESSAGE]
-                self.app.send_task(TASK_SCORE, args=[chunk], queue=queue)
-                self.jobs.mark_sent(chunk)
+            self.jobs.publish([(queue, job_ids[start:start + MAX_JOBS_PER_MESSAGE])
+                               for start in range(0, len(job_ids), MAX_JOBS_PER_MESSAGE)])
 
     def sweep(self) -> int:
         sent = self.jobs.sweep(self.resend)

@@ -1,0 +1,70 @@
+"""The gateway's server under slow and waiting clients: shipped defaults, a real worker, real sockets."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+import requests
+
+from batcomputer.bundle import Draft
+from batcomputer.keyspace import Keys
+from batcomputer.registry import Registry
+from tests.conftest import Services, free_port, wait_until
+
+RECORD = {"pclass": 3, "sex": "male", "age": 22.0, "sibsp": 1, "parch": 0}
+WAITERS = 1_000
+STALLED = 100
+
+
+@pytest.fixture
+def sockets() -> Iterator[list[socket.socket]]:
+    opened: list[socket.socket] = []
+    yield opened
+    for sock in opened:
+        sock.close()
+
+
+def open_request(port: int, head: str, body: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(head.encode() + body)
+    return sock
+
+
+@pytest.mark.timeout(300)
+def test_a_thousand_waiting_and_a_hundred_stalled_clients_do_not_stall_the_gateway(
+        services: Services, titanic_draft: Draft, sockets: list[socket.socket]) -> None:
+    registry = Registry.from_settings(services.settings)
+    registry.set_alias("titanic", "production", registry.publish(titanic_draft).version)
+    services.worker("records")  # no bulk worker: the waiters' large jobs cannot finish while the test runs
+    port = free_port()
+    base = services.gateway(port)
+    bulk = json.dumps({"records": [RECORD] * (services.settings.bulk_threshold_records + 1)}).encode()
+    head = (f"POST /api/models/titanic/jobs?wait=30 HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(bulk)}\r\n\r\n")
+    for _ in range(WAITERS):
+        sockets.append(open_request(port, head, bulk))
+    stalled_head = ("POST /api/models/titanic/jobs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+                    "Content-Length: 1000\r\n\r\n")
+    for _ in range(STALLED):
+        sockets.append(open_request(port, stalled_head, b'{"pclass": '))  # half a body, then nothing
+    keys = Keys(services.settings.key_prefix)
+    client = redis.Redis.from_url(services.settings.redis_url or "")
+    wait_until(lambda: client.zcard(keys.jobs) >= WAITERS, 120, f"all {WAITERS} waiting jobs to be accepted")
+
+    session = requests.Session()
+    took = []
+    for _ in range(5):
+        started = time.monotonic()
+        assert session.get(f"{base}/healthz", timeout=10).status_code == 200
+        took.append(time.monotonic() - started)
+    assert max(took) < 0.1, f"/healthz took {[round(t * 1000) for t in took]} ms with slow clients connected"
+
+    ordinary = session.post(f"{base}/api/models/titanic/jobs?wait=20", json=RECORD, timeout=30)
+    assert ordinary.status_code == 200 and ordinary.json()["state"] == "succeeded"
+    assert all(client.hget(keys.job(job_id.decode()), "state") == b"queued"
+               for job_id in client.zrange(keys.jobs, 0, -1) if job_id.decode() != ordinary.json()["id"])
