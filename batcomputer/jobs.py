@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from string import Template
 from typing import Any
 
+import orjson
 import redis
 
 from batcomputer.broker import task_message
@@ -355,7 +356,7 @@ class JobStore:
         if idempotency is not None:
             keys.append(self.keys.idempotency(key))
         args: list[Any] = [now, self.ttl, job_id, now + self.requeue, digest, self.keys.job_prefix,
-                           json.dumps({name: str(value) for name, value in stored.items()}), json.dumps(records)]
+                           orjson.dumps({name: str(value) for name, value in stored.items()}), orjson.dumps(records)]
         outcome, found = (v.decode() for v in self._scripted([("create", keys, args)])[0])
         if outcome == "conflict":
             raise Conflict(f"Idempotency-Key {key!r} was already used with a different request (job {found})",
@@ -460,7 +461,7 @@ class JobStore:
                 dead.append((job_id, DEAD, {"error": {"code": "dead", "detail": reason, "attempts": attempts - 1}}))
                 starts.append(Start(DEAD, attempts))
             else:
-                starts.append(Start(state, attempts, reply[2].decode(), int(reply[3]), json.loads(reply[4] or b"[]")))
+                starts.append(Start(state, attempts, reply[2].decode(), int(reply[3]), orjson.loads(reply[4] or b"[]")))
         if dead:
             self.end(dead)
             self.redis.hincrby(self.keys.stats, STAT_DEAD, len(dead))
@@ -476,7 +477,7 @@ class JobStore:
         for job_id, state, fields in outcomes:
             args: list[Any] = [allowed, self.ttl, job_id, "state", state, "finished", iso(self.clock())]
             for key, value in fields.items():
-                args += [key, value if isinstance(value, str) else json.dumps(value)]
+                args += [key, value if isinstance(value, str) else orjson.dumps(value)]
             keys = [self.keys.job(job_id), self.keys.pending, self.keys.stats]
             calls.append(("finish", keys, args))
         return [(bool(done), previous.decode() if previous else None) for done, previous in self._scripted(calls)]
@@ -529,7 +530,7 @@ def decode(raw: dict[bytes, bytes], with_results: bool = True) -> dict[str, Any]
 def decode_final(entry: str) -> dict[str, Any]:
     """A final job as the finish script hands it to an inbox: ``<id> <JSON of its fields>\n<results>``."""
     fields, _, results = entry.split(" ", 1)[1].partition("\n")
-    return decode_text({**json.loads(fields), **({"results": results} if results else {})})
+    return decode_text({**orjson.loads(fields), **({"results": results} if results else {})})
 
 
 def decode_text(fields: dict[str, str], with_results: bool = True) -> dict[str, Any]:

@@ -161,40 +161,38 @@ _FLOAT_INT = 2 ** 1000  # integers below this convert to float without overflow
 
 
 def _fast_validator(schema: Schema) -> Callable[[Mapping[str, Any]], dict[str, Any] | None]:
-    plan = [(f.name, frozenset(f.categories or ()) if f.kind == CATEGORICAL else None,
-             -math.inf if f.minimum is None else f.minimum, math.inf if f.maximum is None else f.maximum,
-             f.integer, f.required, f.nullable) for f in schema.fields]
-
-    def clean_fast(record: Mapping[str, Any]) -> dict[str, Any] | None:
-        clean: dict[str, Any] = {}
-        present = 0
-        for name, categories, low, high, integer, required, nullable in plan:
-            value = record.get(name, _ABSENT)
-            if value is _ABSENT or value is None:
-                if (value is _ABSENT and required) or (value is None and not nullable):
-                    return None
-                present += value is None
-                clean[name] = None
-                continue
-            present += 1
-            kind = value.__class__
-            if categories is not None:
-                if kind is not str or value not in categories:
-                    return None
-                clean[name] = value
-            elif kind is int:
-                if not (low <= value <= high and -_FLOAT_INT < value < _FLOAT_INT):
-                    return None  # out of range, or beyond what a float holds
-                clean[name] = value if integer else float(value)
-            elif kind is float:
-                if not low <= value <= high or value - value != 0 or (integer and not value.is_integer()):
-                    return None  # out of range, not finite, or not whole
-                clean[name] = int(value) if integer else value
-            else:
-                return None
-        return clean if present == len(record) else None  # else: a field the schema does not know
-
-    return clean_fast
+    """Compile the schema's checks into one straight-line function (no loop over fields, no lookups of
+    field properties): validation is most of the gateway's work for a list of records."""
+    namespace: dict[str, Any] = {"ABSENT": _ABSENT, "BIG": _FLOAT_INT}
+    lines = ["def clean_fast(record):", "    get = record.get", "    present = 0"]
+    for i, f in enumerate(schema.fields):
+        namespace[f"N{i}"] = f.name
+        lines += [f"    v = get(N{i}, ABSENT)",
+                  "    if v is ABSENT:", f"        {'return None' if f.required else f'c{i} = None'}",
+                  "    elif v is None:", f"        {'present += 1' if f.nullable else 'return None'}",
+                  f"        c{i} = None",
+                  "    else:", "        present += 1"]
+        if f.kind == CATEGORICAL:
+            namespace[f"C{i}"] = frozenset(f.categories or ())
+            lines += [f"        if v.__class__ is not str or v not in C{i}:", "            return None",
+                      f"        c{i} = v"]
+            continue
+        namespace[f"L{i}"] = -math.inf if f.minimum is None else f.minimum
+        namespace[f"H{i}"] = math.inf if f.maximum is None else f.maximum
+        whole = " or not v.is_integer()" if f.integer else ""
+        lines += ["        k = v.__class__",
+                  "        if k is int:",
+                  f"            if not (L{i} <= v <= H{i} and -BIG < v < BIG):", "                return None",
+                  f"            c{i} = {'v' if f.integer else 'float(v)'}",
+                  "        elif k is float:",
+                  f"            if not L{i} <= v <= H{i} or v - v != 0{whole}:", "                return None",
+                  f"            c{i} = {'int(v)' if f.integer else 'v'}",
+                  "        else:", "            return None"]
+    lines += ["    if present != len(record):", "        return None",  # a field the schema does not know
+              "    return {" + ", ".join(f"N{i}: c{i}" for i in range(len(schema.fields))) + "}"]
+    exec(compile("\n".join(lines), f"<validator of {schema.model}>", "exec"), namespace)
+    compiled: Callable[[Mapping[str, Any]], dict[str, Any] | None] = namespace["clean_fast"]
+    return compiled
 
 
 def validate_record(schema: Schema, record: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -37,9 +37,10 @@ def score(bundle: Bundle, records: list[dict[str, Any]]) -> list[dict[str, Any]]
                              f"{len(schema.labels)} labels", file="model.joblib")
     columns = [schema.outputs[c] for c in classes]
     labels = [schema.labels[c] for c in classes]
-    results = []
-    for row in probabilities.tolist():
-        result: dict[str, Any] = {name: float(p) for name, p in zip(columns, row, strict=True)}
-        result["label"] = labels[max(range(len(row)), key=row.__getitem__)]
-        results.append(result)
-    return results
+    best = probabilities.argmax(axis=1).tolist()  # the first most likely class, as max() would pick
+    if len(columns) == 2:  # the common case: one comprehension, no max() per row
+        first, second = columns
+        return [{first: a, second: b, "label": labels[i]}
+                for a, b, i in zip(probabilities[:, 0].tolist(), probabilities[:, 1].tolist(), best, strict=True)]
+    return [{**dict(zip(columns, row, strict=True)), "label": labels[i]}
+            for row, i in zip(probabilities.tolist(), best, strict=True)]

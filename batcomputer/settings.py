@@ -123,8 +123,8 @@ class Settings:
         "help": "Most single records a worker scores in one vectorised call"})
     batch_window_ms: float = field(default=0.0, metadata={"parse": _non_negative_float,
         "help": "Extra wait for companions before scoring a batch (0: score what is waiting, no added latency)"})
-    worker_concurrency: int = field(default=1, metadata={"parse": _positive_int,
-        "help": "Processes of a bulk worker (prefork pool)"})
+    worker_concurrency: int = field(default=0, metadata={"parse": _count,
+        "help": "Processes of a bulk worker (prefork pool; 0: one per CPU core)"})
     record_workers: int = field(default=0, metadata={"parse": _count,
         "help": "Record worker processes `batcomputer up` starts (0: one per CPU core; each scores on one core)"})
     api_workers: int = field(default=0, metadata={"parse": _count,

@@ -7,7 +7,7 @@ import logging
 import os
 
 from batcomputer.keyspace import QUEUE_BULK, QUEUE_RECORDS, QUEUES
-from batcomputer.settings import Settings
+from batcomputer.settings import Settings, per_core
 from worker.app import make_worker_app
 
 
@@ -17,7 +17,7 @@ def worker_argv(settings: Settings, queues: list[str], loglevel: str) -> list[st
               "--without-heartbeat", "-n", f"{'+'.join(queues)}@%h-%i"]
     if QUEUE_RECORDS in queues:
         return [*common, "-P", "threads", "-c", str(settings.record_threads), "--prefetch-multiplier", "2"]
-    return [*common, "-P", "prefork", "-c", str(settings.worker_concurrency), "--prefetch-multiplier", "1"]
+    return [*common, "-P", "prefork", "-c", str(per_core(settings.worker_concurrency)), "--prefetch-multiplier", "1"]
 
 
 def main(argv: list[str] | None = None) -> None:
