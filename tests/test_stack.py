@@ -42,8 +42,8 @@ def test_up_starts_the_stack_and_ctrl_c_stops_it(trained_registry: Settings, tmp
         assert job["state"] == "succeeded"
         assert (job["version"], job["bundle_sha256"]) == (bundle.version, bundle.sha256)
         assert set(job["results"][0]) == {"caughtProb", "notCaughtProb", "label"}
-        record_workers = os.cpu_count() or 1  # one record worker process per core, as shipped
-        assert requests.get(f"{base}/readyz", timeout=10).json()["workers"] == {"records": record_workers, "bulk": 1}
+        per_core = os.cpu_count() or 1  # record worker processes and bulk scoring processes: one per core
+        assert requests.get(f"{base}/readyz", timeout=10).json()["workers"] == {"records": per_core, "bulk": per_core}
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(60) == 0
