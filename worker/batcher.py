@@ -46,13 +46,10 @@ class Batcher:
     fails every record in it, and if the thread itself dies, the records it held fail with the reason and
     the next ``submit`` starts a new thread."""
 
-    def __init__(self, score: Score, max_records: int, window_seconds: float, log_every: float = 10.0,
-                 max_linger_seconds: float = 0.01) -> None:
+    def __init__(self, score: Score, max_records: int, window_seconds: float, log_every: float = 10.0) -> None:
         self._score = score
         self.max_records = max_records
         self.window = window_seconds
-        self.max_linger = max_linger_seconds
-        self.linger = 0.0  # the adaptive part of the window (see _run)
         self.stats = BatchStats()
         self.restarts = 0
         self._log_every = log_every
@@ -77,12 +74,11 @@ class Batcher:
         return future
 
     def _collect(self) -> list[Item]:
-        """Everything waiting now; with a window (the configured one plus the adaptive linger), also what
-        arrives within it. Records that arrive while a batch is being scored form the next batch, so a
-        lone record never waits and batches grow with the load."""
+        """Everything waiting now; with a window, also what arrives within it. With no window this is a
+        group commit: records that arrive while a batch is being scored form the next batch, so a lone
+        record never waits and batches grow with the load."""
         batch = [self._queue.get()]
-        window = self.window + self.linger
-        deadline = time.monotonic() + window
+        deadline = time.monotonic() + self.window
         while len(batch) < self.max_records:
             try:
                 batch.append(self._queue.get_nowait())
@@ -90,7 +86,7 @@ class Batcher:
             except queue.Empty:
                 pass
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or window <= 0:
+            if remaining <= 0 or self.window <= 0:
                 break
             try:
                 batch.append(self._queue.get(timeout=remaining))
@@ -114,7 +110,6 @@ class Batcher:
                 groups: dict[tuple[str, int], list[Item]] = {}
                 for item in batch:
                     groups.setdefault((item[0].model, item[0].version), []).append(item)
-                started = time.monotonic()
                 for (model, version), items in groups.items():
                     self.stats.add(len(items))
                     log.debug("scoring a batch of %d records for %s@%d", len(items), model, version)
@@ -122,11 +117,6 @@ class Batcher:
                         self._score_group(items)
                     except Exception as exc:  # every waiting task must hear about it
                         fail(items, exc)
-                # Adaptive window: when records came together (load), the next batch waits up to half of what
-                # this call cost for companions, so that a model whose cost is mostly per call (a forest)
-                # scores more rows per call; a lone record (no load) never waits.
-                cost = time.monotonic() - started
-                self.linger = min(self.max_linger, cost / 2) if len(batch) > 1 else 0.0
                 batch = []
                 if time.monotonic() - last_log >= self._log_every:
                     log.info("micro-batches: %s", self.stats.summary())
