@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import uuid
+from typing import Any
 
 import redis
 
@@ -69,19 +70,21 @@ class Inbox:
                     return
             try:
                 first = self.redis.blpop([self.key], timeout=1)
-                more = (self.redis.lpop(self.key, 512) or []) if first else []
+                if first:
+                    self._deliver(first[1])  # its request answers while the rest are read
+                    for raw in self.redis.lpop(self.key, 512) or []:
+                        self._deliver(raw)
                 failing = False
             except redis.RedisError as exc:  # Redis away: waiters fall back on their own timeout
                 if not failing:
                     log.warning("inbox: %s", exc)
                 failing = True
                 time.sleep(0.5)
-                continue
-            if first:
-                for raw in [first[1], *more]:
-                    entry = raw.decode()
-                    with self._lock:
-                        waiter = self._waiting.get(entry.split(" ", 1)[0])
-                    if waiter is not None:
-                        waiter.entry = entry
-                        waiter.event.set()
+
+    def _deliver(self, raw: Any) -> None:
+        entry = raw.decode()  # bytes (the client does not decode replies)
+        with self._lock:
+            waiter = self._waiting.get(entry.split(" ", 1)[0])
+        if waiter is not None:
+            waiter.entry = entry
+            waiter.event.set()

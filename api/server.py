@@ -8,6 +8,7 @@ from typing import Any
 
 from gunicorn import util
 from gunicorn.workers.ggevent import GeventWorker
+from gunicorn.workers.gthread import ThreadWorker
 
 from batcomputer.errors import BatcomputerError
 
@@ -39,4 +40,15 @@ class ProblemWorker(GeventWorker):
 
     def init_process(self) -> Any:
         util.write_error = write_problem  # the one function gunicorn writes its error pages with
+        return super().init_process()
+
+
+class ThreadedProblemWorker(ThreadWorker):
+    """gunicorn's threaded worker with the same problem+json errors, for a registry that fsspec reads over the
+    network (Azure): fsspec runs its coroutines on an asyncio loop in a thread of its own, which gevent's
+    patched threads cannot host (it refuses to run, a loop being already running in the requests' thread).
+    Here every waiting or slow client holds one of ``threads`` per process."""
+
+    def init_process(self) -> Any:
+        util.write_error = write_problem
         return super().init_process()

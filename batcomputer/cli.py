@@ -217,12 +217,18 @@ def worker(queues: str, loglevel: str) -> None:
     sys.exit(supervise([sys.executable, "-m", "worker", "--queues", queues, "--loglevel", loglevel]))
 
 
-def gunicorn_command(host: str, port: int, workers: int, connections: int, access_log: bool = False) -> list[str]:
-    """The gateway under gunicorn with gevent workers (see ``api.server``)."""
-    return [sys.executable, "-m", "gunicorn", "--worker-class", "api.server.ProblemWorker", "--workers",
-            str(workers), "--worker-connections", str(connections), "--bind", f"{host}:{port}",
-            "--no-control-socket", "--graceful-timeout", "20", *(["--access-logfile", "-"] if access_log else []),
-            "api.app:create_app()"]
+def gunicorn_command(host: str, port: int, workers: int, connections: int, access_log: bool = False,
+                     threaded: bool = False) -> list[str]:
+    """The gateway under gunicorn: gevent workers, or threaded ones (see ``api.server``)."""
+    worker = ["api.server.ThreadedProblemWorker", "--threads", str(THREADS)] if threaded else \
+        ["api.server.ProblemWorker", "--worker-connections", str(connections)]
+    return [sys.executable, "-m", "gunicorn", "--worker-class", *worker, "--workers", str(workers),
+            "--bind", f"{host}:{port}", "--no-control-socket", "--graceful-timeout", "20",
+            *(["--access-logfile", "-"] if access_log else []), "api.app:create_app()"]
+
+
+THREADS = 64  # per process, with threaded workers (a registry read over the network)
+
 
 
 def raise_open_files(needed: int) -> None:
@@ -247,12 +253,13 @@ def api(ctx: Context, host: str | None, port: int | None, workers: int | None, a
 
     from batcomputer.broker import redis_url
     from batcomputer.settings import per_core
+    from batcomputer.store import is_local
 
     redis_url(ctx.settings)
     processes = workers or per_core(ctx.settings.api_workers)
     raise_open_files(processes * ctx.settings.api_connections + 1024)
     command = gunicorn_command(host or ctx.settings.api_host, port or ctx.settings.api_port, processes,
-                               ctx.settings.api_connections, access_log)
+                               ctx.settings.api_connections, access_log, threaded=not is_local(ctx.settings.registry))
     os.execv(command[0], command)
 
 

@@ -172,9 +172,14 @@ class FsspecStore:
         return sorted(name.rstrip("/").rsplit("/", 1)[-1] for name in entries)
 
 
+def is_local(url: str) -> bool:
+    """Plain paths and file:// URLs are local folders; any other URL is read by fsspec over the network."""
+    return "://" not in url or url.startswith("file://")
+
+
 def open_store(url: str, options: dict[str, Any] | None = None) -> Store:
     """A local folder for plain paths and file:// URLs, else an fsspec store."""
-    if "://" not in url or url.startswith("file://"):
+    if is_local(url):
         return LocalStore(url.removeprefix("file://"))
     return FsspecStore(url, options)
 

@@ -214,7 +214,7 @@ class Services:
         wait_until(lambda: self.workers_alive(queue) >= count, 60, f"{count} worker(s) on {queue}")
 
     def gateway(self, port: int) -> str:
-        self.start("gateway", "api", "--port", str(port))  # as shipped
+        self.start("gateway", "api", "--port", str(port), "--access-log")  # as shipped, with its access log
         base = f"http://127.0.0.1:{port}"
 
         def ready() -> bool:

@@ -68,3 +68,29 @@ def test_a_thousand_waiting_and_a_hundred_stalled_clients_do_not_stall_the_gatew
     assert ordinary.status_code == 200 and ordinary.json()["state"] == "succeeded"
     assert all(client.hget(keys.job(job_id.decode()), "state") == b"queued"
                for job_id in client.zrange(keys.jobs, 0, -1) if job_id.decode() != ordinary.json()["id"])
+
+
+@pytest.mark.timeout(300)
+def test_the_gateway_serves_from_an_azure_registry(services: Services, titanic_draft: Draft, azurite: str) -> None:
+    """With a registry fsspec reads over the network the gateway runs threaded workers (fsspec's asyncio
+    thread cannot live among gevent's patched threads) and serves models from it as from a folder."""
+    import dataclasses
+    import uuid
+
+    from batcomputer.store import FsspecStore
+
+    container = f"gw-{uuid.uuid4().hex[:12]}"
+    store = FsspecStore(f"abfs://{container}/models", {"connection_string": azurite})
+    store.fs.mkdir(container)
+    registry = Registry(store)
+    registry.set_alias("titanic", "production", registry.publish(titanic_draft).version)
+    services.settings = dataclasses.replace(services.settings, registry=f"abfs://{container}/models",
+                                            registry_options={"connection_string": azurite})
+    services.worker("records")
+    base = services.gateway(free_port())
+    session = requests.Session()
+    ready = session.get(f"{base}/readyz", timeout=30)
+    assert ready.status_code == 200, ready.text
+    assert [m["name"] for m in session.get(f"{base}/api/models", timeout=30).json()["models"]] == ["titanic"]
+    job = session.post(f"{base}/api/models/titanic/jobs?wait=20", json=RECORD, timeout=30).json()
+    assert job["state"] == "succeeded" and job["version"] == 1
