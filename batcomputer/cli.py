@@ -217,6 +217,9 @@ def worker(queues: str, loglevel: str) -> None:
     sys.exit(supervise([sys.executable, "-m", "worker", "--queues", queues, "--loglevel", loglevel]))
 
 
+THREADS = 64  # per gateway process, with threaded workers (a registry read over the network)
+
+
 def gunicorn_command(host: str, port: int, workers: int, connections: int, access_log: bool = False,
                      threaded: bool = False) -> list[str]:
     """The gateway under gunicorn: gevent workers, or threaded ones (see ``api.server``)."""
@@ -225,10 +228,6 @@ def gunicorn_command(host: str, port: int, workers: int, connections: int, acces
     return [sys.executable, "-m", "gunicorn", "--worker-class", *worker, "--workers", str(workers),
             "--bind", f"{host}:{port}", "--no-control-socket", "--graceful-timeout", "20",
             *(["--access-logfile", "-"] if access_log else []), "api.app:create_app()"]
-
-
-THREADS = 64  # per process, with threaded workers (a registry read over the network)
-
 
 
 def raise_open_files(needed: int) -> None:
