@@ -125,6 +125,11 @@ class Settings:
         "help": "Extra wait for companions before scoring a batch (0: score what is waiting, no added latency)"})
     worker_concurrency: int = field(default=0, metadata={"parse": _count,
         "help": "Processes of a bulk worker (prefork pool; 0: one per CPU core)"})
+    storage_roots: str = field(default="var/batches", metadata={"parse": _text,
+        "help": "Where batch inputs and outputs may live, comma-separated: local folders or fsspec URLs "
+                "(e.g. abfs://container/batches); the first holds uploads and default outputs"})
+    storage_options: dict[str, Any] = field(default_factory=dict, metadata={"parse": _json_object,
+        "help": "fsspec options for remote storage roots, as JSON (e.g. an Azure connection string)"})
     record_workers: int = field(default=0, metadata={"parse": _count,
         "help": "Record worker processes `batcomputer up` starts (0: one per CPU core; each scores on one core)"})
     api_workers: int = field(default=0, metadata={"parse": _count,

@@ -1,0 +1,125 @@
+"""Where batch files may live: the storage roots, URIs confined to them, and atomic writes of output parts."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from batcomputer.errors import BatcomputerError
+from batcomputer.settings import Settings
+
+
+class StorageRefused(BatcomputerError):
+    """A URI outside the storage roots, with ``..``, through a link that leads out, or of another scheme."""
+
+    code = "storage_refused"
+    status = 422
+
+
+@dataclass(frozen=True)
+class Location:
+    """A confined place: ``url`` as users see it, ``fs`` the fsspec filesystem, ``path`` within it."""
+
+    url: str
+    fs: Any
+    path: str
+    local: bool
+
+
+@dataclass(frozen=True)
+class Root:
+    url: str
+    protocol: str
+    path: str  # local: the real path (links resolved); remote: the path without the protocol
+
+
+def _split(uri: str) -> tuple[str, str]:
+    """(protocol, path): plain paths and file:// URLs are local ("file")."""
+    if "://" not in uri:
+        return "file", uri
+    protocol, _, rest = uri.partition("://")
+    return protocol.lower(), rest
+
+
+class Storage:
+    """The roots batch inputs and outputs are confined to (``BATCOMPUTER_STORAGE_ROOTS``: local folders, or
+    fsspec URLs such as ``abfs://container/batches``). The first root holds uploads and default outputs."""
+
+    def __init__(self, roots: list[str], options: dict[str, Any] | None = None) -> None:
+        if not roots:
+            raise ValueError("at least one storage root is needed")
+        self.options = options or {}
+        self.roots: list[Root] = []
+        for url in roots:
+            protocol, path = _split(url.rstrip("/") or "/")
+            if protocol == "file":
+                os.makedirs(path, exist_ok=True)
+                path = os.path.realpath(path)
+            self.roots.append(Root(url, protocol, path.rstrip("/") or "/"))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Storage:
+        roots = [root.strip() for root in settings.storage_roots.split(",") if root.strip()]
+        return cls(roots, settings.storage_options)
+
+    def _fs(self, protocol: str) -> Any:
+        import fsspec
+
+        return fsspec.filesystem(protocol, **({} if protocol == "file" else self.options))
+
+    def confine(self, uri: str, field: str) -> Location:
+        """The location of ``uri`` if it lies within a storage root; else ``StorageRefused`` naming ``field``."""
+        if not isinstance(uri, str) or not uri.strip():
+            raise StorageRefused(f"{field} must be a non-empty URI or path", field=field)
+        protocol, path = _split(uri.strip())
+        if ".." in PurePosixPath(path).parts or ".." in path.replace("\\", "/").split("/"):
+            raise StorageRefused(f"{field} may not contain '..'", field=field, uri=uri)
+        allowed = [root for root in self.roots if root.protocol == protocol]
+        if not allowed:
+            schemes = sorted({root.protocol for root in self.roots})
+            raise StorageRefused(f"{field}: the scheme {protocol!r} is not allowed; storage roots take "
+                                 f"{', '.join(schemes)}", field=field, uri=uri)
+        if protocol == "file":
+            real = os.path.realpath(path)  # follows every link: a link out of the root lands outside it
+            for root in allowed:
+                if real == root.path or real.startswith(root.path.rstrip("/") + "/"):
+                    return Location(uri, self._fs("file"), real, True)
+        else:
+            clean = path.strip("/")
+            for root in allowed:
+                if clean == root.path.strip("/") or clean.startswith(root.path.strip("/") + "/"):
+                    return Location(uri, self._fs(protocol), clean, False)
+        raise StorageRefused(f"{field} {uri!r} is outside the storage roots "
+                             f"({', '.join(root.url for root in self.roots)})", field=field, uri=uri)
+
+    def place(self, name: str) -> Location:
+        """A location for ``name`` (a relative file name) in the first root: uploads and default outputs."""
+        root = self.roots[0]
+        if root.protocol == "file":
+            return self.confine(os.path.join(root.path, name), "name")
+        return self.confine(f"{root.protocol}://{root.path.strip('/')}/{name}", "name")
+
+
+def commit(location: Location, data: bytes) -> None:
+    """Write ``data`` at ``location`` all at once: readers see the old file or the whole new one, never part
+    of it. Locally a temporary file in the same folder is renamed over it; an object store's single PUT of
+    a blob is atomic already. A redelivered chunk committing again replaces only its own part."""
+    if location.local:
+        folder = os.path.dirname(location.path)
+        os.makedirs(folder, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=".part-", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, location.path)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
+        return
+    location.fs.pipe_file(location.path, data)
