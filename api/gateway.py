@@ -15,10 +15,10 @@ from api.inbox import Inbox
 from api.publisher import Publisher
 from batcomputer.broker import redis_client
 from batcomputer.errors import BadRequest, TooManyRecords
-from batcomputer.jobs import JobStore, body_digest, decode_final, new_job_id
+from batcomputer.jobs import JobStore, Payload, body_digest, decode_final, new_job_id
 from batcomputer.keyspace import FINAL, QUEUE_BULK, QUEUE_RECORDS
 from batcomputer.registry import Registry, parse_version
-from batcomputer.schema import Schema, validate_records
+from batcomputer.schema import Schema, clean_json, validate_records
 from batcomputer.settings import Settings
 
 log = logging.getLogger("batcomputer.api")
@@ -83,28 +83,52 @@ class Gateway:
             records = body["records"]
             if not isinstance(records, list) or not records:
                 raise BadRequest("records must be a non-empty JSON array of records", field="records")
-            if len(records) > self.settings.max_records:
-                raise TooManyRecords(f"{len(records)} records in one request; the limit is "
-                                     f"{self.settings.max_records}", field="records", limit=self.settings.max_records)
+            self.check_count(len(records))
             return records
         if not isinstance(body, dict):
             raise BadRequest("the body must be a JSON object: one record, or {\"records\": [...]}", field="body")
         return [body]
 
+    def submit_body(self, pinned: Pinned, raw: bytes, idempotency: tuple[str, bytes] | None = None,
+                    wait: float = 0.0, single: bool = False) -> Submitted:
+        """Submit a request body: one record, or ``{"records": [...]}`` (only one record when ``single``).
+        A plainly valid body is decoded and validated in one pass (``clean_json``); anything else takes
+        the detailed path, whose errors name every field and reason."""
+        fast = clean_json(pinned.schema, raw)
+        if fast is None or (single and b'"records"' in raw):
+            body = parse_json(raw)
+            if single and isinstance(body, dict) and "records" in body:
+                raise BadRequest("/api/predict takes one record; send lists to /api/models/{model}/jobs",
+                                 field="records")
+            return self.submit(pinned, self.records_of(body), idempotency, wait)
+        payload, count = fast
+        self.check_count(count)
+        return self._enqueue(pinned, Payload(payload, count), idempotency, wait)
+
+    def check_count(self, count: int) -> None:
+        if count > self.settings.max_records:
+            raise TooManyRecords(f"{count} records in one request; the limit is {self.settings.max_records}",
+                                 field="records", limit=self.settings.max_records)
+
     def submit(self, pinned: Pinned, records: list[Any], idempotency: tuple[str, bytes] | None = None,
                wait: float = 0.0) -> Submitted:
-        """Validate, create the job record, enqueue it; optionally wait up to ``wait`` seconds for it.
+        """Validate, create the job record, enqueue it; optionally wait up to ``wait`` seconds for it."""
+        return self._enqueue(pinned, validate_records(pinned.schema, records), idempotency, wait)
+
+    def _enqueue(self, pinned: Pinned, clean: list[dict[str, Any]] | Payload,
+                 idempotency: tuple[str, bytes] | None, wait: float) -> Submitted:
+        """Create the job record, enqueue it; optionally wait up to ``wait`` seconds for it.
 
         The job record is the commitment: once it exists the job will run. If the message cannot be sent
         afterwards, the answer is still the job (202): the sweeper sends it within the visibility timeout.
         """
-        clean = validate_records(pinned.schema, records)
+        count = clean.count if isinstance(clean, Payload) else len(clean)
         job_id = new_job_id()
         claim = None
         if idempotency is not None:
             key, raw = idempotency
             claim = (key, body_digest(pinned.model, str(pinned.version), raw))
-        queue = QUEUE_RECORDS if len(clean) <= self.settings.bulk_threshold_records else QUEUE_BULK
+        queue = QUEUE_RECORDS if count <= self.settings.bulk_threshold_records else QUEUE_BULK
         finished = self.inbox.expect(job_id) if wait > 0 else None
         try:
             created = self.jobs.create(job_id, pinned.model, pinned.version, pinned.sha256, clean, queue,

@@ -8,7 +8,6 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from api.context import gateway, read_body
-from api.gateway import parse_json
 from batcomputer.errors import BadRequest
 from batcomputer.jobs import RawJSON
 from batcomputer.keyspace import STATES
@@ -37,9 +36,8 @@ def submit_job(model: str) -> Response:
     wait = gw.parse_wait(request.args.get("wait"))
     pinned = gw.pin(model, request.args.get("version"), request.args.get("alias"))
     raw = read_body()
-    records = gw.records_of(parse_json(raw))
     key = request.headers.get("Idempotency-Key")
-    submitted = gw.submit(pinned, records, (key, raw) if key else None, wait)
+    submitted = gw.submit_body(pinned, raw, (key, raw) if key else None, wait)
     return job_response(submitted.job, 200 if submitted.final else 202)
 
 

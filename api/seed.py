@@ -8,9 +8,8 @@ from flask import Blueprint, Response, jsonify, request
 
 import batcomputer
 from api.context import gateway, read_body
-from api.gateway import parse_json
 from api.problems import problem_response
-from batcomputer.errors import BadRequest, BatcomputerError, ScoringFailed, Unavailable
+from batcomputer.errors import BatcomputerError, ScoringFailed, Unavailable
 from batcomputer.jobs import RawJSON
 
 seed = Blueprint("seed", __name__, url_prefix="/api")
@@ -34,11 +33,7 @@ def predict() -> dict[str, Any]:
     gw = gateway()
     model = request.args.get("model") or gw.settings.default_model
     pinned = gw.pin(model, request.args.get("version"), request.args.get("alias"))
-    body = parse_json(read_body())
-    if isinstance(body, dict) and "records" in body:
-        raise BadRequest("/api/predict takes one record; send lists to /api/models/{model}/jobs", field="records")
-    records = gw.records_of(body)
-    submitted = gw.submit(pinned, records, wait=gw.settings.predict_timeout_seconds)
+    submitted = gw.submit_body(pinned, read_body(), wait=gw.settings.predict_timeout_seconds, single=True)
     job = submitted.job
     if not submitted.final:
         raise Unavailable(f"no worker scored the record within {gw.settings.predict_timeout_seconds:g} s; "

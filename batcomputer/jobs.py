@@ -89,6 +89,14 @@ class Start:
 
 
 @dataclass(frozen=True)
+class Payload:
+    """A job's clean records, already as JSON (the gateway's one-pass decoder writes them so)."""
+
+    json: bytes
+    count: int
+
+
+@dataclass(frozen=True)
 class Created:
     """The outcome of ``create``: a new job, or the job an earlier request with the same key created."""
 
@@ -340,15 +348,16 @@ class JobStore:
 
     # -- gateway side ----------------------------------------------------------------------------
 
-    def create(self, job_id: str, model: str, version: int, bundle_sha256: str, records: list[dict[str, Any]],
-               queue: str, alias: str | None = None, inbox: str | None = None,
-               idempotency: tuple[str, str] | None = None) -> Created:
-        """Write a new job; with ``inbox``, its id is pushed onto that list when it ends. With
-        ``idempotency`` (key, digest of the request), a request seen before returns its job instead;
-        the key used with another request is a ``Conflict``."""
+    def create(self, job_id: str, model: str, version: int, bundle_sha256: str,
+               records: list[dict[str, Any]] | Payload, queue: str, alias: str | None = None,
+               inbox: str | None = None, idempotency: tuple[str, str] | None = None) -> Created:
+        """Write a new job of clean ``records`` (or their JSON, a ``Payload``); with ``inbox``, its id is
+        pushed onto that list when it ends. With ``idempotency`` (key, digest of the request), a request
+        seen before returns its job instead; the key used with another request is a ``Conflict``."""
+        payload = records if isinstance(records, Payload) else Payload(orjson.dumps(records), len(records))
         now = self.clock()
         record: dict[str, Any] = {"id": job_id, "state": QUEUED, "model": model, "version": version,
-                                  "bundle_sha256": bundle_sha256, "alias": alias or "", "count": len(records),
+                                  "bundle_sha256": bundle_sha256, "alias": alias or "", "count": payload.count,
                                   "queue": queue, "created": iso(now), "attempts": 0}
         stored = {**record, **({"inbox": inbox} if inbox else {})}
         keys = [self.keys.job(job_id), self.keys.jobs, self.keys.pending]
@@ -356,7 +365,7 @@ class JobStore:
         if idempotency is not None:
             keys.append(self.keys.idempotency(key))
         args: list[Any] = [now, self.ttl, job_id, now + self.requeue, digest, self.keys.job_prefix,
-                           orjson.dumps({name: str(value) for name, value in stored.items()}), orjson.dumps(records)]
+                           orjson.dumps({name: str(value) for name, value in stored.items()}), payload.json]
         outcome, found = (v.decode() for v in self._scripted([("create", keys, args)])[0])
         if outcome == "conflict":
             raise Conflict(f"Idempotency-Key {key!r} was already used with a different request (job {found})",

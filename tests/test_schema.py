@@ -129,3 +129,47 @@ def test_the_fast_path_agrees_with_the_detailed_validation(record: dict) -> None
     else:
         assert fast == clean and [type(v) for v in fast.values()] == [type(v) for v in clean.values()]
         assert validate_records(SCHEMA, [record]) == [clean]
+
+
+EDGE = [
+    GOOD, {**GOOD, "district": None}, {**GOOD, "district": "Leeds", "age": 3}, {**GOOD, "age": 42.5},
+    {**GOOD, "month": 10.0}, {**GOOD, "month": 10.5}, {**GOOD, "month": True}, {**GOOD, "month": "10"},
+    {**GOOD, "month": 0}, {**GOOD, "month": 13}, {**GOOD, "age": -1}, {**GOOD, "age": 100}, {**GOOD, "force": None},
+    {**GOOD, "crime": 7}, {**GOOD, "colour": "red"}, {"crime": "Burglary", "month": 1}, {**GOOD, "district": "Paris"},
+    {**GOOD, "age": 10**30}, [GOOD], "text", 7,
+]
+
+
+@pytest.mark.parametrize("record", EDGE)
+def test_the_one_pass_decoder_accepts_only_what_validation_accepts_and_cleans_it_alike(record: object) -> None:
+    import json
+
+    from batcomputer.schema import clean_json
+
+    raw = json.dumps(record).encode()
+    fast = clean_json(SCHEMA, raw)
+    try:
+        clean = validate_records(SCHEMA, [record])
+    except ValidationFailed:
+        assert fast is None
+        return
+    except BadRequest:
+        assert fast is None
+        return
+    if fast is not None:  # the decoder may leave a valid record to the detailed path (e.g. month 10.0)
+        assert (json.loads(fast[0]), fast[1]) == (clean, 1)
+        assert [type(v) for v in json.loads(fast[0])[0].values()] == [type(v) for v in clean[0].values()]
+
+
+def test_the_one_pass_decoder_takes_lists_and_leaves_any_invalid_list_to_the_detailed_path() -> None:
+    import json
+
+    from batcomputer.schema import clean_json
+
+    records = [GOOD, {**GOOD, "age": 7}, {**GOOD, "district": "Bradford"}]
+    payload, count = clean_json(SCHEMA, json.dumps({"records": records}).encode()) or (b"", 0)
+    assert count == 3 and json.loads(payload) == validate_records(SCHEMA, records)
+    assert clean_json(SCHEMA, json.dumps({"records": [*records, {**GOOD, "month": 13}]}).encode()) is None
+    assert clean_json(SCHEMA, json.dumps({"records": []}).encode()) is None
+    assert clean_json(SCHEMA, b'{"records": [') is None
+    assert clean_json(SCHEMA, json.dumps({"records": records, "more": 1}).encode()) is None
