@@ -179,8 +179,10 @@ def _json_decoders(schema: Schema) -> tuple[Any, Any]:
             kind = Annotated[int if f.integer else float, msgspec.Meta(ge=low, le=high)]
         if f.nullable:
             kind = Optional[kind]  # noqa: UP045 (a type built at run time)
-        fields.append((f.name, kind, msgspec.NODEFAULT if f.required else None))
-    record = msgspec.defstruct("Record", fields, kw_only=True, forbid_unknown_fields=True)
+        fields.append((f"f{len(fields)}", kind, msgspec.NODEFAULT if f.required else None))
+    # Attributes are f0, f1, ...: a field's JSON name need not be a Python identifier.
+    names = {f"f{index}": f.name for index, f in enumerate(schema.fields)}
+    record = msgspec.defstruct("Record", fields, kw_only=True, forbid_unknown_fields=True, rename=names)
     body = msgspec.defstruct("Body", [("records", list[record])], forbid_unknown_fields=True)  # type: ignore[valid-type]
     return msgspec.json.Decoder(record), msgspec.json.Decoder(body)
 

@@ -173,3 +173,16 @@ def test_the_one_pass_decoder_takes_lists_and_leaves_any_invalid_list_to_the_det
     assert clean_json(SCHEMA, json.dumps({"records": []}).encode()) is None
     assert clean_json(SCHEMA, b'{"records": [') is None
     assert clean_json(SCHEMA, json.dumps({"records": records, "more": 1}).encode()) is None
+
+
+def test_the_one_pass_decoder_takes_field_names_that_are_not_identifiers() -> None:
+    import json
+
+    from batcomputer.schema import clean_json
+
+    odd = Schema(model="odd", fields=(Field("Sex Code", "categorical", categories=("f", "m")),
+                                      Field("class", "numeric", required=False, nullable=True, minimum=1, maximum=3)),
+                 outputs=("died", "lived"), labels=("died", "lived"))
+    payload, count = clean_json(odd, b'{"Sex Code": "f", "class": 2}') or (b"", 0)
+    assert (json.loads(payload), count) == ([{"Sex Code": "f", "class": 2.0}], 1)
+    assert clean_json(odd, b'{"f0": "f"}') is None  # the internal attribute names are not accepted
