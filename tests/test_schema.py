@@ -186,3 +186,27 @@ def test_the_one_pass_decoder_takes_field_names_that_are_not_identifiers() -> No
     payload, count = clean_json(odd, b'{"Sex Code": "f", "class": 2}') or (b"", 0)
     assert (json.loads(payload), count) == ([{"Sex Code": "f", "class": 2.0}], 1)
     assert clean_json(odd, b'{"f0": "f"}') is None  # the internal attribute names are not accepted
+
+
+@pytest.mark.parametrize("field", [Field("n", "numeric", integer=True),
+                                   Field("n", "numeric", integer=True, minimum=0.5, maximum=3.5),
+                                   Field("n", "numeric", integer=True, minimum=1.0, maximum=12.0),
+                                   Field("n", "numeric", minimum=1, maximum=3), Field("n", "numeric")],
+                         ids=["whole, unbounded", "whole, fractional bounds", "whole, float bounds", "real, int bounds",
+                              "real, unbounded"])
+@pytest.mark.parametrize("text", ["0", "1", "2", "3", "4", "12", "13", "99999999999999999999999", "2.5", "1e400"])
+def test_the_one_pass_decoder_agrees_on_numeric_bounds_of_every_kind(field: Field, text: str) -> None:
+    import json
+
+    from batcomputer.schema import clean_json
+
+    schema = Schema(model="n", fields=(field,), outputs=("no", "yes"), labels=("no", "yes"))
+    raw = f'{{"n": {text}}}'.encode()
+    fast = clean_json(schema, raw)
+    try:
+        clean = validate_records(schema, [json.loads(raw)])
+    except ValidationFailed:
+        assert fast is None
+        return
+    if fast is not None:
+        assert json.loads(fast[0]) == clean
