@@ -12,7 +12,7 @@ The lifecycle, and the Lua scripts that keep each step atomic:
   not grow with the jobs it holds.
 * ``end`` (worker, or ``cancel``): writes the outcome once, only from the states the caller expects; a late
   duplicate never overwrites a result, and is counted (``rescored``) if the model ran for it anyway.
-* ``mark_sent`` (whoever publishes): the broker has the job's message.
+* ``publish`` (gateway and sweeper): the message goes to the queue and its jobs are marked sent, in one step.
 * ``sweep`` (one worker at a time): looks at jobs whose check time passed. A running job whose holder is gone
   goes back to ``queued`` and is sent again; a queued job whose message never reached the broker is sent; a
   queued job whose message was sent is sent again when its queue has no backlog (the message sits with a dead
@@ -289,15 +289,9 @@ end
 return {}
 """
 
-# KEYS: job.  Marks a job whose message the broker has taken (never recreating a job that has expired).
-_SENT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'sent', '1') end
-return 0
-"""
-
 _SCRIPTS = {name: Template(text).safe_substitute(_NAMES) for name, text in (
     ("create", _CREATE), ("start", _START), ("finish", _FINISH), ("sweep", _SWEEP), ("give_back", _GIVE_BACK),
-    ("sent", _SENT), ("publish", _PUBLISH), ("watch", _WATCH))}
+    ("publish", _PUBLISH), ("watch", _WATCH))}
 
 
 class JobStore:
@@ -380,11 +374,6 @@ class JobStore:
         """Send score messages, each ``(queue, job ids)``, and mark their jobs sent: one round trip."""
         self._scripted([("publish", [self.keys.queue(queue), *map(self.keys.job, job_ids)],
                          [task_message(job_ids, queue)]) for queue, job_ids in messages])
-
-    def mark_sent(self, job_ids: list[str]) -> None:
-        """Record that the broker has the jobs' message (one round trip). Until then the sweeper treats a
-        queued job as unsent, and sends it once its check time comes, whatever the queue's backlog."""
-        self._scripted([("sent", [self.keys.job(job_id)], []) for job_id in job_ids])
 
     def get(self, job_id: str) -> dict[str, Any]:
         raw = self.redis.hgetall(self.keys.job(job_id)) if len(job_id) <= MAX_JOB_ID else {}
@@ -532,8 +521,8 @@ class RawJSON(str):
         return json.loads(self)
 
 
-def decode(raw: dict[bytes, bytes], with_results: bool = True) -> dict[str, Any]:
-    return decode_text({k.decode(): v.decode() for k, v in raw.items()}, with_results)
+def decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
+    return decode_text({k.decode(): v.decode() for k, v in raw.items()})
 
 
 def decode_final(entry: str) -> dict[str, Any]:
@@ -542,9 +531,9 @@ def decode_final(entry: str) -> dict[str, Any]:
     return decode_text({**orjson.loads(fields), **({"results": results} if results else {})})
 
 
-def decode_text(fields: dict[str, str], with_results: bool = True) -> dict[str, Any]:
+def decode_text(fields: dict[str, str]) -> dict[str, Any]:
     """A job for clients from its stored fields: numbers as numbers, internal fields dropped, its results
-    (when asked for) as ``RawJSON``."""
+    as ``RawJSON``."""
     job: dict[str, Any] = dict(fields)
     for key in ("version", "count", "attempts"):
         if key in job:
@@ -554,7 +543,7 @@ def decode_text(fields: dict[str, str], with_results: bool = True) -> dict[str, 
     if not job.get("alias"):
         job.pop("alias", None)
     results = job.pop("results", None)
-    if with_results and results is not None:
+    if results is not None:
         job["results"] = RawJSON(results)
     if "error" in job:
         job["error"] = json.loads(job["error"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Annotated, Any, Literal, Optional
@@ -89,12 +89,6 @@ class Schema:
         """Decoders of one record and of ``{"records": [...]}`` that parse and validate in one pass in C and
         accept only plainly valid input (see ``clean_json``), built once per schema."""
         return _json_decoders(self)
-
-    @cached_property
-    def clean_fast(self) -> Callable[[Mapping[str, Any]], dict[str, Any] | None]:
-        """The validator for the common case, built once per schema: a record whose every value is plainly
-        valid comes back clean; anything else gives None, and ``validate_record`` says exactly why."""
-        return _fast_validator(self)
 
     def field(self, name: str) -> Field:
         for f in self.fields:
@@ -216,45 +210,6 @@ def clean_json(schema: Schema, raw: bytes) -> tuple[bytes, int] | None:
     return msgspec.json.encode(records), len(records)
 
 
-_ABSENT = object()
-_FLOAT_INT = 2 ** 1000  # integers below this convert to float without overflow
-
-
-def _fast_validator(schema: Schema) -> Callable[[Mapping[str, Any]], dict[str, Any] | None]:
-    """Compile the schema's checks into one straight-line function (no loop over fields, no lookups of
-    field properties): validation is most of the gateway's work for a list of records."""
-    namespace: dict[str, Any] = {"ABSENT": _ABSENT, "BIG": _FLOAT_INT}
-    lines = ["def clean_fast(record):", "    get = record.get", "    present = 0"]
-    for i, f in enumerate(schema.fields):
-        namespace[f"N{i}"] = f.name
-        lines += [f"    v = get(N{i}, ABSENT)",
-                  "    if v is ABSENT:", f"        {'return None' if f.required else f'c{i} = None'}",
-                  "    elif v is None:", f"        {'present += 1' if f.nullable else 'return None'}",
-                  f"        c{i} = None",
-                  "    else:", "        present += 1"]
-        if f.kind == CATEGORICAL:
-            namespace[f"C{i}"] = frozenset(f.categories or ())
-            lines += [f"        if v.__class__ is not str or v not in C{i}:", "            return None",
-                      f"        c{i} = v"]
-            continue
-        namespace[f"L{i}"] = -math.inf if f.minimum is None else f.minimum
-        namespace[f"H{i}"] = math.inf if f.maximum is None else f.maximum
-        whole = " or not v.is_integer()" if f.integer else ""
-        lines += ["        k = v.__class__",
-                  "        if k is int:",
-                  f"            if not (L{i} <= v <= H{i} and -BIG < v < BIG):", "                return None",
-                  f"            c{i} = {'v' if f.integer else 'float(v)'}",
-                  "        elif k is float:",
-                  f"            if not L{i} <= v <= H{i} or v - v != 0{whole}:", "                return None",
-                  f"            c{i} = {'int(v)' if f.integer else 'v'}",
-                  "        else:", "            return None"]
-    lines += ["    if present != len(record):", "        return None",  # a field the schema does not know
-              "    return {" + ", ".join(f"N{i}: c{i}" for i in range(len(schema.fields))) + "}"]
-    exec(compile("\n".join(lines), f"<validator of {schema.model}>", "exec"), namespace)
-    compiled: Callable[[Mapping[str, Any]], dict[str, Any] | None] = namespace["clean_fast"]
-    return compiled
-
-
 def validate_record(schema: Schema, record: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Validate one record; return its clean values (every field, None where imputed) and every problem."""
     if not isinstance(record, Mapping):
@@ -291,11 +246,7 @@ def validate_records(schema: Schema, records: Iterable[Any]) -> list[dict[str, A
     """Validate many records; raise one ``ValidationFailed`` whose problems carry their record index."""
     cleaned: list[dict[str, Any]] = []
     problems: list[dict[str, Any]] = []
-    fast = schema.clean_fast
     for index, record in enumerate(records):
-        if record.__class__ is dict and (clean := fast(record)) is not None:
-            cleaned.append(clean)
-            continue
         if not isinstance(record, Mapping):
             problems.append({"record": index, "field": None, "code": "type",
                              "message": f"record {index}: must be a JSON object of named fields"})

@@ -49,6 +49,12 @@ def create(store: JobStore, records: int = 1) -> str:
     return job_id
 
 
+def sent(store: JobStore, job_id: str) -> None:
+    """The job's message went to the broker (and was then taken by a worker that died with it)."""
+    store.publish([(QUEUE_RECORDS, [job_id])])
+    store.redis.delete(store.keys.queue(QUEUE_RECORDS))
+
+
 def swept(store: JobStore) -> list[str]:
     sent: list[str] = []
     store.sweep(lambda by_queue: sent.extend(i for ids in by_queue.values() for i in ids))
@@ -108,7 +114,7 @@ def test_a_queued_job_whose_message_never_left_is_sent_by_the_sweeper(store: Job
 
 def test_a_sent_queued_job_is_sent_again_only_when_its_queue_has_no_backlog(store: JobStore, clock: Clock) -> None:
     job_id = create(store)
-    store.mark_sent([job_id])
+    sent(store, job_id)
     clock.advance(31)
     backlog = store.keys.queue(QUEUE_RECORDS)
     store.redis.rpush(backlog, "another message")
@@ -121,7 +127,7 @@ def test_a_sent_queued_job_is_sent_again_only_when_its_queue_has_no_backlog(stor
 def test_a_sent_job_behind_a_queue_that_never_empties_is_sent_again_within_seven_periods(
         store: JobStore, clock: Clock) -> None:
     job_id = create(store)
-    store.mark_sent([job_id])
+    sent(store, job_id)
     store.redis.rpush(store.keys.queue(QUEUE_RECORDS), "another message")  # the queue stays busy throughout
     resent_at = None
     for second in range(1, 400):
@@ -134,7 +140,7 @@ def test_a_sent_job_behind_a_queue_that_never_empties_is_sent_again_within_seven
 
 def test_a_job_given_back_is_sent_again_at_once_even_behind_a_backlog(store: JobStore, clock: Clock) -> None:
     job_id = create(store)
-    store.mark_sent([job_id])
+    sent(store, job_id)
     store.renew("a")
     store.start([job_id], "a")
     store.redis.rpush(store.keys.queue(QUEUE_RECORDS), "another message")
@@ -146,7 +152,7 @@ def test_a_job_given_back_is_sent_again_at_once_even_behind_a_backlog(store: Job
 def test_marking_an_expired_job_sent_does_not_bring_it_back(store: JobStore) -> None:
     job_id = create(store)
     store.redis.delete(store.keys.job(job_id))
-    store.mark_sent([job_id])
+    sent(store, job_id)
     assert store.redis.exists(store.keys.job(job_id)) == 0
 
 

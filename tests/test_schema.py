@@ -119,15 +119,12 @@ def test_a_bad_schema_is_refused() -> None:
     {**GOOD, "age": 10**400}, {**GOOD, "age": -(10**400)}, {**GOOD, "force": None}, {**GOOD, "crime": 7},
     {**GOOD, "colour": "red"}, {"crime": "Burglary", "month": 1}, {**GOOD, "district": "Paris"},
 ])
-def test_the_fast_path_agrees_with_the_detailed_validation(record: dict) -> None:
+def test_a_list_is_validated_as_each_of_its_records(record: dict) -> None:
     clean, problems = validate_record(SCHEMA, record)
-    fast = SCHEMA.clean_fast(record)
     if problems:
-        assert fast is None  # the detailed path names the problem
         with pytest.raises(ValidationFailed):
             validate_records(SCHEMA, [record])
     else:
-        assert fast == clean and [type(v) for v in fast.values()] == [type(v) for v in clean.values()]
         assert validate_records(SCHEMA, [record]) == [clean]
 
 
