@@ -12,6 +12,7 @@ from batcomputer.settings import Settings
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> Flask:
     """Build the gateway; settings default to the BATCOMPUTER_* environment (read now, not at import)."""
+    from api.batches import batches
     from api.docs import docs
     from api.gateway import Gateway
     from api.health import health
@@ -26,7 +27,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["gateway"] = Gateway(settings, registry)
     register_problem_handlers(app)
-    for blueprint in (health, models, jobs, seed, docs):
+    for blueprint in (health, models, jobs, batches, seed, docs):
         app.register_blueprint(blueprint)
     logger = logging.getLogger("batcomputer")
     logger.setLevel(logging.INFO)

@@ -13,6 +13,7 @@ import orjson
 
 from api.inbox import Inbox
 from api.publisher import Publisher
+from batcomputer.batches import BatchStore
 from batcomputer.broker import redis_client
 from batcomputer.errors import BadRequest, TooManyRecords
 from batcomputer.jobs import JobStore, Payload, body_digest, decode_final, new_job_id
@@ -20,6 +21,7 @@ from batcomputer.keyspace import FINAL, QUEUE_BULK, QUEUE_RECORDS
 from batcomputer.registry import Registry, parse_version
 from batcomputer.schema import Schema, clean_json, validate_records
 from batcomputer.settings import Settings
+from batcomputer.storage import Storage
 
 log = logging.getLogger("batcomputer.api")
 MAX_INT_DIGITS = 300  # beyond this a JSON integer is no number a model can hold (floats end near 1.8e308)
@@ -54,6 +56,8 @@ class Gateway:
         self.jobs = JobStore.from_settings(self.redis, settings)
         self.publisher = Publisher(self.jobs.publish)
         self.inbox = Inbox(self.redis, settings.key_prefix)
+        self.storage = Storage.from_settings(settings)
+        self.batches = BatchStore(self.jobs)
         self.verified: dict[tuple[str, int], float] = {}  # (model, version) -> verified until (monotonic)
         self._schemas: OrderedDict[tuple[str, int], tuple[Schema, str]] = OrderedDict()
         self._lock = threading.Lock()

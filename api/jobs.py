@@ -8,9 +8,9 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from api.context import gateway, read_body
-from batcomputer.errors import BadRequest
+from batcomputer.errors import BadRequest, Conflict
 from batcomputer.jobs import RawJSON
-from batcomputer.keyspace import STATES
+from batcomputer.keyspace import KIND_BATCH, KIND_CHUNK, STATES
 
 jobs = Blueprint("jobs", __name__, url_prefix="/api")
 
@@ -49,7 +49,17 @@ def show_job(job_id: str) -> Response:
 
 @jobs.delete("/jobs/<job_id>")
 def cancel_job(job_id: str) -> Response:
-    return job_response(gateway().jobs.cancel(job_id), 200)
+    gw = gateway()
+    job = gw.jobs.get(job_id)
+    if job.get("kind") == KIND_CHUNK:
+        raise Conflict(f"job {job_id} is a chunk of batch {job.get('parent')}: cancel the batch",
+                       job=job_id, batch=job.get("parent"))
+    if job.get("kind") == KIND_BATCH:
+        cancelled = gw.batches.cancel(job_id)
+        if cancelled.get("callback_url"):
+            gw.batches.schedule_webhook(job_id)
+        return job_response(cancelled, 200)
+    return job_response(gw.jobs.cancel(job_id), 200)
 
 
 def _int_arg(name: str, default: int, low: int, high: int) -> int:

@@ -48,6 +48,8 @@ class SchemaEncoder(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, frame: Any) -> np.ndarray:
+        if hasattr(frame, "column_names") and hasattr(frame, "num_rows"):
+            return self._transform_arrow(frame)
         rows = len(frame)
         out = np.zeros((rows, self.n_features_out_), dtype=np.float64)
         offset = 0
@@ -64,6 +66,46 @@ class SchemaEncoder(TransformerMixin, BaseEstimator):
                 offset += len(categories or ())
             else:
                 numbers = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+                missing = np.isnan(numbers)
+                numbers[missing] = fill
+                out[:, offset] = numbers
+                offset += 1
+                if not required:
+                    out[:, offset] = missing
+                    offset += 1
+        return out
+
+    def _transform_arrow(self, table: Any) -> np.ndarray:
+        """The same matrix from a pyarrow Table, a column at a time (a batch file's chunk): categories are
+        looked up in C, numbers converted without a Python object per value."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        rows = table.num_rows
+        out = np.zeros((rows, self.n_features_out_), dtype=np.float64)
+        offset = 0
+        for name, kind, categories, required in self.fields:
+            fill = self.fill_[name]
+            present = name in table.column_names
+            column = table.column(name).combine_chunks() if present else pa.nulls(rows)
+            if pa.types.is_dictionary(column.type):
+                column = column.dictionary_decode()
+            if kind == "categorical":
+                index = {c: i for i, c in enumerate(categories or ())}
+                if pa.types.is_null(column.type):
+                    codes = np.full(rows, -2, dtype=np.int64)
+                else:
+                    found = pc.index_in(column, value_set=pa.array(list(categories or ()), pa.string()))
+                    codes = found.fill_null(-2).to_numpy(zero_copy_only=False).astype(np.int64)
+                    missing = column.is_null().to_numpy(zero_copy_only=False)
+                    codes[(codes == -2) & ~missing] = -1  # unknown: all zeros, as in ``transform``
+                codes[codes == -2] = index.get(fill, -1)
+                known = codes >= 0
+                out[np.nonzero(known)[0], offset + codes[known]] = 1.0
+                offset += len(categories or ())
+            else:
+                numbers = (np.full(rows, np.nan) if pa.types.is_null(column.type) else
+                           column.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False).astype(np.float64))
                 missing = np.isnan(numbers)
                 numbers[missing] = fill
                 out[:, offset] = numbers

@@ -60,6 +60,14 @@ class BodyTooLarge(BatcomputerError):
     title = "Request body too large"
 
 
+class UnsupportedMediaType(BatcomputerError):
+    """A body of a type the route does not take; ``accepted`` lists the types it does."""
+
+    code = "unsupported_media_type"
+    status = 415
+    title = "Unsupported media type"
+
+
 class ValidationFailed(BatcomputerError):
     """A record broke its model's schema; ``problems`` lists every field problem at once."""
 

@@ -43,6 +43,10 @@ from batcomputer.keyspace import (
     CANCELLED,
     DEAD,
     FINAL,
+    KIND_BATCH,
+    PHASE_MERGE,
+    PHASE_SCORE,
+    QUEUE_BULK,
     QUEUE_RECORDS,
     QUEUED,
     QUEUES,
@@ -51,14 +55,18 @@ from batcomputer.keyspace import (
     STAT_DUPLICATES,
     STAT_RESCORED,
     STAT_RESENT,
+    SUCCEEDED,
     Keys,
+    parent_of,
 )
 from batcomputer.settings import Settings
 
 Clock = Callable[[], float]
 MAX_JOB_ID = 64
 SUMMARY_FIELDS = ("id", "state", "model", "version", "bundle_sha256", "alias", "count", "queue", "created",
-                  "started", "finished", "attempts", "error")
+                  "started", "finished", "attempts", "error", "kind")
+BATCH_COUNTS = ("rows_total", "rows_done", "rows_failed", "chunks_total", "chunks_done")
+BATCH_INTERNAL = ("owned", "parts", "upload", "failed_chunk")
 
 
 def iso(seconds: float) -> str:
@@ -85,7 +93,8 @@ class Start:
     attempts: int
     model: str = ""
     version: int = 0
-    records: list[dict[str, Any]] | None = None
+    records: Any = None  # the clean records; for a batch or a chunk, what to read and where to write
+    phase: str | None = None  # a batch's: plan (no phase yet) or merge
 
 
 @dataclass(frozen=True)
@@ -114,7 +123,8 @@ class Created:
 # The scripts name states, queues and counters as $placeholders, filled from the keyspace (their one owner).
 SENT_PATIENCE = 3  # checks that find a sent job's queue busy before it is sent again anyway
 _NAMES = {"patience": str(SENT_PATIENCE), "final": "," + ",".join(sorted(FINAL)) + ",",
-          "queued": QUEUED, "running": RUNNING, "busy": BUSY,
+          "queued": QUEUED, "running": RUNNING, "busy": BUSY, "succeeded": SUCCEEDED, "cancelled": CANCELLED,
+          "score": PHASE_SCORE, "merge": PHASE_MERGE,
           "records": QUEUE_RECORDS,
           "duplicates": STAT_DUPLICATES, "rescored": STAT_RESCORED, "resent": STAT_RESENT}
 
@@ -141,7 +151,8 @@ return {'created', ARGV[3]}
 """
 
 # KEYS: job, pending, holders, stats.  ARGV: now, now (ISO text), lease seconds, job id, holder.
-# Returns {state, attempts[, model, version, payload]}.
+# Returns {state, attempts[, model, version, payload, phase]}. A batch whose chunks are being scored is
+# running without a holder of its own: a delivery of it then is a duplicate.
 _START = """
 local job = KEYS[1]
 local state = redis.call('HGET', job, 'state')
@@ -155,7 +166,7 @@ local now = tonumber(ARGV[1])
 if state == '$running' then
   local holder = redis.call('HGET', job, 'holder')
   local lease = holder and tonumber(redis.call('ZSCORE', KEYS[3], holder) or '0') or 0
-  if lease > now then
+  if lease > now or redis.call('HGET', job, 'phase') == '$score' then
     redis.call('HINCRBY', KEYS[4], '$duplicates', 1)
     return {'$busy', attempts}
   end
@@ -163,11 +174,12 @@ end
 attempts = redis.call('HINCRBY', job, 'attempts', 1)
 redis.call('HSET', job, 'state', '$running', 'started', ARGV[2], 'holder', ARGV[5])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[4])
-local fields = redis.call('HMGET', job, 'model', 'version', 'payload')
-return {'$running', attempts, fields[1], fields[2], fields[3]}
+local fields = redis.call('HMGET', job, 'model', 'version', 'payload', 'phase')
+return {'$running', attempts, fields[1], fields[2], fields[3], fields[4]}
 """
 
-# KEYS: job, pending, stats.  ARGV: allowed states (comma-separated), ttl, job id, then field pairs.
+# KEYS: job, pending, stats[, the batch of a chunk].  ARGV: allowed states (comma-separated), ttl, job id,
+# when a batch whose chunks are all done is due, then field pairs.
 # Writes the outcome only from an allowed state; wakes whoever waits: the requester's
 # inboxes (the submitter's, and any a waiting reader added with ``watch``), which get "<job id> <the final job
 # as JSON, but its results>\n<its results, as stored>" so that the waiting request needs no read of its own,
@@ -178,17 +190,40 @@ _FINISH = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {0, false} end
 if not string.find(',' .. ARGV[1] .. ',', ',' .. state .. ',', 1, true) then
-  if string.find(ARGV[1], '$running', 1, true) and state ~= '$queued' and state ~= '$running' then
+  if string.find(ARGV[1], '$running', 1, true) and state ~= '$queued' and state ~= '$running'
+      and state ~= '$cancelled' then
     redis.call('HINCRBY', KEYS[3], '$rescored', 1)
   end
   return {0, state}
 end
 local fields = {}
-for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('HDEL', KEYS[1], 'payload', 'holder')
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 redis.call('ZREM', KEYS[2], ARGV[3])
+-- A chunk counts towards its batch once. When the last one is done, or one failed, the batch is queued
+-- for its merge delivery (which writes the output, or fails the batch naming the chunk).
+local merge = false
+if KEYS[4] and redis.call('HGET', KEYS[4], 'state') == '$running'
+    and redis.call('HGET', KEYS[4], 'phase') == '$score' then
+  local outcome = redis.call('HGET', KEYS[1], 'state')
+  if outcome == '$succeeded' then
+    redis.call('HINCRBY', KEYS[4], 'rows_done', tonumber(redis.call('HGET', KEYS[1], 'count') or '0'))
+    redis.call('HINCRBY', KEYS[4], 'rows_failed', tonumber(redis.call('HGET', KEYS[1], 'rows_failed') or '0'))
+    local done = redis.call('HINCRBY', KEYS[4], 'chunks_done', 1)
+    merge = done >= tonumber(redis.call('HGET', KEYS[4], 'chunks_total') or '0')
+  elseif outcome ~= '$cancelled' then
+    redis.call('HSET', KEYS[4], 'failed_chunk', ARGV[3])
+    merge = true
+  end
+  if merge then
+    merge = string.match(ARGV[3], '^([^.]+)%.')
+    redis.call('HSET', KEYS[4], 'state', '$queued', 'phase', '$merge', 'attempts', '0')
+    redis.call('HDEL', KEYS[4], 'sent', 'holder')
+    redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), merge)
+  end
+end
 local inboxes = redis.call('HGET', KEYS[1], 'inbox')
 if inboxes then
   local flat = redis.call('HGETALL', KEYS[1])
@@ -204,7 +239,7 @@ if inboxes then
     redis.call('EXPIRE', inbox, 300)
   end
 end
-return {1, state}
+return {1, state, merge}
 """
 
 # KEYS: pending, holders, stats.  ARGV: now, lease seconds, requeue seconds, job key prefix, queue key prefix,
@@ -344,7 +379,8 @@ class JobStore:
 
     def create(self, job_id: str, model: str, version: int, bundle_sha256: str,
                records: list[dict[str, Any]] | Payload, queue: str, alias: str | None = None,
-               inbox: str | None = None, idempotency: tuple[str, str] | None = None) -> Created:
+               inbox: str | None = None, idempotency: tuple[str, str] | None = None,
+               extra: dict[str, Any] | None = None) -> Created:
         """Write a new job of clean ``records`` (or their JSON, a ``Payload``); with ``inbox``, its id is
         pushed onto that list when it ends. With ``idempotency`` (key, digest of the request), a request
         seen before returns its job instead; the key used with another request is a ``Conflict``."""
@@ -352,7 +388,7 @@ class JobStore:
         now = self.clock()
         record: dict[str, Any] = {"id": job_id, "state": QUEUED, "model": model, "version": version,
                                   "bundle_sha256": bundle_sha256, "alias": alias or "", "count": payload.count,
-                                  "queue": queue, "created": iso(now), "attempts": 0}
+                                  "queue": queue, "created": iso(now), "attempts": 0, **(extra or {})}
         stored = {**record, **({"inbox": inbox} if inbox else {})}
         keys = [self.keys.job(job_id), self.keys.jobs, self.keys.pending]
         key, digest = idempotency or ("", "")
@@ -396,7 +432,7 @@ class JobStore:
     def cancel(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued job; a job that is running or final is a ``Conflict`` naming its state."""
         self.get(job_id)
-        done, state = self._end([(job_id, CANCELLED, {})], allowed=QUEUED)[0]
+        done, state, _ = self._end([(job_id, CANCELLED, {})], allowed=QUEUED)[0]
         if not done:
             raise Conflict(f"job {job_id} is {state}; only queued jobs can be cancelled", state=state, job=job_id)
         return self.get(job_id)
@@ -459,7 +495,8 @@ class JobStore:
                 dead.append((job_id, DEAD, {"error": {"code": "dead", "detail": reason, "attempts": attempts - 1}}))
                 starts.append(Start(DEAD, attempts))
             else:
-                starts.append(Start(state, attempts, reply[2].decode(), int(reply[3]), orjson.loads(reply[4] or b"[]")))
+                starts.append(Start(state, attempts, reply[2].decode(), int(reply[3]), orjson.loads(reply[4] or b"[]"),
+                                    reply[5].decode() if len(reply) > 5 and reply[5] else None))
         if dead:
             self.end(dead)
             self.redis.hincrby(self.keys.stats, STAT_DEAD, len(dead))
@@ -467,18 +504,29 @@ class JobStore:
 
     def end(self, outcomes: list[tuple[str, str, dict[str, Any]]]) -> list[bool]:
         """Record each ``(job_id, state, fields)`` of a running job unless it is final already; wake its
-        waiters. Returns, per job, whether this outcome was the one recorded."""
-        return [done for done, _ in self._end(outcomes, allowed=f"{QUEUED},{RUNNING}")]
+        waiters. Returns, per job, whether this outcome was the one recorded. A batch whose last chunk this
+        was is sent for its merge delivery (the sweeper sends it if this process cannot)."""
+        ended = self._end(outcomes, allowed=f"{QUEUED},{RUNNING}")
+        merges = [batch for _, _, batch in ended if batch]
+        if merges:
+            self.publish([(QUEUE_BULK, merges)])
+        return [done for done, _, _ in ended]
 
-    def _end(self, outcomes: list[tuple[str, str, dict[str, Any]]], allowed: str) -> list[tuple[bool, str | None]]:
+    def _end(self, outcomes: list[tuple[str, str, dict[str, Any]]],
+             allowed: str) -> list[tuple[bool, str | None, str | None]]:
         calls = []
+        now = self.clock()
         for job_id, state, fields in outcomes:
-            args: list[Any] = [allowed, self.ttl, job_id, "state", state, "finished", iso(self.clock())]
+            args: list[Any] = [allowed, self.ttl, job_id, now + self.requeue, "state", state, "finished", iso(now)]
             for key, value in fields.items():
                 args += [key, value if isinstance(value, str) else orjson.dumps(value)]
             keys = [self.keys.job(job_id), self.keys.pending, self.keys.stats]
+            parent = parent_of(job_id)
+            if parent is not None:
+                keys.append(self.keys.job(parent))
             calls.append(("finish", keys, args))
-        return [(bool(done), previous.decode() if previous else None) for done, previous in self._scripted(calls)]
+        return [(bool(reply[0]), reply[1].decode() if reply[1] else None,
+                 reply[2].decode() if len(reply) > 2 and reply[2] else None) for reply in self._scripted(calls)]
 
     def sweep(self, resend: Callable[[dict[str, list[str]]], None], limit: int = 1000) -> int:
         """Send again every job that needs it: a running job whose holder's lease ran out, a queued job whose
@@ -531,15 +579,37 @@ def decode_final(entry: str) -> dict[str, Any]:
     return decode_text({**orjson.loads(fields), **({"results": results} if results else {})})
 
 
+def progress(started: str | None, finished: str | None, job: dict[str, Any],
+             now: float | None = None) -> dict[str, Any]:
+    """A batch's rows per second since its scoring began and the seconds left at that rate (None until
+    there is a rate to go by)."""
+    done, total = job.get("rows_done", 0), job.get("rows_total", 0)
+    end = float(finished) if finished else (time.time() if now is None else now)
+    elapsed = end - float(started) if started else 0.0
+    rate = done / elapsed if done and elapsed > 0 else None
+    if job.get("state") == SUCCEEDED:
+        eta: float | None = 0.0
+    elif job.get("state") in (QUEUED, RUNNING) and rate:
+        eta = (total - done) / rate
+    else:
+        eta = None
+    return {"rows_per_second": round(rate, 1) if rate else None,
+            "eta_seconds": round(eta, 1) if eta is not None else None}
+
+
 def decode_text(fields: dict[str, str]) -> dict[str, Any]:
     """A job for clients from its stored fields: numbers as numbers, internal fields dropped, its results
     as ``RawJSON``."""
     job: dict[str, Any] = dict(fields)
-    for key in ("version", "count", "attempts"):
+    for key in ("version", "count", "attempts", *BATCH_COUNTS):
         if key in job:
             job[key] = int(job[key])
-    for internal in ("payload", "holder", "inbox", "sent"):
+    for internal in ("payload", "holder", "inbox", "sent", *BATCH_INTERNAL):
         job.pop(internal, None)
+    if "webhook" in job:
+        job["webhook"] = json.loads(job["webhook"])
+    if job.get("kind") == KIND_BATCH:
+        job.update(progress(job.pop("scoring_started", None), job.pop("scoring_finished", None), job))
     if not job.get("alias"):
         job.pop("alias", None)
     results = job.pop("results", None)

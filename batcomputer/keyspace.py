@@ -17,6 +17,22 @@ BUSY = "busy"  # not a state: what a delivery learns when another live worker ho
 
 DEFAULT_ALIAS = "production"
 
+# Kinds of job (the ``kind`` field; a job without one is a list of records) and the phases of a batch file.
+KIND_BATCH = "batch"   # a Parquet file: planned into chunks, scored by any bulk worker, merged into one output
+KIND_CHUNK = "chunk"   # rows of a batch file; its id is ``<batch id>.<index>``
+PHASE_PLAN, PHASE_SCORE, PHASE_MERGE = "plan", "score", "merge"
+CHUNK_SEPARATOR = "."
+
+
+def chunk_id(batch_id: str, index: int) -> str:
+    return f"{batch_id}{CHUNK_SEPARATOR}{index}"
+
+
+def parent_of(job_id: str) -> str | None:
+    """The batch a chunk belongs to (None for any other job)."""
+    parent, separator, _ = job_id.partition(CHUNK_SEPARATOR)
+    return parent if separator else None
+
 # Counters in the stats hash (what the job lifecycle did, for operators and the chaos tests).
 STAT_RESENT = "resent"          # messages the sweeper sent again for a job whose message or worker was lost
 STAT_DUPLICATES = "duplicates"  # deliveries skipped because the job was final or held by a live worker
@@ -64,6 +80,16 @@ class Keys:
     def inbox(self, name: str) -> str:
         """List: ``<job id> <final job as JSON>`` entries for one gateway process's waiting requests."""
         return f"{self.prefix}inbox:{name}"
+
+    @property
+    def files(self) -> str:
+        """Sorted set: batch files (uploads, outputs Batcomputer named, part folders) by when to delete them."""
+        return f"{self.prefix}files"
+
+    @property
+    def webhooks(self) -> str:
+        """Sorted set: batch job ids whose webhook is due, by the time of the next delivery attempt."""
+        return f"{self.prefix}webhooks"
 
     @property
     def sweeper(self) -> str:

@@ -11,7 +11,7 @@ ENCODER_MODULE = "batcomputer.encoding"
 FOREST_MODULE, FORESTS = "sklearn.ensemble._forest", ("RandomForestClassifier", "ExtraTreesClassifier")
 
 
-def predict_proba(pipeline: Any, records: list[dict[str, Any]], columns: list[str]) -> Any:
+def predict_proba(pipeline: Any, records: Any, columns: list[str]) -> Any:
     """The pipeline's class probabilities for clean records.
 
     A pipeline that starts with the schema encoder reads the records themselves (it takes named fields from
@@ -24,6 +24,9 @@ def predict_proba(pipeline: Any, records: list[dict[str, Any]], columns: list[st
     if not (steps and _named(steps[0][1], ENCODER_MODULE, ("SchemaEncoder",))):
         import pandas as pd
 
+        if hasattr(records, "num_rows"):  # a pyarrow Table (a chunk of a batch file)
+            return pipeline.predict_proba(records.select([c for c in columns if c in records.column_names])
+                                          .to_pandas().reindex(columns=columns))
         return pipeline.predict_proba(pd.DataFrame.from_records(records, columns=columns))
     matrix: Any = records
     for _, step in steps[:-1]:
@@ -52,6 +55,29 @@ def _forest_proba(forest: Any, matrix: Any) -> Any:
     return total
 
 
+def classes_of(bundle: Bundle) -> tuple[list[str], list[str]]:
+    """The output names and labels in the order of the pipeline's probability columns."""
+    schema = bundle.schema
+    classes = [int(c) for c in bundle.pipeline.classes_]
+    if sorted(classes) != list(range(len(schema.labels))):
+        raise IntegrityError(f"{bundle.ref}: the pipeline's classes {classes} do not match the schema's "
+                             f"{len(schema.labels)} labels", file="model.joblib")
+    return [schema.outputs[c] for c in classes], [schema.labels[c] for c in classes]
+
+
+def score_table(bundle: Bundle, table: Any) -> tuple[dict[str, Any], list[str]]:
+    """Score the clean rows of a pyarrow Table: each output's probabilities (a float64 array per name) and
+    the most likely label of each row."""
+    columns, labels = classes_of(bundle)
+    if table.num_rows == 0:
+        import numpy as np
+
+        return {name: np.zeros(0) for name in columns}, []
+    probabilities = predict_proba(bundle.pipeline, table, bundle.schema.field_names)
+    named = {name: probabilities[:, index] for index, name in enumerate(columns)}
+    return named, [labels[i] for i in probabilities.argmax(axis=1).tolist()]
+
+
 def score(bundle: Bundle, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Score clean records (every field present, None where imputed) in one predict_proba call.
 
@@ -59,14 +85,8 @@ def score(bundle: Bundle, records: list[dict[str, Any]]) -> list[dict[str, Any]]
     """
     if not records:
         return []
-    schema = bundle.schema
-    probabilities = predict_proba(bundle.pipeline, records, schema.field_names)
-    classes = [int(c) for c in bundle.pipeline.classes_]
-    if sorted(classes) != list(range(len(schema.labels))):
-        raise IntegrityError(f"{bundle.ref}: the pipeline's classes {classes} do not match the schema's "
-                             f"{len(schema.labels)} labels", file="model.joblib")
-    columns = [schema.outputs[c] for c in classes]
-    labels = [schema.labels[c] for c in classes]
+    probabilities = predict_proba(bundle.pipeline, records, bundle.schema.field_names)
+    columns, labels = classes_of(bundle)
     best = probabilities.argmax(axis=1).tolist()  # the first most likely class, as max() would pick
     if len(columns) == 2:  # the common case: one comprehension, no max() per row
         first, second = columns

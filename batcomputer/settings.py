@@ -79,6 +79,10 @@ def _optional_text(name: str, raw: str) -> str | None:
     return raw.strip() or None
 
 
+def _optional_list(name: str, raw: str) -> str:
+    return ",".join(part.strip() for part in raw.split(",") if part.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything configurable; every field maps to ``BATCOMPUTER_<FIELD NAME IN CAPITALS>``."""
@@ -130,6 +134,19 @@ class Settings:
                 "(e.g. abfs://container/batches); the first holds uploads and default outputs"})
     storage_options: dict[str, Any] = field(default_factory=dict, metadata={"parse": _json_object,
         "help": "fsspec options for remote storage roots, as JSON (e.g. an Azure connection string)"})
+    batch_chunk_rows: int = field(default=200_000, metadata={"parse": _positive_int,
+        "help": "Rows per chunk of a batch file: a chunk is one leased unit of work that any bulk worker scores "
+                "(about a second of work; a bulk worker's memory grows with it, not with the file)"})
+    batch_ttl_seconds: int = field(default=86_400, metadata={"parse": _positive_int,
+        "help": "How long uploaded files and the outputs Batcomputer names are kept before workers delete them"})
+    max_upload_bytes: int = field(default=4 * 1024**3, metadata={"parse": _positive_int,
+        "help": "Largest Parquet file accepted as a request body, in bytes"})
+    webhook_hosts: str = field(default="", metadata={"parse": _optional_list,
+        "help": "Hosts a batch's callback_url may name, comma-separated (host or host:port); empty: no callbacks"})
+    webhook_secret: str | None = field(default=None, metadata={"parse": _optional_text,
+        "help": "Key of the HMAC-SHA256 signature on webhook deliveries (needed for callback_url)"})
+    api_url: str = field(default="http://127.0.0.1:8000", metadata={"parse": _text,
+        "help": "The gateway `batcomputer score` submits to"})
     record_workers: int = field(default=0, metadata={"parse": _count,
         "help": "Record worker processes `batcomputer up` starts (0: one per CPU core; each scores on one core)"})
     api_workers: int = field(default=0, metadata={"parse": _count,

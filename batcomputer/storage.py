@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ class StorageRefused(BatcomputerError):
 
     code = "storage_refused"
     status = 422
+    title = "Storage location refused"
 
 
 @dataclass(frozen=True)
@@ -123,3 +125,53 @@ def commit(location: Location, data: bytes) -> None:
             raise
         return
     location.fs.pipe_file(location.path, data)
+
+
+def commit_file(location: Location, temporary: str) -> None:
+    """Move a finished local file to ``location`` all at once (see ``commit``): a rename in the same folder
+    locally, one upload to an object store."""
+    if location.local:
+        os.makedirs(os.path.dirname(location.path), exist_ok=True)
+        os.replace(temporary, location.path)
+        return
+    location.fs.put_file(temporary, location.path)
+
+
+def remove(location: Location) -> None:
+    """Delete a file or a folder of parts; one already gone is fine."""
+    with contextlib.suppress(FileNotFoundError):
+        location.fs.rm(location.path, recursive=True)
+
+
+def write_stream(location: Location, read: Any, limit: int, block: int = 1 << 20) -> int:
+    """Copy a stream (``read(n)`` gives bytes, b"" at the end) to ``location``, committed whole; more than
+    ``limit`` bytes is ``TooLarge`` and leaves nothing behind. Returns the bytes written."""
+    from batcomputer.errors import BodyTooLarge
+
+    written = 0
+    if location.local:
+        folder = os.path.dirname(location.path)
+        os.makedirs(folder, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(prefix=".upload-", dir=folder)
+        handle: Any = os.fdopen(fd, "wb")
+    else:
+        temporary = ""
+        handle = location.fs.open(location.path, "wb")
+    try:
+        with handle:
+            while piece := read(block):
+                written += len(piece)
+                if written > limit:
+                    raise BodyTooLarge(f"the file is larger than the limit of {limit} bytes "
+                                       f"(BATCOMPUTER_MAX_UPLOAD_BYTES)", limit=limit)
+                handle.write(piece)
+        if temporary:
+            os.replace(temporary, location.path)
+            temporary = ""
+    except BaseException:
+        if temporary and os.path.exists(temporary):
+            os.unlink(temporary)
+        elif not location.local:
+            remove(location)
+        raise
+    return written

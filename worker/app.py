@@ -11,6 +11,7 @@ from batcomputer.broker import make_celery, redis_client
 from batcomputer.jobs import JobStore
 from batcomputer.keyspace import QUEUE_RECORDS
 from batcomputer.settings import Settings
+from batcomputer.storage import Storage
 from worker.sweeper import Sweeper
 from worker.tasks import register_tasks
 
@@ -27,7 +28,8 @@ def make_worker_app(settings: Settings, queues: list[str]) -> Celery:
         threading.Thread(target=scorer.warm, name="warm", daemon=True).start()
 
     def start_sweeper(**_: Any) -> None:
-        sweeper.append(Sweeper(JobStore.from_settings(redis_client(settings), settings)).start())
+        jobs = JobStore.from_settings(redis_client(settings), settings)
+        sweeper.append(Sweeper(jobs, Storage.from_settings(settings), settings.webhook_secret).start())
 
     def stop(**_: Any) -> None:
         for running in sweeper:

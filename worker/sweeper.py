@@ -5,7 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 
+from batcomputer.batches import BatchStore
 from batcomputer.jobs import JobStore
+from batcomputer.storage import Storage, StorageRefused, remove
+from worker.webhooks import WebhookSender
 
 log = logging.getLogger("batcomputer.sweeper")
 MAX_JOBS_PER_MESSAGE = 256
@@ -16,8 +19,11 @@ class Sweeper:
     It runs every third of the lease, so a lost worker's running jobs are sent again within
     ``lease_seconds`` plus a third of it, and stranded queued jobs within the visibility timeout plus that."""
 
-    def __init__(self, jobs: JobStore) -> None:
+    def __init__(self, jobs: JobStore, storage: Storage | None = None, webhook_secret: str | None = None) -> None:
         self.jobs = jobs
+        self.batches = BatchStore(jobs)
+        self.storage = storage
+        self.webhooks = WebhookSender(self.batches, webhook_secret)
         self.interval = max(0.2, jobs.lease / 3)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sweeper", daemon=True)
@@ -36,7 +42,23 @@ class Sweeper:
     def sweep(self) -> int:
         sent = self.jobs.sweep(self.resend)
         self.jobs.tidy()
+        self.delete_files()
+        self.webhooks.deliver_due()
         return sent
+
+    def delete_files(self) -> int:
+        """Delete batch files whose time is up: uploads and outputs past their retention, parts of finished
+        or cancelled batches."""
+        if self.storage is None:
+            return 0
+        due = self.batches.due_files()
+        for url in due:
+            try:
+                remove(self.storage.confine(url, "file"))
+            except StorageRefused:
+                log.warning("not deleting %s: outside the storage roots now", url)
+        self.batches.forget_files(due)
+        return len(due)
 
     def _run(self) -> None:
         failing = False

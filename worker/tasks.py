@@ -15,11 +15,13 @@ from celery import Celery
 from batcomputer.broker import redis_client
 from batcomputer.errors import BatcomputerError
 from batcomputer.jobs import JobStore
-from batcomputer.keyspace import BUSY, FAILED, FINAL, SUCCEEDED, TASK_SCORE
+from batcomputer.keyspace import BUSY, FAILED, FINAL, SUCCEEDED, TASK_SCORE, parent_of
 from batcomputer.registry import Registry
 from batcomputer.scoring import score
 from batcomputer.settings import Settings
+from batcomputer.storage import Storage
 from worker.batcher import Batcher
+from worker.chunks import BatchRunner
 from worker.heartbeat import Heartbeat, holder_name
 from worker.models import BundleCache
 
@@ -54,6 +56,8 @@ class Scorer:
         self.bundles = BundleCache(Registry.from_settings(self.settings))
         self.batcher = Batcher(score, self.settings.batch_max_records, self.settings.batch_window_ms / 1000)
         self.holder = holder_name(self.queues)
+        self.runner = BatchRunner(self.jobs, Storage.from_settings(self.settings), self.bundles, self.holder,
+                                  self.settings.batch_chunk_rows, self.settings.batch_ttl_seconds)
         self.orphans: set[str] = set()
         self.heartbeat = Heartbeat(self.jobs, self.queues, self.holder, on_beat=self.give_back).start()
         self._pid = os.getpid()
@@ -102,11 +106,24 @@ class Scorer:
         outcomes: list[tuple[str, str, dict[str, Any]]] = []
         waiting: list[tuple[str, Future[dict[str, Any]]]] = []
         summary: dict[str, str] = {}
+        ended_batches: list[str] = []
         starts = self.jobs.start(job_ids, self.holder, self.settings.max_attempts)
         for job_id, start in zip(job_ids, starts, strict=True):
             summary[job_id] = start.state or "expired"
             if start.state is None or start.state in FINAL or start.state == BUSY:
                 continue  # expired, final already (or dead now), or held by a live worker: a duplicate
+            if isinstance(start.records, dict):  # a batch file, or a chunk of one
+                try:
+                    outcome = self.runner.run(job_id, start)
+                except Exception as exc:
+                    outcome = (FAILED, {"error": error_of(job_id, exc)})
+                if outcome is not None:
+                    outcomes.append((job_id, *outcome))
+                    if parent_of(job_id) is None:
+                        ended_batches.append(job_id)
+                else:
+                    summary[job_id] = "planned"
+                continue
             try:
                 bundle = self.bundles.get(start.model, start.version)
                 clean = start.records or []  # validated by the gateway against this very version
@@ -126,7 +143,10 @@ class Scorer:
             except Exception as exc:
                 outcomes.append((job_id, FAILED, {"error": error_of(job_id, exc)}))
         if outcomes:
-            self.jobs.end(outcomes)
+            recorded = dict(zip([job_id for job_id, _, _ in outcomes], self.jobs.end(outcomes), strict=True))
+            for batch_id in ended_batches:
+                if recorded[batch_id]:
+                    self.runner.ended(batch_id)
         summary.update({job_id: state for job_id, state, _ in outcomes})
         return summary
 
