@@ -175,3 +175,11 @@ def write_stream(location: Location, read: Any, limit: int, block: int = 1 << 20
             remove(location)
         raise
     return written
+
+
+def local_location(path: Any) -> Location:
+    """A local file chosen by the person at the command line (not confined: it is their own machine)."""
+    import fsspec
+
+    real = os.path.abspath(str(path))
+    return Location(real, fsspec.filesystem("file"), real, True)

@@ -56,7 +56,8 @@ def titanic_csv() -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(registry=str(tmp_path / "registry"), data_dir=str(tmp_path / "data"))
+    return Settings(registry=str(tmp_path / "registry"), data_dir=str(tmp_path / "data"),
+                    storage_roots=str(tmp_path / "batches"))
 
 
 @pytest.fixture(scope="session")
@@ -276,7 +277,8 @@ def private_settings(base: Settings, redis_url: str, **overrides: Any) -> Settin
 def stack(trained_registry: Settings, redis_base_url: str,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Settings, Services]]:
     """A live stack for the session: a record worker, a bulk worker and the gateway under gunicorn."""
-    settings = private_settings(trained_registry, redis_base_url, max_records=500)
+    settings = private_settings(trained_registry, redis_base_url, max_records=500,
+                                storage_roots=str(tmp_path_factory.mktemp("stack-batches")))
     services = Services(settings, tmp_path_factory.mktemp("stack-logs"))
     try:
         services.worker("records")
