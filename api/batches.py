@@ -17,7 +17,7 @@ from batcomputer.batches import check_callback
 from batcomputer.errors import BadRequest, Conflict, NotFound
 from batcomputer.jobs import Payload, new_job_id
 from batcomputer.keyspace import KIND_BATCH, QUEUE_BULK, SUCCEEDED
-from batcomputer.storage import StorageRefused, write_stream
+from batcomputer.storage import StorageRefused, remove, write_stream
 
 log = logging.getLogger("batcomputer.api")
 batches = Blueprint("batches", __name__, url_prefix="/api")
@@ -97,6 +97,8 @@ def submit_batch(model: str) -> Response:
                              field="input_uri")
         options.update({name: body[name] for name in OPTIONS if name in body})
         return _submit(gw, pinned, job_id, body["input_uri"], False, options)
+    if options.get("callback_url"):  # refuse before reading a large body, where the query says enough
+        check_callback(options["callback_url"], gw.settings.webhook_hosts, gw.settings.webhook_secret)
     pinned_upload = gw.storage.place(f"uploads/{job_id}.parquet")
     limit = gw.settings.max_upload_bytes
     request.max_content_length = limit + 1
@@ -108,9 +110,13 @@ def submit_batch(model: str) -> Response:
         size = write_stream(pinned_upload, upload.stream.read, limit)
     else:
         size = write_stream(pinned_upload, request.stream.read, limit)
-    if size == 0:
-        raise BadRequest("the body is empty; send a Parquet file", field="body")
-    return _submit(gw, pinned, job_id, pinned_upload.url, True, options)
+    try:
+        if size == 0:
+            raise BadRequest("the body is empty; send a Parquet file", field="body")
+        return _submit(gw, pinned, job_id, pinned_upload.url, True, options)
+    except BaseException:
+        remove(pinned_upload)  # refused: the upload is not kept
+        raise
 
 
 @batches.get("/jobs/<job_id>/output")
