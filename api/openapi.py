@@ -67,7 +67,9 @@ def result_schema(schema: Schema) -> dict[str, Any]:
 def errors(*statuses: int) -> dict[str, Any]:
     reasons = {400: "Malformed request (bad JSON, bad parameter)", 404: "Unknown model, version, alias or job",
                409: "Conflict (Idempotency-Key reused with another body, alias race)",
-               413: "Body or record count over the limit", 422: "Invalid record: every field problem listed",
+               413: "Body or record count over the limit", 415: "A body of another media type than the route "
+               "takes: `accepted` lists them", 422: "Invalid record (every field problem listed), or a storage URI "
+               "or callback URL refused",
                502: "The worker could not score the record", 503: "Redis unreachable or no worker in time; "
                "retry after the Retry-After header"}
     return {str(s): {"description": reasons[s], "content": {"application/problem+json": {"schema": PROBLEM}}}
@@ -119,7 +121,38 @@ def jobs_operation(model: str | None, schemas: dict[str, Schema]) -> dict[str, A
         "requestBody": json_body(body, examples),
         "responses": {**ok("The job finished within ?wait", {"$ref": "#/components/schemas/Job"}),
                       **ok("Accepted: poll the Location", {"$ref": "#/components/schemas/Job"}, "202"),
-                      **errors(400, 404, 409, 413, 422, 503)},
+                      **errors(400, 404, 409, 413, 415, 422, 503)},
+    }
+
+
+PARQUET = "application/vnd.apache.parquet"
+
+
+def batch_operation() -> dict[str, Any]:
+    options = {"output_uri": {"type": "string", "description": "Where to write the output, inside the storage "
+                              "roots (default: a file Batcomputer names and keeps BATCOMPUTER_BATCH_TTL_SECONDS)"},
+               "callback_url": {"type": "string", "description": "POSTed the job when it ends, signed (see README)"},
+               "columns": {"type": "string", "description": "Input columns the output keeps, comma-separated"}}
+    query = [{"name": name, "in": "query", "required": False, "schema": schema} for name, schema in options.items()]
+    uris = {"type": "object", "required": ["input_uri"], "additionalProperties": False,
+            "properties": {"input_uri": {"type": "string", "description": "A Parquet file inside the storage roots"},
+                           **options}}
+    upload = {"type": "object", "required": ["file"],
+              "properties": {"file": {"type": "string", "format": "binary"}, **options}}
+    return {
+        "summary": "Score a Parquet file",
+        "description": "The file as the body (or a multipart upload), or URIs in the storage roots. A bulk worker "
+                       "checks its columns, splits it into chunks that every bulk worker scores, and merges the "
+                       "parts into one output. Rows that fail validation are kept with their error, not dropped.",
+        "tags": ["batches"],
+        "parameters": [MODEL_PARAM, *VERSION_PARAMS, *query],
+        "requestBody": {"required": True, "content": {
+            PARQUET: {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {"schema": upload},
+            "application/json": {"schema": uris, "example": {"input_uri": "var/batches/in/crimes.parquet"}}}},
+        "responses": {**ok("Accepted: poll the Location for progress", {"$ref": "#/components/schemas/Job"}, "202"),
+                      **errors(400, 404, 413, 415, 422)},
     }
 
 
@@ -135,7 +168,7 @@ def predict_operation(schemas: dict[str, Schema], default: str) -> dict[str, Any
                         "enum": list(schemas)}}, *VERSION_PARAMS],
         "requestBody": json_body(refs[0] if len(refs) == 1 else {"oneOf": refs}, examples),
         "responses": {**ok("The named outputs", outputs[0] if len(outputs) == 1 else {"oneOf": outputs}),
-                      **errors(400, 404, 413, 502, 503)},
+                      **errors(400, 404, 413, 415, 502, 503)},
     }
 
 
@@ -164,7 +197,18 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
                     "queue": {"type": "string"}, "attempts": {"type": "integer"},
                     "created": {"type": "string"}, "started": {"type": "string"}, "finished": {"type": "string"},
                     "results": {"type": "array", "items": {"type": "object"}},
-                    "error": {"type": "object"}}},
+                    "error": {"type": "object"},
+                    "kind": {"type": "string", "enum": ["batch"], "description": "Absent for record jobs"},
+                    "phase": {"type": "string", "enum": ["score", "merge"]},
+                    "input": {"type": "string"}, "output": {"type": "string"}, "callback_url": {"type": "string"},
+                    "rows_total": {"type": "integer"}, "rows_done": {"type": "integer"},
+                    "rows_failed": {"type": "integer", "description": "Rows that failed validation: their "
+                                    "error_code and error columns say why"},
+                    "chunks_total": {"type": "integer"}, "chunks_done": {"type": "integer"},
+                    "rows_per_second": {"type": "number", "nullable": True},
+                    "eta_seconds": {"type": "number", "nullable": True},
+                    "webhook": {"type": "object", "description": "The callback's delivery: state (delivered, "
+                                "retrying, undeliverable), attempts, status, error"}}},
         "AliasMove": {"type": "object", "properties": {"move": {"type": "object"}, "aliases": {"type": "object"}}},
     }
     for model, schema in schemas.items():
@@ -187,13 +231,22 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
             "requestBody": json_body({"type": "object", "required": ["version"], "properties": {
                 "version": {"type": "integer", "minimum": 1}, "reason": {"type": "string"},
                 "by": {"type": "string"}}}),
-            "responses": {**ok("Moved", {"$ref": "#/components/schemas/AliasMove"}), **errors(400, 404, 409)}}},
+            "responses": {**ok("Moved", {"$ref": "#/components/schemas/AliasMove"}), **errors(400, 404, 409, 415)}}},
         "/api/models/{model}/rollback": {"post": {
             "summary": "Move an alias back to its previous target", "tags": ["models"], "parameters": [MODEL_PARAM],
             "requestBody": {"required": False, "content": {"application/json": {"schema": {
                 "type": "object", "properties": {"alias": {"type": "string"}, "reason": {"type": "string"}}}}}},
-            "responses": {**ok("Rolled back", {"$ref": "#/components/schemas/AliasMove"}), **errors(404, 409)}}},
+            "responses": {**ok("Rolled back", {"$ref": "#/components/schemas/AliasMove"}),
+                          **errors(404, 409, 415)}}},
         "/api/models/{model}/jobs": {"post": jobs_operation(None, schemas)},
+        "/api/models/{model}/batches": {"post": batch_operation()},
+        "/api/jobs/{job_id}/output": {"get": {
+            "summary": "Download a finished batch's output (Parquet)", "tags": ["batches"],
+            "parameters": [JOB_PARAM],
+            "responses": {"200": {"description": "The output file: the input's columns (or ?columns=), one "
+                                  "column per named output, label, error_code, error; rows in input order",
+                                  "content": {PARQUET: {"schema": {"type": "string", "format": "binary"}}}},
+                          **errors(404, 409)}}},
         "/api/jobs": {"get": {
             "summary": "Recent jobs, newest first", "tags": ["jobs"],
             "parameters": [{"name": n, "in": "query", "required": False, "schema": s} for n, s in (
@@ -204,7 +257,9 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
             "get": {"summary": "A job, with its results when finished", "tags": ["jobs"],
                     "parameters": [JOB_PARAM, WAIT_PARAM],
                     "responses": {**ok("The job", {"$ref": "#/components/schemas/Job"}), **errors(404, 503)}},
-            "delete": {"summary": "Cancel a queued job", "tags": ["jobs"], "parameters": [JOB_PARAM],
+            "delete": {"summary": "Cancel a queued job, or a batch that is queued or running (its outstanding "
+                                  "chunks stop and its partial output is deleted)", "tags": ["jobs"],
+                       "parameters": [JOB_PARAM],
                        "responses": {**ok("Cancelled", {"$ref": "#/components/schemas/Job"}),
                                      **errors(404, 409)}}},
         "/api/predict/params": {"get": {

@@ -221,3 +221,25 @@ def test_the_cli_scores_a_file_through_the_gateway_and_in_process(stack: Stack, 
     missing = run_cli(env, "score", "crime", str(tmp_path / "nothing.parquet"), str(tmp_path / "x.parquet"))
     assert missing.returncode != 0 and "nothing.parquet" in missing.stderr
     assert not os.path.exists(tmp_path / "x.parquet")
+
+
+def test_a_million_row_file_through_the_api_equals_in_process_scoring(stack: Stack) -> None:
+    base, settings, _ = stack
+    registry = Registry.from_settings(settings)
+    table = crime_table(registry, 1_000_000, seed=11)
+    response = requests.post(f"{base}/api/models/crime/batches", data=parquet_bytes(table),
+                             headers={"Content-Type": PARQUET}, timeout=60)
+    assert response.status_code == 202, response.text
+    job = wait_job(base, response.json()["id"], timeout=600)
+    assert job["state"] == "succeeded", job
+    assert (job["rows_total"], job["rows_done"], job["rows_failed"]) == (1_000_000, 1_000_000, 3)
+    output = pq.read_table(io.BytesIO(requests.get(f"{base}/api/jobs/{job['id']}/output", timeout=60).content))
+    assert output.num_rows == 1_000_000
+    assert output.column("crime_id").equals(table.column("crime_id"))
+    good = np.ones(table.num_rows, dtype=bool)
+    good[[3, 5, 8]] = False
+    expected = expected_probabilities(registry, table.filter(pa.array(good)))
+    labels = registry.schema("crime").labels
+    for name, label in (("notCaughtProb", "notCaught"), ("caughtProb", "caught")):
+        got = np.asarray(output.column(name).filter(pa.array(good)))
+        np.testing.assert_allclose(got, expected[:, labels.index(label)], rtol=0, atol=1e-9)

@@ -146,7 +146,8 @@ def test_limits_on_records_and_body_size(stack: Stack) -> None:
     many = requests.post(f"{base}/api/models/crime/jobs", json={"records": [CRIME] * (settings.max_records + 1)},
                          timeout=30)
     assert many.status_code == 413 and many.json()["code"] == "too_many_records"
-    huge = requests.post(f"{base}/api/models/crime/jobs", data=b"x" * (settings.max_body_bytes + 1), timeout=30)
+    huge = requests.post(f"{base}/api/models/crime/jobs", data=b"x" * (settings.max_body_bytes + 1), timeout=30,
+                         headers={"Content-Type": "application/json"})
     assert huge.status_code == 413 and huge.json()["code"] == "body_too_large"
 
 
