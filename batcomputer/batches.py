@@ -18,7 +18,7 @@ import orjson
 
 from batcomputer.errors import BatcomputerError, Conflict
 from batcomputer.jobs import JobStore
-from batcomputer.keyspace import CANCELLED, PHASE_SCORE, QUEUED, RUNNING, chunk_id
+from batcomputer.keyspace import CANCELLED, PHASE_SCORE, QUEUE_BULK, QUEUED, RUNNING, chunk_id
 
 SIGNATURE_HEADER = "Batcomputer-Signature"  # t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body>
 DELIVERY_HEADER = "Batcomputer-Delivery"    # the job id and attempt: a receiver can drop repeats
@@ -126,6 +126,10 @@ class BatchStore:
             args += [index, rows, orjson.dumps(payload)]
         reply = self._plan(keys=[self.keys.job(batch_id), self.keys.pending], args=args)
         return None if reply is None else [item.decode() for item in reply]
+
+    def live_processes(self, queue: str = QUEUE_BULK) -> int:
+        """Worker processes on ``queue`` whose heartbeat is recent (within a lease)."""
+        return int(self.redis.zcount(self.keys.workers(queue), self.jobs.clock() - self.jobs.lease, "+inf"))
 
     def chunk_states(self, batch_id: str, total: int) -> list[str | None]:
         with self.redis.pipeline(transaction=False) as pipe:

@@ -101,7 +101,7 @@ def validate_table(schema: Schema, table: pa.Table) -> Checked:
         flagged = missing.copy() if (spec.required and not spec.nullable) else np.zeros(rows, dtype=bool)
         if spec.kind == CATEGORICAL:
             known = pc.is_in(column, value_set=pa.array(spec.categories or (), pa.string()))
-            flagged |= ~known.fill_null(True).to_numpy(zero_copy_only=False)
+            flagged |= ~known.fill_null(True).to_numpy(zero_copy_only=False) & ~missing  # empty: seen above
         else:
             numbers = column.cast(pa.float64(), safe=False).fill_null(0.0).to_numpy(zero_copy_only=False)
             wrong = ~np.isfinite(numbers)

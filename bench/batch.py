@@ -113,6 +113,24 @@ def peak_rss(process: psutil.Process) -> dict[int, float]:
     return found
 
 
+def phases(client: Client, job: dict[str, Any], began: float) -> dict[str, float]:
+    """The batch's timeline from its chunk jobs' timestamps."""
+    from datetime import datetime
+
+    def seconds(text: str) -> float:
+        return datetime.fromisoformat(text).timestamp()
+
+    chunks = [client.job(f"{job['id']}.{index}") for index in range(job["chunks_total"])]
+    starts = [seconds(c["started"]) for c in chunks]
+    ends = [seconds(c["finished"]) for c in chunks]
+    created = seconds(job["created"])
+    busy = sum(e - s for s, e in zip(starts, ends, strict=True))
+    span = max(ends) - min(starts)
+    processes = per_core(Settings.from_env().worker_concurrency)
+    return {"upload": created - began, "plan": min(starts) - created, "chunks": span,
+            "busy": busy / (span * processes), "merge": seconds(job["finished"]) - max(ends)}
+
+
 def wait_http(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -178,16 +196,17 @@ def main() -> None:
             while len(supervisor.children(recursive=True)) < 1 + processes and time.monotonic() < deadline:
                 time.sleep(0.2)
             time.sleep(3)  # the pool's children load the model (warm) before the clock starts
-            began = time.perf_counter()
+            began, wall = time.perf_counter(), time.time()
             job = client.submit_file("crime", source)
             job = client.follow(job["id"], poll=0.5)
             elapsed = time.perf_counter() - began
             if job["state"] != "succeeded":
                 sys.exit(f"the batch ended {job['state']}: {job.get('error')}")
             rss = peak_rss(supervisor)
+            timeline = phases(client, job, wall)
             stop(worker)
             results.append({"rows": rows, "baseline": baseline, "local": local, "api": elapsed, "rss": rss,
-                            "chunks": job["chunks_total"]})
+                            "chunks": job["chunks_total"], "timeline": timeline})
             source.unlink()
         print(f"{'rows':>10}{'baseline s':>12}{'rows/s':>11}{'in-process s':>14}{'rows/s':>11}{'API s':>8}"
               f"{'rows/s':>11}{'x baseline':>12}{'x in-process':>14}")
@@ -199,6 +218,12 @@ def main() -> None:
         for r in results:
             print(f"{r['rows']:>10,} rows ({r['chunks']} chunks): "
                   + ", ".join(f"{mb:.0f}" for mb in r["rss"].values()))
+        print("\nwhere the API's time went (upload: until the job exists; plan: until the first chunk starts; "
+              "chunks: first start to last finish, with each process's busy share; merge: last chunk to the end):")
+        for r in results:
+            t = r["timeline"]
+            print(f"{r['rows']:>10,} rows: upload {t['upload']:.2f} s, plan {t['plan']:.2f} s, "
+                  f"chunks {t['chunks']:.2f} s (busy {t['busy']:.0%}), merge {t['merge']:.2f} s")
         first, second = (max(r["rss"].values()) for r in results[:2])
         print(f"\nlargest process at {results[1]['rows']:,} rows / at {results[0]['rows']:,}: "
               f"{second / first:.3f}")

@@ -9,7 +9,6 @@ merge holds one part at a time.
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import tempfile
@@ -64,18 +63,26 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:300] if text else type(exc).__name__
 
 
-def plan_chunks(metadata: pq.FileMetaData, chunk_rows: int) -> list[Chunk]:
+def plan_chunks(metadata: pq.FileMetaData, chunk_rows: int, processes: int = 1) -> list[Chunk]:
     """Slices of at most about ``chunk_rows`` rows, in file order, never across a row group (a chunk reads
-    only the row group it lies in); a row group a little over the size stays whole."""
+    only the row group it lies in). Their count is rounded up to a multiple of the bulk processes alive, so
+    that none of them idles through the last round (5 chunks on 2 processes take 3 rounds; 6 take 3 shorter
+    ones)."""
+    groups = [(group, metadata.row_group(group).num_rows) for group in range(metadata.num_row_groups)]
+    groups = [(group, rows) for group, rows in groups if rows > 0]
+    total = sum(rows for _, rows in groups)
+    if not total:
+        return []
+    count = sum(max(1, round(rows / chunk_rows)) for _, rows in groups)
+    if processes > 1 and count < 8 * processes:
+        count = -(-count // processes) * processes
+    size = total / count
     chunks: list[Chunk] = []
-    for group in range(metadata.num_row_groups):
-        total = metadata.row_group(group).num_rows
-        if total == 0:
-            continue
-        pieces = max(1, round(total / chunk_rows))
-        size = -(-total // pieces)
-        for skip in range(0, total, size):
-            chunks.append(Chunk(len(chunks), group, skip, min(size, total - skip)))
+    for group, rows in groups:
+        pieces = max(1, round(rows / size))
+        step = -(-rows // pieces)
+        for skip in range(0, rows, step):
+            chunks.append(Chunk(len(chunks), group, skip, min(step, rows - skip)))
     return chunks
 
 
@@ -103,12 +110,15 @@ def check_file(bundle: Bundle, parquet: pq.ParquetFile, wanted: list[str] | None
     return output_columns(bundle.schema, bundle, wanted, parquet.schema_arrow)
 
 
-def read_chunk(parquet: pq.ParquetFile, chunk: Chunk, columns: list[str]) -> pa.Table:
+def read_chunk(parquet: pq.ParquetFile, chunk: Chunk, columns: list[str], threads: bool = True) -> pa.Table:
+    """A chunk's rows. ``threads``: let pyarrow decode columns on several threads (in one process that scores a
+    whole file; a bulk worker's processes already keep every core busy, and threads there only contend)."""
     group_rows = parquet.metadata.row_group(chunk.group).num_rows
     if chunk.skip == 0 and chunk.rows == group_rows:
-        return parquet.read_row_group(chunk.group, columns=columns)
+        return parquet.read_row_group(chunk.group, columns=columns, use_threads=threads)
     pieces, seen = [], 0
-    for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, row_groups=[chunk.group], columns=columns):
+    for batch in parquet.iter_batches(batch_size=READ_BATCH_ROWS, row_groups=[chunk.group], columns=columns,
+                                      use_threads=threads):
         start, stop = max(chunk.skip - seen, 0), min(chunk.skip + chunk.rows - seen, batch.num_rows)
         if start < stop:
             pieces.append(batch.slice(start, stop - start))
@@ -157,9 +167,20 @@ def describe(bundle: Bundle, job_id: str) -> dict[str, Any]:
 
 
 def write_part(location: Location, table: pa.Table) -> None:
-    buffer = io.BytesIO()
-    pq.write_table(table, buffer)
-    commit(location, buffer.getvalue())
+    """A chunk's rows as an Arrow IPC file (LZ4): cheap to write here and to read back in the merge, which
+    encodes Parquet once, for the whole output."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as writer:
+        writer.write_table(table)
+    commit(location, sink.getvalue().to_pybytes())
+
+
+def read_part(location: Location) -> pa.Table:
+    if location.local:
+        with pa.memory_map(location.path) as source:
+            return pa.ipc.open_file(source).read_all()
+    with location.fs.open(location.path, "rb") as handle:
+        return pa.ipc.open_file(pa.BufferReader(handle.read())).read_all()
 
 
 def merge_parts(parts: list[Location], output: Location, about: dict[str, Any], empty: pa.Schema) -> int:
@@ -173,7 +194,7 @@ def merge_parts(parts: list[Location], output: Location, about: dict[str, Any], 
     try:
         writer: pq.ParquetWriter | None = None
         for part in parts:
-            table = pq.read_table(part.path, filesystem=None if part.local else part.fs)
+            table = read_part(part)
             if writer is None:
                 writer = pq.ParquetWriter(temporary, with_metadata(table.schema, about))
             writer.write_table(table.replace_schema_metadata(writer.schema.metadata))
@@ -254,7 +275,7 @@ class BatchRunner:
     def plan(self, batch_id: str, bundle: Bundle, spec: dict[str, Any]) -> Outcome | None:
         parquet = open_parquet(self.storage.confine(spec["input"], "input_uri"))
         kept = check_file(bundle, parquet, spec.get("columns"))
-        chunks = plan_chunks(parquet.metadata, self.chunk_rows)
+        chunks = plan_chunks(parquet.metadata, self.chunk_rows, self.batches.live_processes())
         if not chunks:  # an empty file: an empty output, at once
             return self.merge(batch_id, bundle, spec)
         common = {"input": spec["input"], "parts": spec["parts"], "columns": kept}
@@ -269,7 +290,7 @@ class BatchRunner:
         return None
 
     def part(self, spec: dict[str, Any], index: int) -> Location:
-        return self.storage.confine(f"{spec['parts'].rstrip('/')}/{index:06d}.parquet", "parts")
+        return self.storage.confine(f"{spec['parts'].rstrip('/')}/{index:06d}.arrow", "parts")
 
     def score(self, chunk_id: str, bundle: Bundle, spec: dict[str, Any]) -> Outcome:
         batch_id = parent_of(chunk_id) or ""
@@ -278,7 +299,7 @@ class BatchRunner:
         parquet = open_parquet(self.storage.confine(spec["input"], "input_uri"))
         kept = spec["columns"]
         chunk = Chunk(spec["index"], spec["group"], spec["skip"], spec["rows"])
-        table = read_chunk(parquet, chunk, read_columns(bundle, parquet, kept))
+        table = read_chunk(parquet, chunk, read_columns(bundle, parquet, kept), threads=False)
         if table.num_rows != chunk.rows:
             raise BadInput(f"input_uri: chunk {chunk.index} expected {chunk.rows} rows of row group {chunk.group} "
                            f"and found {table.num_rows}; was the file replaced during the job?", field="input_uri")
