@@ -79,10 +79,13 @@ def plan_chunks(metadata: pq.FileMetaData, chunk_rows: int, processes: int = 1) 
     size = total / count
     chunks: list[Chunk] = []
     for group, rows in groups:
-        pieces = max(1, round(rows / size))
-        step = -(-rows // pieces)
-        for skip in range(0, rows, step):
-            chunks.append(Chunk(len(chunks), group, skip, min(step, rows - skip)))
+        pieces = max(1, min(rows, round(rows / size)))
+        base, extra = divmod(rows, pieces)
+        skip = 0
+        for piece in range(pieces):
+            length = base + (1 if piece < extra else 0)
+            chunks.append(Chunk(len(chunks), group, skip, length))
+            skip += length
     return chunks
 
 
