@@ -7,6 +7,7 @@ import threading
 
 from batcomputer.batches import BatchStore
 from batcomputer.jobs import JobStore
+from batcomputer.keyspace import QUEUE_BULK
 from batcomputer.storage import Storage, StorageRefused, remove
 from worker.webhooks import WebhookSender
 
@@ -36,8 +37,8 @@ class Sweeper:
         for queue, job_ids in by_queue.items():
             log.warning("sending %d job(s) again on %s (worker or message lost): %s", len(job_ids), queue,
                         " ".join(job_ids[:10]) + (" ..." if len(job_ids) > 10 else ""))
-            self.jobs.publish([(queue, job_ids[start:start + MAX_JOBS_PER_MESSAGE])
-                               for start in range(0, len(job_ids), MAX_JOBS_PER_MESSAGE)])
+            size = 1 if queue == QUEUE_BULK else MAX_JOBS_PER_MESSAGE  # bulk: any process takes any job
+            self.jobs.publish([(queue, job_ids[start:start + size]) for start in range(0, len(job_ids), size)])
 
     def sweep(self) -> int:
         sent = self.jobs.sweep(self.resend)
