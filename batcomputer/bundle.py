@@ -20,7 +20,7 @@ METRICS_FILE = "metrics.json"
 MANIFEST_FILE = "manifest.json"
 FORMAT = 1
 # Manifest keys that differ between two publications of the same content.
-RUN_DEPENDENT = ("version", "created", "timings", "git_commit")
+RUN_DEPENDENT = ("version", "created", "timings", "git_commit", "run")
 
 
 def sha256(data: bytes) -> str:
@@ -59,6 +59,7 @@ class Draft:
     data: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, Any] = field(default_factory=dict)
     git_commit: str | None = None
+    run: dict[str, Any] | None = None  # what produced it (e.g. the Prefect flow run): not part of its content
 
     def files(self) -> dict[str, bytes]:
         """Serialise the artifacts; the pipeline with joblib, the rest as canonical JSON."""
@@ -84,6 +85,8 @@ class Draft:
         body["fingerprint"] = fingerprint(body)
         body.update(version=version, created=datetime.now(UTC).isoformat(timespec="seconds"),
                     timings=self.timings, git_commit=self.git_commit)
+        if self.run:
+            body["run"] = self.run
         return body
 
 

@@ -272,6 +272,38 @@ def score(ctx: Context, model: str, source: Path, target: Path, local: bool, wai
 
 
 @cli.command()
+@click.argument("model")
+@click.option("--policy", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
+              help="auto: promote only when not worse than production by the spec's margin")
+@click.option("--spec", default=None, help="Another spec file of the same model")
+@click.option("--fetch/--no-fetch", default=True, show_default=True, help="Fetch the data first")
+def retrain(model: str, policy: str, spec: str | None, fetch: bool) -> None:
+    """Run the retrain flow once, now (against PREFECT_API_URL's server, or a temporary one)."""
+    from orchestration.flows import retrain as retrain_flow
+
+    decision = retrain_flow(model=model, policy=policy, spec=spec, fetch=fetch)
+    click.echo(f"{model}: version {decision['version']} ({'new' if decision['created'] else 'unchanged'}), "
+               f"{'promoted' if decision['promoted'] else 'not promoted'}")
+    for reason in decision["reasons"]:
+        click.echo(f"  {reason}")
+
+
+@cli.group()
+def flows() -> None:
+    """Prefect deployments of the flows."""
+
+
+@flows.command("serve")
+@click.option("--interval", type=float, default=None, help="Retrain every N seconds instead of monthly")
+@click.option("--model", "models", multiple=True, default=["crime"], show_default=True)
+def flows_serve(interval: float | None, models: tuple[str, ...]) -> None:
+    """Serve the deployments (scheduled retrain, on-demand promote/rollback/score-batch) to PREFECT_API_URL."""
+    from orchestration.deployments import serve
+
+    serve(interval, models)
+
+
+@cli.command()
 @click.option("--queues", default="records", show_default=True, help="Comma-separated: records, bulk")
 @click.option("--loglevel", default="INFO", show_default=True)
 def worker(queues: str, loglevel: str) -> None:

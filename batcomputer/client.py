@@ -68,6 +68,11 @@ class Client:
                 found: dict[str, Any] = json.loads(response.read())
                 return found
 
+    def submit_uris(self, model: str, input_uri: str, output_uri: str | None = None) -> dict[str, Any]:
+        """Submit a file already in the storage roots; returns the accepted job."""
+        body = {"input_uri": input_uri, **({"output_uri": output_uri} if output_uri else {})}
+        return self._json("POST", f"/api/models/{urllib.parse.quote(model)}/batches", body)
+
     def job(self, job_id: str, wait: float = 0) -> dict[str, Any]:
         return self._json("GET", f"/api/jobs/{job_id}" + (f"?wait={wait:g}" if wait else ""))
 

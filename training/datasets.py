@@ -128,13 +128,18 @@ def read_raw(path: Path, fmt: str) -> Any:
     return pd.read_csv(path, low_memory=False)
 
 
-def load_dataset(name: str, data_dir: Path, sources_path: Path = SOURCES) -> tuple[Any, dict[str, Any]]:
-    """Load a fetched dataset (verifying checksums) as one DataFrame, with a fingerprint of its files."""
+def load_dataset(name: str, data_dir: Path, sources_path: Path = SOURCES,
+                 available: bool = False) -> tuple[Any, dict[str, Any]]:
+    """Load a fetched dataset (verifying checksums) as one DataFrame, with a fingerprint of its files. With
+    ``available``, the files fetched so far (a monthly dataset grows one file at a time), at least one."""
     import pandas as pd
 
     spec = source(name, sources_path)
     frames, files = [], {}
-    for item in spec["files"]:
+    items = spec["files"]
+    if available:
+        items = [item for item in items if (data_dir / name / item["name"]).exists()] or items[:1]
+    for item in items:
         path = data_dir / name / item["name"]
         if not path.exists():
             raise DataError(f"dataset {name!r} is not fetched: {path} is missing; run `batcomputer data fetch {name}`")

@@ -65,9 +65,19 @@ def profile(x_train: pd.DataFrame, spec: Spec) -> dict[str, Any]:
         else:
             values = column.dropna().astype(float)
             entry["quantiles"] = {str(q): round(float(values.quantile(q)), 6) for q in QUANTILES} if len(values) else {}
+            entry["histogram"] = histogram(values, spec) if len(values) else {}
             entry["mean"] = round(float(values.mean()), 6) if len(values) else None
         result[field.name] = entry
     return result
+
+
+def histogram(values: pd.Series, spec: Spec) -> dict[str, Any]:
+    """Shares of the values in bins cut at their own quantiles, ``(-inf, e1], (e1, e2], ... (ek, inf)``: what
+    a retraining's drift check (population stability index) compares new data with."""
+    edges = sorted({round(float(values.quantile(q)), 6) for q in QUANTILES[1:-1]})
+    bins = np.searchsorted(np.asarray(edges), values.to_numpy(dtype=float), side="left")
+    counts = np.bincount(bins, minlength=len(edges) + 1)
+    return {"edges": edges, "shares": [round(float(c) / len(values), 6) for c in counts]}
 
 
 def time_scoring(pipeline: Any, sample: pd.DataFrame, repeats: int = 30, rows: int = 100_000,

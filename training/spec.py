@@ -50,6 +50,8 @@ class Spec:
     holdout: float
     metric: str
     raw: dict[str, Any]
+    margin: float = 0.0     # a challenger may be this much worse by the metric and still replace the champion
+    min_rows: int = 100     # fewer usable rows than this stop a retraining before it trains
 
     @property
     def lower_is_better(self) -> bool:
@@ -117,7 +119,8 @@ def parse_spec(raw: dict[str, Any], path: Path) -> Spec:
         spec = Spec(name=raw["name"], description=raw.get("description", ""), fields=fields, labels=labels,
                     outputs=outputs, sources=sources, estimator=estimator["class"],
                     estimator_params=dict(estimator.get("params", {})), seed=int(raw.get("seed", 0)),
-                    holdout=float(raw.get("holdout", 0.25)), metric=raw.get("metric", "log_loss"), raw=raw)
+                    holdout=float(raw.get("holdout", 0.25)), metric=raw.get("metric", "log_loss"), raw=raw,
+                    margin=float(raw.get("margin", 0.0)), min_rows=int(raw.get("min_rows", 100)))
     except KeyError as exc:
         raise _fail(path, f"missing key {exc}") from None
     except (TypeError, ValueError) as exc:
@@ -126,6 +129,8 @@ def parse_spec(raw: dict[str, Any], path: Path) -> Spec:
         raise _fail(path, f"metric must be one of {sorted(METRICS)}, not {spec.metric!r}")
     if spec.estimator.rsplit(".", 1)[0] not in ESTIMATOR_MODULES:
         raise _fail(path, f"estimator {spec.estimator!r} is not from {ESTIMATOR_MODULES}")
+    if spec.margin < 0 or spec.min_rows < 1:
+        raise _fail(path, "margin must not be negative and min_rows must be at least 1")
     if not 0 < spec.holdout < 1:
         raise _fail(path, f"holdout must be a fraction between 0 and 1, not {spec.holdout}")
     if len(labels) != 2 or len(outputs) != 2:

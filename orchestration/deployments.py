@@ -1,0 +1,29 @@
+"""The flows' deployments: retrain monthly (the police publish a month's data each month), the rest on
+demand; ``serve`` runs them against the Prefect server in ``PREFECT_API_URL``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestration.flows import promote, retrain, rollback, score_batch
+
+RETRAIN_CRON = "0 6 2 * *"  # 06:00 on the 2nd of each month
+
+
+def build(interval_seconds: float | None = None, models: tuple[str, ...] = ("crime",)) -> list[Any]:
+    """One scheduled retrain deployment per model (``interval_seconds`` instead of the monthly cron, for
+    tests and demonstrations), and the on-demand flows."""
+    schedule: dict[str, Any] = {"interval": interval_seconds} if interval_seconds else {"cron": RETRAIN_CRON}
+    found = [retrain.to_deployment(name=f"retrain-{model}", parameters={"model": model, "policy": "auto"},
+                                   description=f"Retrain {model} and promote it when it is not worse",
+                                   **schedule) for model in models]
+    found += [retrain.to_deployment(name="retrain", description="Retrain a model now (parameters: model, policy)"),
+              promote.to_deployment(name="promote"), rollback.to_deployment(name="rollback"),
+              score_batch.to_deployment(name="score-batch")]
+    return found
+
+
+def serve(interval_seconds: float | None = None, models: tuple[str, ...] = ("crime",)) -> None:
+    from prefect import serve as prefect_serve
+
+    prefect_serve(*build(interval_seconds, models))
