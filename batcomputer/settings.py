@@ -79,6 +79,13 @@ def _optional_text(name: str, raw: str) -> str | None:
     return raw.strip() or None
 
 
+def _flag(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+        raise ConfigurationError(f"{PREFIX}{name.upper()}={raw!r} must be true or false")
+    return value in ("1", "true", "yes", "on")
+
+
 def _optional_list(name: str, raw: str) -> str:
     return ",".join(part.strip() for part in raw.split(",") if part.strip())
 
@@ -147,6 +154,10 @@ class Settings:
         "help": "Key of the HMAC-SHA256 signature on webhook deliveries (needed for callback_url)"})
     api_url: str = field(default="http://127.0.0.1:8000", metadata={"parse": _text,
         "help": "The gateway `batcomputer score` submits to"})
+    prefect_api_url: str | None = field(default=None, metadata={"parse": _optional_text,
+        "help": "Prefect server API the gateway triggers retraining on (`up` starts one and sets it)"})
+    prefect: bool = field(default=True, metadata={"parse": _flag,
+        "help": "Whether `batcomputer up` starts a Prefect server and serves the flows"})
     record_workers: int = field(default=0, metadata={"parse": _count,
         "help": "Record worker processes `batcomputer up` starts (0: one per CPU core; each scores on one core)"})
     api_workers: int = field(default=0, metadata={"parse": _count,

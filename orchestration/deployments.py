@@ -23,7 +23,10 @@ def build(interval_seconds: float | None = None, models: tuple[str, ...] = ("cri
     return found
 
 
+RUNS_AT_ONCE = 2  # retraining is CPU-bound: runs that come due together wait their turn
+
+
 def serve(interval_seconds: float | None = None, models: tuple[str, ...] = ("crime",)) -> None:
     from prefect import serve as prefect_serve
 
-    prefect_serve(*build(interval_seconds, models))
+    prefect_serve(*build(interval_seconds, models), limit=RUNS_AT_ONCE)
