@@ -277,8 +277,20 @@ def score(ctx: Context, model: str, source: Path, target: Path, local: bool, wai
               help="auto: promote only when not worse than production by the spec's margin")
 @click.option("--spec", default=None, help="Another spec file of the same model")
 @click.option("--fetch/--no-fetch", default=True, show_default=True, help="Fetch the data first")
-def retrain(model: str, policy: str, spec: str | None, fetch: bool) -> None:
-    """Run the retrain flow once, now (against PREFECT_API_URL's server, or a temporary one)."""
+@pass_context
+def retrain(ctx: Context, model: str, policy: str, spec: str | None, fetch: bool) -> None:
+    """Run the retrain flow once, now: on the Prefect server of PREFECT_API_URL, else the one `batcomputer up`
+    started, else a temporary one."""
+    import os
+
+    from batcomputer.prefect_server import QUIET, discover
+
+    for name, value in QUIET.items():
+        os.environ.setdefault(name, value)
+    if "PREFECT_API_URL" not in os.environ:
+        found = ctx.settings.prefect_api_url or discover(ctx.settings.state_dir)
+        if found:
+            os.environ["PREFECT_API_URL"] = found
     from orchestration.flows import retrain as retrain_flow
 
     decision = retrain_flow(model=model, policy=policy, spec=spec, fetch=fetch)

@@ -33,6 +33,18 @@ def healthy(api_url: str) -> bool:
         return False
 
 
+ADDRESS_FILE = "api_url"  # where `up` leaves its server's API URL, for commands run beside it
+
+
+def discover(state_dir: str) -> str | None:
+    """The API URL of the Prefect server a running ``batcomputer up`` started, if it answers."""
+    try:
+        url = (Path(state_dir) / "prefect" / ADDRESS_FILE).read_text().strip()
+    except OSError:
+        return None
+    return url if url and healthy(url) else None
+
+
 @dataclass
 class PrefectServer:
     process: subprocess.Popen[bytes]

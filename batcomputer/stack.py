@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
+from batcomputer.prefect_server import ADDRESS_FILE, PrefectServer, prefect_env, start_prefect_server
 from batcomputer.redis_server import LocalRedis, ensure_redis
 from batcomputer.registry import Registry
 from batcomputer.settings import Settings, per_core
@@ -31,6 +32,16 @@ def _ready(url: str) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
+
+
+PREFECT_PORT = 4200
+
+
+def prefect_port(api_url: str | None) -> int:
+    """The port `up` starts its Prefect server on: that of BATCOMPUTER_PREFECT_API_URL, else 4200."""
+    from urllib.parse import urlsplit
+
+    return (urlsplit(api_url).port if api_url else None) or PREFECT_PORT
 
 
 def seed_registry(settings: Settings, env: dict[str, str], report: Report) -> None:
@@ -52,6 +63,14 @@ def run_stack(settings: Settings, port: int, report: Report = print) -> int:
     env["BATCOMPUTER_REDIS_URL"] = redis.url
     processes: list[tuple[str, subprocess.Popen[bytes]]] = []
     stopping = False
+    prefect: PrefectServer | None = None
+    if settings.prefect:
+        home = (state / "prefect").resolve()
+        prefect = start_prefect_server(home, prefect_port(settings.prefect_api_url))
+        (home / ADDRESS_FILE).write_text(prefect.api_url)
+        env.update(prefect_env(home, prefect.api_url))
+        env["BATCOMPUTER_PREFECT_API_URL"] = prefect.api_url
+        report(f"prefect: {prefect.ui_url} (SQLite under {home})")
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
@@ -63,6 +82,8 @@ def run_stack(settings: Settings, port: int, report: Report = print) -> int:
         record_workers = per_core(settings.record_workers)  # one Python process scores on one core
         roles = [*[(f"record worker {n + 1}", _cli("worker", "--queues", "records")) for n in range(record_workers)],
                  ("bulk worker", _cli("worker", "--queues", "bulk")), ("gateway", _cli("api", "--port", str(port)))]
+        if prefect is not None:
+            roles.append(("flow runner", _cli("flows", "serve")))
         for name, command in roles:
             processes.append((name, subprocess.Popen(command, env=env, start_new_session=True)))
         base = f"http://{settings.api_host}:{port}"
@@ -76,7 +97,8 @@ def run_stack(settings: Settings, port: int, report: Report = print) -> int:
             report(f"Batcomputer is up:\n  gateway  {base}/api/models\n  health   {base}/readyz\n"
                    f"  try      curl -X POST '{base}/api/models/crime/jobs?wait=5' -H 'Content-Type: "
                    "application/json' -d '{\"force\": \"West Yorkshire Police\", \"crime\": \"Burglary\", "
-                   "\"month\": 10}'\nCtrl-C stops everything.")
+                   "\"month\": 10}'\n" + (f"  prefect  {prefect.ui_url} (retrain: batcomputer retrain crime)\n"
+                                             if prefect else "") + "Ctrl-C stops everything.")
         while not stopping:
             for name, process in processes:
                 if process.poll() is not None:
@@ -94,6 +116,8 @@ def run_stack(settings: Settings, port: int, report: Report = print) -> int:
             except subprocess.TimeoutExpired:
                 report(f"the {name} did not stop in 30 s; killing it")
                 os.killpg(process.pid, signal.SIGKILL)
+        if prefect is not None:  # after the flow runner: once the server is gone, served flows ignore SIGTERM
+            prefect.stop()
         if redis.kind != "configured":
             redis.stop()
         report("stopped")

@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import pytest
 import requests
 
 from batcomputer.redis_server import reachable
 from batcomputer.registry import Registry
 from batcomputer.settings import Settings
-from tests.conftest import ROOT, free_port, settings_env
+from tests.conftest import ROOT, free_port, settings_env, wait_until
 
 
 def test_up_starts_the_stack_and_ctrl_c_stops_it(trained_registry: Settings, tmp_path: Path) -> None:
-    port = free_port()
-    env = settings_env(Settings(registry=trained_registry.registry, data_dir=trained_registry.data_dir,
-                                state_dir=str(tmp_path / "state"), key_prefix="bct-up:"))
+    port, prefect_port = free_port(), free_port()
+    registry_copy = tmp_path / "registry"  # the retrain below must not move the session registry's aliases
+    shutil.copytree(trained_registry.registry, registry_copy)
+    prefect_api = f"http://127.0.0.1:{prefect_port}/api"
+    env = settings_env(Settings(registry=str(registry_copy), data_dir=trained_registry.data_dir,
+                                state_dir=str(tmp_path / "state"), key_prefix="bct-up:",
+                                prefect_api_url=prefect_api))
     assert "BATCOMPUTER_REDIS_URL" not in env  # up finds redis-server on PATH and starts its own
     process = subprocess.Popen([str(Path(sys.executable).parent / "batcomputer"), "up", "--port", str(port)],
                                env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -39,12 +45,36 @@ def test_up_starts_the_stack_and_ctrl_c_stops_it(trained_registry: Settings, tmp
         assert response.status_code == 202
         job = requests.get(f"{base}{response.headers['Location']}?wait=20", timeout=30).json()
         bundle = Registry.from_settings(trained_registry).bundle("crime", "production")
+        assert f"prefect: http://127.0.0.1:{prefect_port}" in "".join(seen)
         assert job["state"] == "succeeded"
         assert (job["version"], job["bundle_sha256"]) == (bundle.version, bundle.sha256)
         assert set(job["results"][0]) == {"caughtProb", "notCaughtProb", "label"}
         per_core = os.cpu_count() or 1  # record worker processes and bulk scoring processes: one per core
         assert requests.get(f"{base}/readyz", timeout=10).json()["workers"] == {"records": per_core, "bulk": per_core}
+
+        # The flow runner serves the deployments; a retrain run from the command line finds up's Prefect
+        # server, publishes a new version, and the gateway answers with it without a restart.
+        def deployments() -> set[str]:
+            found = requests.post(f"{prefect_api}/deployments/filter", json={}, timeout=10).json()
+            return {d["name"] for d in found}
+
+        wait_until(lambda: {"retrain-crime", "retrain"} <= deployments(), 120, "the flow runner's deployments")
+        spec = (ROOT / "training" / "specs" / "titanic.toml").read_text().replace("max_iter = 150", "max_iter = 40")
+        (tmp_path / "titanic-quick.toml").write_text(spec)
+        own = {k: v for k, v in env.items() if not k.startswith("PREFECT_")}
+        own.pop("BATCOMPUTER_PREFECT_API_URL")  # found from up's state folder
+        retrained = subprocess.run([str(Path(sys.executable).parent / "batcomputer"), "retrain", "titanic",
+                                    "--policy", "always", "--no-fetch", "--spec", str(tmp_path / "titanic-quick.toml")],
+                                   env=own, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert retrained.returncode == 0, retrained.stdout + retrained.stderr
+        assert "version 2 (new), promoted" in retrained.stdout
+        info = requests.get(f"{base}/api/info?model=titanic", timeout=10).json()["metadata"]
+        assert info["version"] == 2
+        runs = requests.post(f"{prefect_api}/flow_runs/filter", json={}, timeout=10).json()
+        assert any(run["state_type"] == "COMPLETED" for run in runs)  # the run is on up's server
     finally:
         process.send_signal(signal.SIGINT)
-        assert process.wait(60) == 0
+        assert process.wait(90) == 0
     assert not reachable(redis_url)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{prefect_api}/health", timeout=5)
