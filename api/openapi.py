@@ -240,6 +240,16 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
                           **errors(404, 409, 415)}}},
         "/api/models/{model}/jobs": {"post": jobs_operation(None, schemas)},
         "/api/models/{model}/batches": {"post": batch_operation()},
+        "/api/models/{model}/retrain": {"post": {
+            "summary": "Retrain a model now: starts the retrain flow on the Prefect server", "tags": ["models"],
+            "parameters": [MODEL_PARAM],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"policy": {"type": "string", "enum": ["auto", "always", "never"],
+                                                            "default": "auto"}}}}}},
+            "responses": {**ok("Started: the Prefect flow run", {"type": "object", "properties": {
+                "flow_run_id": {"type": "string"}, "flow_run_name": {"type": "string"},
+                "deployment": {"type": "string"}, "model": {"type": "string"}, "policy": {"type": "string"}}}, "202"),
+                **errors(400, 404, 415, 503)}}},
         "/api/jobs/{job_id}/output": {"get": {
             "summary": "Download a finished batch's output (Parquet)", "tags": ["batches"],
             "parameters": [JOB_PARAM],
