@@ -51,29 +51,18 @@ class SchemaEncoder(TransformerMixin, BaseEstimator):
         if hasattr(frame, "column_names") and hasattr(frame, "num_rows"):
             return self._transform_arrow(frame)
         rows = len(frame)
-        out = np.zeros((rows, self.n_features_out_), dtype=np.float64)
-        offset = 0
-        for name, kind, categories, required in self.fields:
+        encoded = []
+        for name, kind, categories, _ in self.fields:
             values = _column(frame, name)
-            fill = self.fill_[name]
             if kind == "categorical":
                 index = {c: i for i, c in enumerate(categories or ())}
                 codes = np.fromiter((index.get(v, -2) for v in values), dtype=np.int64, count=rows)
                 for row in np.nonzero(codes == -2)[0]:  # missing (imputed) or unknown (all zeros): rare
-                    codes[row] = index.get(fill, -1) if _is_missing(values[row]) else -1
-                known = codes >= 0
-                out[np.nonzero(known)[0], offset + codes[known]] = 1.0
-                offset += len(categories or ())
+                    codes[row] = index.get(self.fill_[name], -1) if _is_missing(values[row]) else -1
+                encoded.append(codes)
             else:
-                numbers = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
-                missing = np.isnan(numbers)
-                numbers[missing] = fill
-                out[:, offset] = numbers
-                offset += 1
-                if not required:
-                    out[:, offset] = missing
-                    offset += 1
-        return out
+                encoded.append(np.array([np.nan if v is None else v for v in values], dtype=np.float64))
+        return self._matrix(rows, encoded)
 
     def _transform_arrow(self, table: Any) -> np.ndarray:
         """The same matrix from a pyarrow Table, a column at a time (a batch file's chunk): categories are
@@ -82,16 +71,12 @@ class SchemaEncoder(TransformerMixin, BaseEstimator):
         import pyarrow.compute as pc
 
         rows = table.num_rows
-        out = np.zeros((rows, self.n_features_out_), dtype=np.float64)
-        offset = 0
-        for name, kind, categories, required in self.fields:
-            fill = self.fill_[name]
-            present = name in table.column_names
-            column = table.column(name).combine_chunks() if present else pa.nulls(rows)
+        encoded = []
+        for name, kind, categories, _ in self.fields:
+            column = table.column(name).combine_chunks() if name in table.column_names else pa.nulls(rows)
             if pa.types.is_dictionary(column.type):
                 column = column.dictionary_decode()
             if kind == "categorical":
-                index = {c: i for i, c in enumerate(categories or ())}
                 if pa.types.is_null(column.type):
                     codes = np.full(rows, -2, dtype=np.int64)
                 else:
@@ -99,20 +84,30 @@ class SchemaEncoder(TransformerMixin, BaseEstimator):
                     codes = found.fill_null(-2).to_numpy(zero_copy_only=False).astype(np.int64)
                     missing = column.is_null().to_numpy(zero_copy_only=False)
                     codes[(codes == -2) & ~missing] = -1  # unknown: all zeros, as in ``transform``
-                codes[codes == -2] = index.get(fill, -1)
-                known = codes >= 0
-                out[np.nonzero(known)[0], offset + codes[known]] = 1.0
-                offset += len(categories or ())
+                codes[codes == -2] = {c: i for i, c in enumerate(categories or ())}.get(self.fill_[name], -1)
+                encoded.append(codes)
             else:
-                numbers = (np.full(rows, np.nan) if pa.types.is_null(column.type) else
-                           column.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False).astype(np.float64))
-                missing = np.isnan(numbers)
-                numbers[missing] = fill
-                out[:, offset] = numbers
+                encoded.append(np.full(rows, np.nan) if pa.types.is_null(column.type) else
+                               column.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False).astype(np.float64))
+        return self._matrix(rows, encoded)
+
+    def _matrix(self, rows: int, encoded: list[np.ndarray]) -> np.ndarray:
+        """The matrix from each field's category codes (imputed; -1 unknown) or numbers (NaN missing)."""
+        out = np.zeros((rows, self.n_features_out_), dtype=np.float64)
+        offset = 0
+        for (name, kind, categories, required), values in zip(self.fields, encoded, strict=True):
+            if kind == "categorical":
+                known = values >= 0
+                out[np.nonzero(known)[0], offset + values[known]] = 1.0
+                offset += len(categories or ())
+                continue
+            missing = np.isnan(values)
+            values[missing] = self.fill_[name]
+            out[:, offset] = values
+            offset += 1
+            if not required:
+                out[:, offset] = missing
                 offset += 1
-                if not required:
-                    out[:, offset] = missing
-                    offset += 1
         return out
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
