@@ -86,17 +86,40 @@ def test_a_served_deployment_runs_on_its_schedule_and_the_gateway_triggers_a_ret
     assert serve.returncode is not None
 
 
-def _postgres_answers() -> bool:
-    try:
-        import asyncio
+def _in_own_loop(statement: str | None) -> None:
+    """Run one statement (None: just connect) on PostgreSQL, on an event loop of its own in a thread of its
+    own (Prefect's harness may hold this thread's loop)."""
+    import asyncio
+    import threading
 
-        import asyncpg
+    import asyncpg
 
-        async def probe() -> None:
-            connection = await asyncpg.connect(POSTGRES, timeout=3)
+    failure: list[BaseException] = []
+
+    async def work() -> None:
+        connection = await asyncpg.connect(POSTGRES, timeout=5)
+        try:
+            if statement:
+                await connection.execute(statement)
+        finally:
             await connection.close()
 
-        asyncio.run(probe())
+    def target() -> None:
+        try:
+            asyncio.run(work())
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(30)
+    if failure:
+        raise failure[0]
+
+
+def _postgres_answers() -> bool:
+    try:
+        _in_own_loop(None)
         return True
     except Exception:
         return False
@@ -105,20 +128,8 @@ def _postgres_answers() -> bool:
 def test_the_server_runs_on_postgresql(tmp_path: Path) -> None:
     if not _postgres_answers():
         pytest.skip(f"no PostgreSQL answers at {POSTGRES}")
-    import asyncio
-
-    import asyncpg
-
     database = f"prefect_test_{uuid.uuid4().hex[:8]}"
-
-    async def admin(statement: str) -> None:
-        connection = await asyncpg.connect(POSTGRES)
-        try:
-            await connection.execute(statement)
-        finally:
-            await connection.close()
-
-    asyncio.run(admin(f"CREATE DATABASE {database}"))
+    _in_own_loop(f"CREATE DATABASE {database}")
     url = f"postgresql+asyncpg://postgres:postgres@127.0.0.1:5432/{database}"
     try:
         server = start_prefect_server(tmp_path / "prefect", free_port(), database_url=url, ui=False)
@@ -128,4 +139,4 @@ def test_the_server_runs_on_postgresql(tmp_path: Path) -> None:
         finally:
             server.stop()
     finally:
-        asyncio.run(admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+        _in_own_loop(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
