@@ -21,6 +21,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     from api.problems import register_problem_handlers
     from api.retraining import retraining
     from api.seed import seed
+    from api.streams import streams
 
     settings = settings or Settings.from_env()
     app = Flask("batcomputer")
@@ -28,7 +29,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["gateway"] = Gateway(settings, registry)
     register_problem_handlers(app)
-    for blueprint in (health, models, jobs, batches, retraining, seed, docs):
+    for blueprint in (health, models, jobs, batches, retraining, streams, seed, docs):
         app.register_blueprint(blueprint)
     logger = logging.getLogger("batcomputer")
     logger.setLevel(logging.INFO)

@@ -11,6 +11,7 @@ from api.context import gateway
 from api.gateway import Gateway
 from batcomputer.errors import BatcomputerError, Unavailable
 from batcomputer.keyspace import QUEUES
+from batcomputer.streams import StreamStore
 
 health = Blueprint("health", __name__)
 HEARTBEAT_FRESH_SECONDS = 20
@@ -65,4 +66,15 @@ def readyz() -> dict[str, Any]:
     keys = gw.jobs.keys
     workers = {q: int(gw.redis.zcount(keys.workers(q), fresh, "+inf")) for q in QUEUES}
     return {"status": "ready", "redis": "ok", "registry": {"url": gw.registry.store.url, "models": sorted(served),
-                                                          "serving": served}, "workers": workers}
+                                                          "serving": served}, "workers": workers,
+            "streams": stream_lag(gw, sorted(served))}
+
+
+def stream_lag(gw: Gateway, models: list[str]) -> dict[str, Any]:
+    """Per model with an input stream: unscored entries, and the rate its consumers report."""
+    found = {}
+    for model in models:
+        store = StreamStore(gw.redis, gw.settings.key_prefix, model)
+        if gw.redis.exists(store.input):
+            found[model] = {"backlog": store.backlog(), "rate_per_second": round(store.rate(), 1)}
+    return found

@@ -67,7 +67,8 @@ def result_schema(schema: Schema) -> dict[str, Any]:
 def errors(*statuses: int) -> dict[str, Any]:
     reasons = {400: "Malformed request (bad JSON, bad parameter)", 404: "Unknown model, version, alias or job",
                409: "Conflict (Idempotency-Key reused with another body, alias race)",
-               413: "Body or record count over the limit", 415: "A body of another media type than the route "
+               413: "Body or record count over the limit", 429: "Backlog past its limit: retry after the "
+               "Retry-After header", 415: "A body of another media type than the route "
                "takes: `accepted` lists them", 422: "Invalid record (every field problem listed), or a storage URI "
                "or callback URL refused",
                502: "The worker could not score the record", 503: "Redis unreachable or no worker in time; "
@@ -240,6 +241,14 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
                           **errors(404, 409, 415)}}},
         "/api/models/{model}/jobs": {"post": jobs_operation(None, schemas)},
         "/api/models/{model}/batches": {"post": batch_operation()},
+        "/api/models/{model}/stream": {"post": {
+            "summary": "Append records to the model's input stream (scored by the stream consumers)",
+            "tags": ["streams"], "parameters": [MODEL_PARAM],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {**ok("Appended: the entry ids", {"type": "object", "properties": {
+                "model": {"type": "string"}, "stream": {"type": "string"},
+                "ids": {"type": "array", "items": {"type": "string"}}}}, "202"),
+                **errors(400, 404, 413, 415, 422, 429)}}},
         "/api/models/{model}/retrain": {"post": {
             "summary": "Retrain a model now: starts the retrain flow on the Prefect server", "tags": ["models"],
             "parameters": [MODEL_PARAM],

@@ -10,7 +10,7 @@ from flask import Flask, Response, jsonify, request
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from batcomputer.errors import BatcomputerError, BodyTooLarge, Unavailable
+from batcomputer.errors import BatcomputerError, BodyTooLarge, TooManyRequests, Unavailable
 
 log = logging.getLogger("batcomputer.api")
 PROBLEM_TYPE = "application/problem+json"
@@ -21,7 +21,7 @@ def problem_response(error: BatcomputerError) -> Response:
     response = jsonify(body)
     response.status_code = error.status
     response.mimetype = PROBLEM_TYPE
-    if isinstance(error, Unavailable):
+    if isinstance(error, Unavailable | TooManyRequests):
         response.headers["Retry-After"] = str(error.retry_after)
     return response
 

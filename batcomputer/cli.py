@@ -315,6 +315,32 @@ def flows_serve(interval: float | None, models: tuple[str, ...]) -> None:
     serve(interval, models)
 
 
+@cli.command(context_settings={"ignore_unknown_options": False})
+@click.argument("words", nargs=-1, required=True, metavar="MODEL | status MODEL")
+@pass_context
+def stream(ctx: Context, words: tuple[str, ...]) -> None:
+    """Consume MODEL's input stream (run several for more throughput); `stream status MODEL`: lag, pending,
+    outputs, dead letters, consumers and their rate."""
+    if words[0] == "status":
+        if len(words) != 2:
+            raise click.UsageError("usage: batcomputer stream status MODEL")
+        from batcomputer.broker import redis_client
+        from batcomputer.streams import StreamStore
+
+        store = StreamStore(redis_client(ctx.settings), ctx.settings.key_prefix, words[1], ctx.settings.stream_maxlen)
+        click.echo(json.dumps(store.status(), indent=2))
+        return
+    if len(words) != 1:
+        raise click.UsageError("usage: batcomputer stream MODEL")
+    import logging
+
+    from worker.streams import run_consumer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.registry.resolve(words[0], None, ctx.settings.default_alias)  # an unknown model stops here, named
+    run_consumer(ctx.settings, words[0])
+
+
 @cli.command()
 @click.option("--queues", default="records", show_default=True, help="Comma-separated: records, bulk")
 @click.option("--loglevel", default="INFO", show_default=True)

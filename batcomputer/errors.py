@@ -129,6 +129,18 @@ class IncompatibleBundle(IntegrityError):
     title = "Bundle built with an incompatible library version"
 
 
+class TooManyRequests(BatcomputerError):
+    """Backpressure: the work already waiting passed its limit; ``retry_after`` says when to come back."""
+
+    code = "too_many_requests"
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after: int = 5, **extra: Any) -> None:
+        super().__init__(detail, retry_after=retry_after, **extra)
+        self.retry_after = retry_after
+
+
 class Unavailable(BatcomputerError):
     code = "unavailable"
     status = 503

@@ -16,6 +16,7 @@ FINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, DEAD})
 BUSY = "busy"  # not a state: what a delivery learns when another live worker holds the job
 
 DEFAULT_ALIAS = "production"
+STREAM_GROUP = "batcomputer"  # the consumer group every stream consumer reads in
 
 # Kinds of job (the ``kind`` field; a job without one is a list of records) and the phases of a batch file.
 KIND_BATCH = "batch"   # a Parquet file: planned into chunks, scored by any bulk worker, merged into one output
@@ -80,6 +81,11 @@ class Keys:
     def inbox(self, name: str) -> str:
         """List: ``<job id> <final job as JSON>`` entries for one gateway process's waiting requests."""
         return f"{self.prefix}inbox:{name}"
+
+    def stream(self, model: str, role: str) -> str:
+        """Stream ``in`` (records to score), ``out`` (outputs), ``dead`` (dead letters) of a model; and
+        ``stats``, a hash of its counters and its consumers' rates."""
+        return f"{self.prefix}stream:{model}:{role}"
 
     @property
     def files(self) -> str:

@@ -158,6 +158,15 @@ class Settings:
         "help": "Prefect server API the gateway triggers retraining on (`up` starts one and sets it)"})
     prefect: bool = field(default=True, metadata={"parse": _flag,
         "help": "Whether `batcomputer up` starts a Prefect server and serves the flows"})
+    stream_batch: int = field(default=256, metadata={"parse": _positive_int,
+        "help": "Most stream entries a consumer reads and scores in one micro-batch"})
+    stream_claim_idle_seconds: float = field(default=30.0, metadata={"parse": _positive_float,
+        "help": "A stream entry read but not acknowledged for this long is claimed by another consumer (its "
+                "consumer is presumed lost; delivered more than BATCOMPUTER_MAX_ATTEMPTS times, it is dead-lettered)"})
+    stream_max_backlog: int = field(default=100_000, metadata={"parse": _positive_int,
+        "help": "Unscored entries a model's input stream may hold; past it POST .../stream answers 429"})
+    stream_maxlen: int = field(default=100_000, metadata={"parse": _positive_int,
+        "help": "About how many entries the output and dead-letter streams keep (older ones are trimmed)"})
     record_workers: int = field(default=0, metadata={"parse": _count,
         "help": "Record worker processes `batcomputer up` starts (0: one per CPU core; each scores on one core)"})
     api_workers: int = field(default=0, metadata={"parse": _count,

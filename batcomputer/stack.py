@@ -84,6 +84,10 @@ def run_stack(settings: Settings, port: int, report: Report = print) -> int:
                  ("bulk worker", _cli("worker", "--queues", "bulk")), ("gateway", _cli("api", "--port", str(port)))]
         if prefect is not None:
             roles.append(("flow runner", _cli("flows", "serve")))
+        registry = Registry.from_settings(settings)
+        for model in registry.models():  # one stream consumer per served model
+            if settings.default_alias in registry.aliases(model):
+                roles.append((f"stream consumer ({model})", _cli("stream", model)))
         for name, command in roles:
             processes.append((name, subprocess.Popen(command, env=env, start_new_session=True)))
         base = f"http://{settings.api_host}:{port}"

@@ -1,0 +1,28 @@
+"""The stream producer route: validate records like any job and append them to the model's input stream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import Blueprint, Response, jsonify
+
+from api.context import gateway, read_body
+from api.gateway import parse_json
+from batcomputer.schema import validate_records
+from batcomputer.streams import StreamStore
+
+streams = Blueprint("streams", __name__, url_prefix="/api/models")
+
+
+@streams.post("/<model>/stream")
+def append(model: str) -> tuple[Response, int]:
+    """One record or ``{"records": [...]}``; 202 with the entry ids, 429 with Retry-After past the backlog
+    limit (nothing appended), 422 naming every field problem (nothing appended)."""
+    gw = gateway()
+    pinned = gw.pin(model)
+    records = validate_records(pinned.schema, gw.records_of(parse_json(read_body())))
+    store = StreamStore(gw.redis, gw.settings.key_prefix, model, gw.settings.stream_maxlen)
+    ids = store.append([orjson.dumps(record) for record in records], gw.settings.stream_max_backlog)
+    body: dict[str, Any] = {"model": model, "stream": store.input, "ids": ids}
+    return jsonify(body), 202

@@ -1,0 +1,217 @@
+"""Scoring streams in Redis: producers' appends with backpressure, consumers' outputs written exactly once.
+
+Per model an input stream, an output stream and a dead-letter stream (names in ``keyspace``), read by one
+consumer group. A consumer writes the outputs (or dead letters) of a micro-batch and acknowledges its entries
+in one Lua script, which writes an entry's output only while the entry is still pending for the group: an
+entry scored twice (claimed from a consumer presumed dead that was only slow) gets one output, whoever
+finishes first. Output and dead-letter streams are trimmed (MAXLEN ~); the input stream is trimmed below
+the oldest entry still pending or undelivered, so nothing unscored is ever cut.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import redis
+
+from batcomputer.errors import TooManyRequests
+from batcomputer.keyspace import STREAM_GROUP, Keys
+
+MIN_REDIS = (6, 2)  # XAUTOCLAIM
+
+# KEYS: input, output, dead letters, stats.  ARGV: group, output maxlen, dead-letter maxlen, then per entry:
+# kind ("out" or "dead"), input entry id, field count, the fields as pairs.
+# Returns {written, skipped}: an entry no longer pending (another consumer wrote it) is skipped.
+_DELIVER = """
+local written, skipped, dead = 0, 0, 0
+local i = 4
+while i <= #ARGV do
+  local kind, id, count = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local fields = {}
+  for j = i + 3, i + 2 + 2 * count do fields[#fields + 1] = ARGV[j] end
+  i = i + 3 + 2 * count
+  if #redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1) > 0 then
+    if kind == 'out' then
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+      written = written + 1
+    else
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
+      dead = dead + 1
+    end
+    redis.call('XACK', KEYS[1], ARGV[1], id)
+  else
+    skipped = skipped + 1
+  end
+end
+if written > 0 then redis.call('HINCRBY', KEYS[4], 'scored', written) end
+if dead > 0 then redis.call('HINCRBY', KEYS[4], 'dead', dead) end
+if skipped > 0 then redis.call('HINCRBY', KEYS[4], 'skipped', skipped) end
+return {written, skipped}
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    fields: dict[str, str]
+    deliveries: int = 1
+
+
+def redis_version(client: Any) -> tuple[int, ...]:
+    text = str(client.info("server").get("redis_version", "0"))
+    return tuple(int(part) for part in text.split(".")[:2] if part.isdigit())
+
+
+def check_redis(client: Any) -> None:
+    """Streams need XAUTOCLAIM (Redis 6.2): say so at start-up rather than fail at the first claim."""
+    found = redis_version(client)
+    if found < MIN_REDIS:
+        raise RuntimeError(f"streams need Redis >= {'.'.join(map(str, MIN_REDIS))} (XAUTOCLAIM); this one is "
+                           f"{'.'.join(map(str, found))}")
+
+
+class StreamStore:
+    """One model's streams."""
+
+    def __init__(self, client: Any, prefix: str, model: str, maxlen: int = 100_000) -> None:
+        self.redis = client
+        self.model = model
+        keys = Keys(prefix)
+        self.input, self.output = keys.stream(model, "in"), keys.stream(model, "out")
+        self.dead = keys.stream(model, "dead")
+        self.stats = keys.stream(model, "stats")
+        self.maxlen = maxlen
+        self._deliver = client.register_script(_DELIVER)
+
+    # -- producers ---------------------------------------------------------------------------------
+
+    def backlog(self) -> int:
+        """Entries not yet scored: the group's lag (entries not yet delivered) plus those pending."""
+        try:
+            groups = self.redis.xinfo_groups(self.input)
+        except redis.ResponseError:  # no stream yet
+            return 0
+        for group in groups:
+            if _text(group.get("name")) == STREAM_GROUP:
+                lag = group.get("lag")
+                if lag is None:  # lag unknown (entries deleted): count from the last delivered id
+                    lag = len(self.redis.xrange(self.input, f"({_text(group['last-delivered-id'])}", "+",
+                                                count=1_000_000))
+                return int(lag) + int(group.get("pending", 0))
+        return int(self.redis.xlen(self.input))
+
+    def append(self, records: list[bytes], limit: int, meta: dict[str, str] | None = None) -> list[str]:
+        """Append records (their JSON) unless the backlog has passed ``limit``: then ``TooManyRequests``
+        with a Retry-After from the rate consumers score at."""
+        backlog = self.backlog()
+        if backlog + len(records) > limit:
+            rate = self.rate()
+            wait = max(1, min(300, round((backlog + len(records) - limit) / rate))) if rate else 10
+            raise TooManyRequests(f"the input stream of {self.model!r} holds {backlog} unscored entries (limit "
+                                  f"{limit}); retry in {wait} s", retry_after=wait, backlog=backlog, limit=limit)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for record in records:
+                pipe.xadd(self.input, {"record": record, **(meta or {})})
+            return [_text(found) for found in pipe.execute()]
+
+    # -- consumers ---------------------------------------------------------------------------------
+
+    def ensure_group(self) -> None:
+        try:
+            self.redis.xgroup_create(self.input, STREAM_GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read(self, consumer: str, count: int, block_ms: int) -> list[Entry]:
+        reply = self.redis.xreadgroup(STREAM_GROUP, consumer, {self.input: ">"}, count=count, block=block_ms)
+        if not reply:
+            return []
+        return [Entry(_text(entry_id), _fields(fields)) for entry_id, fields in reply[0][1]]
+
+    def claim(self, consumer: str, idle_ms: int, count: int) -> list[Entry]:
+        """Entries another consumer took and has not acknowledged for ``idle_ms``, with their delivery counts."""
+        reply = self.redis.xautoclaim(self.input, STREAM_GROUP, consumer, idle_ms, "0-0", count=count)
+        claimed = [(_text(entry_id), fields) for entry_id, fields in reply[1] if fields is not None]
+        if not claimed:
+            return []
+        counts = {}
+        for item in self.redis.xpending_range(self.input, STREAM_GROUP, min=claimed[0][0], max=claimed[-1][0],
+                                              count=len(claimed) * 2, consumername=consumer):
+            counts[_text(item["message_id"])] = int(item["times_delivered"])
+        return [Entry(entry_id, _fields(fields), counts.get(entry_id, 2)) for entry_id, fields in claimed]
+
+    def deliver(self, outputs: list[tuple[str, dict[str, Any]]], dead: list[tuple[str, dict[str, Any]]]) -> int:
+        """Write each output and dead letter and acknowledge its entry, in one script; returns how many were
+        written (an entry another consumer finished first is skipped)."""
+        args: list[Any] = [STREAM_GROUP, self.maxlen, self.maxlen]
+        for kind, items in (("out", outputs), ("dead", dead)):
+            for entry_id, fields in items:
+                args += [kind, entry_id, len(fields)]
+                for name, value in fields.items():
+                    args += [name, value if isinstance(value, str | bytes) else orjson.dumps(value)]
+        if len(args) == 3:
+            return 0
+        written, _ = self._deliver(keys=[self.input, self.output, self.dead, self.stats], args=args)
+        return int(written)
+
+    def trim_input(self) -> None:
+        """Drop input entries below the oldest one still pending or not yet delivered: all scored."""
+        summary = self.redis.xpending(self.input, STREAM_GROUP)
+        groups = [g for g in self.redis.xinfo_groups(self.input) if _text(g.get("name")) == STREAM_GROUP]
+        if not groups:
+            return
+        last = _text(groups[0]["last-delivered-id"])
+        floor = _next_id(last)
+        if summary and summary.get("pending"):
+            floor = min(floor, _text(summary["min"]), key=_id_key)
+        self.redis.xtrim(self.input, minid=floor, approximate=True)
+
+    def record_rate(self, consumer: str, per_second: float) -> None:
+        self.redis.hset(self.stats, f"rate:{consumer}", orjson.dumps({"rate": round(per_second, 1),
+                                                                        "at": time.time()}))
+
+    def rate(self, fresh_seconds: float = 30) -> float:
+        """Entries per second the live consumers reported (each its own recent rate)."""
+        total = 0.0
+        for name, raw in self.redis.hgetall(self.stats).items():
+            if _text(name).startswith("rate:"):
+                found = orjson.loads(raw)
+                if time.time() - found["at"] < fresh_seconds:
+                    total += float(found["rate"])
+        return total
+
+    def status(self) -> dict[str, Any]:
+        counters = {_text(k): _text(v) for k, v in self.redis.hgetall(self.stats).items()}
+        consumers = 0
+        try:
+            groups = [g for g in self.redis.xinfo_groups(self.input) if _text(g.get("name")) == STREAM_GROUP]
+            consumers = int(groups[0]["consumers"]) if groups else 0
+            pending = int(groups[0]["pending"]) if groups else 0
+        except redis.ResponseError:
+            pending = 0
+        return {"model": self.model, "input": self.redis.xlen(self.input), "backlog": self.backlog(),
+                "pending": pending, "output": self.redis.xlen(self.output), "dead": self.redis.xlen(self.dead),
+                "consumers": consumers, "scored": int(counters.get("scored", 0)),
+                "dead_letters": int(counters.get("dead", 0)), "rate_per_second": round(self.rate(), 1)}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _fields(raw: dict[Any, Any]) -> dict[str, str]:
+    return {_text(k): _text(v) for k, v in raw.items()}
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    millis, _, sequence = entry_id.partition("-")
+    return int(millis), int(sequence or 0)
+
+
+def _next_id(entry_id: str) -> str:
+    millis, sequence = _id_key(entry_id)
+    return f"{millis}-{sequence + 1}"

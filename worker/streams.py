@@ -1,0 +1,129 @@
+"""A stream consumer: reads micro-batches of a model's input stream, scores them, writes outputs once.
+
+Each pass reads up to ``count`` new entries (XREADGROUP, blocking up to a second), or, every few seconds,
+claims entries a consumer presumed dead left pending longer than the claim idle time (XAUTOCLAIM). Each
+entry's ``record`` is validated like a REST record; invalid records, and entries delivered more than the
+attempt limit (they keep killing their consumer), go to the dead-letter stream with their reason. The rest
+are scored in one vectorised call with the version ``production`` points to when the batch starts (a
+promotion takes effect between batches, never inside one), and everything is written and acknowledged in
+one script (``StreamStore.deliver``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+import orjson
+
+from batcomputer.broker import redis_client
+from batcomputer.registry import Registry
+from batcomputer.schema import validate_record
+from batcomputer.scoring import score
+from batcomputer.settings import Settings
+from batcomputer.streams import Entry, StreamStore, check_redis
+from worker.models import BundleCache
+
+log = logging.getLogger("batcomputer.streams")
+CLAIM_EVERY_SECONDS = 5.0
+TRIM_EVERY_SECONDS = 5.0
+
+
+class StreamConsumer:
+    def __init__(self, settings: Settings, model: str, name: str | None = None) -> None:
+        self.settings = settings
+        self.model = model
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        client = redis_client(settings, socket_timeout=30)
+        check_redis(client)
+        self.store = StreamStore(client, settings.key_prefix, model, settings.stream_maxlen)
+        self.registry = Registry.from_settings(settings)
+        self.bundles = BundleCache(self.registry)
+        self.stop = threading.Event()
+        self.scored = 0
+
+    def run(self) -> None:
+        self.store.ensure_group()
+        log.info("consumer %s reading %s", self.name, self.store.input)
+        next_claim = next_trim = time.monotonic()
+        window_start, window_count = time.monotonic(), 0
+        while not self.stop.is_set():
+            now = time.monotonic()
+            entries: list[Entry] = []
+            if now >= next_claim:
+                entries = self.store.claim(self.name, int(self.settings.stream_claim_idle_seconds * 1000),
+                                           self.settings.stream_batch)
+                next_claim = now + CLAIM_EVERY_SECONDS
+            if not entries:
+                entries = self.store.read(self.name, self.settings.stream_batch, 1000)
+            if entries:
+                window_count += self.handle(entries)
+            if now >= next_trim:
+                self.store.trim_input()
+                elapsed = time.monotonic() - window_start
+                self.store.record_rate(self.name, window_count / elapsed if elapsed > 0 else 0.0)
+                window_start, window_count = time.monotonic(), 0
+                next_trim = now + TRIM_EVERY_SECONDS
+
+    def handle(self, entries: list[Entry]) -> int:
+        """Score one micro-batch and write it; returns the outputs written."""
+        version = self.registry.resolve(self.model, None, self.settings.default_alias)  # between batches only
+        bundle = self.bundles.get(self.model, version)
+        schema = bundle.schema
+        valid: list[tuple[Entry, dict[str, Any]]] = []
+        dead: list[tuple[str, dict[str, Any]]] = []
+        for entry in entries:
+            raw = entry.fields.get("record")
+            if entry.deliveries > self.settings.max_attempts:
+                dead.append(self.dead_letter(entry, "too_many_deliveries", f"delivered {entry.deliveries} times "
+                                             f"without an outcome (limit {self.settings.max_attempts}); its "
+                                             f"consumers were lost each time"))
+                continue
+            if raw is None:
+                dead.append(self.dead_letter(entry, "missing", "the entry has no 'record' field"))
+                continue
+            try:
+                record = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                dead.append(self.dead_letter(entry, "bad_json", f"record is not valid JSON: {exc}"))
+                continue
+            if not isinstance(record, dict):
+                dead.append(self.dead_letter(entry, "type", "record must be a JSON object of named fields"))
+                continue
+            clean, problems = validate_record(schema, record)
+            if problems:
+                dead.append(self.dead_letter(entry, problems[0]["code"], "; ".join(p["message"] for p in problems)))
+                continue
+            valid.append((entry, clean))
+        outputs = []
+        if valid:
+            results = score(bundle, [clean for _, clean in valid])
+            for (entry, _), result in zip(valid, results, strict=True):
+                meta = {k: v for k, v in entry.fields.items() if k != "record"}
+                outputs.append((entry.id, {**meta, "in_id": entry.id, "model": self.model,
+                                           "version": str(bundle.version), **{k: str(v) for k, v in result.items()}}))
+        written = self.store.deliver(outputs, dead)
+        self.scored += written
+        return written
+
+    @staticmethod
+    def dead_letter(entry: Entry, code: str, reason: str) -> tuple[str, dict[str, Any]]:
+        return entry.id, {"in_id": entry.id, "code": code, "reason": reason, "record": entry.fields.get("record", ""),
+                          "deliveries": str(entry.deliveries)}
+
+
+def run_consumer(settings: Settings, model: str) -> None:
+    """Consume until SIGTERM or SIGINT (the batch in hand is finished first)."""
+    consumer = StreamConsumer(settings, model)
+
+    def stop(*_: Any) -> None:
+        consumer.stop.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    consumer.run()
