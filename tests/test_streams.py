@@ -133,3 +133,33 @@ def test_the_producer_route_validates_appends_and_answers_429_past_the_backlog_l
     status = run_cli(settings_env(services.settings), "stream", "status", "crime")
     assert status.returncode == 0 and f'"backlog": {limit}' in status.stdout
 
+
+
+def test_a_promotion_is_picked_up_by_running_consumers_between_batches(
+        trained_registry: Settings, redis_base_url: str, tmp_path: Path) -> None:
+    import shutil
+
+    from training.trainer import train
+
+    shutil.copytree(trained_registry.registry, tmp_path / "registry")
+    own = private_settings(trained_registry, redis_base_url, registry=str(tmp_path / "registry"))
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    services = Services(own, logs)
+    store = StreamStore(redis.Redis.from_url(redis_base_url), own.key_prefix, "crime", own.stream_maxlen)
+    try:
+        consumer(services, "consumer-1")
+        body = orjson.dumps({"force": "West Yorkshire Police", "crime": "Burglary", "month": 10})
+        store.append([body] * 50, 1_000)
+        wait_until(lambda: store.redis.xlen(store.output) >= 50, 60, "the first outputs")
+        spec = (Path(__file__).resolve().parents[1] / "training" / "specs" / "crime.toml").read_text()
+        (tmp_path / "crime-quick.toml").write_text(spec.replace("max_iter = 60", "max_iter = 20"))
+        promoted = train(own, str(tmp_path / "crime-quick.toml"), promote=True, report=lambda line: None)
+        assert promoted.published.version == 2 and promoted.promoted
+        store.append([body] * 50, 1_000)
+        wait_until(lambda: store.redis.xlen(store.output) >= 100, 60, "the outputs after the promotion")
+        versions = [o["version"] for o in outputs(store)]
+        assert versions[:50] == ["1"] * 50 and versions[50:] == ["2"] * 50  # no restart, no mixed batch
+    finally:
+        services.stop()
+        remove_keys(redis_base_url, own.key_prefix)
