@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import orjson
+import redis
 
 from batcomputer.broker import redis_client
 from batcomputer.registry import Registry
@@ -46,29 +47,46 @@ class StreamConsumer:
         self.bundles = BundleCache(self.registry)
         self.stop = threading.Event()
         self.scored = 0
+        self.next_claim = time.monotonic()
 
     def run(self) -> None:
         self.store.ensure_group()
         log.info("consumer %s reading %s", self.name, self.store.input)
-        next_claim = next_trim = time.monotonic()
+        next_trim = time.monotonic()
         window_start, window_count = time.monotonic(), 0
+        failing = False
         while not self.stop.is_set():
-            now = time.monotonic()
-            entries: list[Entry] = []
-            if now >= next_claim:
-                entries = self.store.claim(self.name, int(self.settings.stream_claim_idle_seconds * 1000),
-                                           self.settings.stream_batch)
-                next_claim = now + CLAIM_EVERY_SECONDS
-            if not entries:
-                entries = self.store.read(self.name, self.settings.stream_batch, 1000)
-            if entries:
-                window_count += self.handle(entries)
-            if now >= next_trim:
-                self.store.trim_input()
-                elapsed = time.monotonic() - window_start
-                self.store.record_rate(self.name, window_count / elapsed if elapsed > 0 else 0.0)
+            try:
+                window_count += self.step()
+                failing = False
+            except Exception as exc:  # Redis away, a bundle unreadable: the entries stay pending; try again
+                if not failing:
+                    log.warning("consumer %s: %s; retrying", self.name, exc, exc_info=not isinstance(
+                        exc, redis.RedisError))
+                failing = True
+                self.stop.wait(1.0)
+                continue
+            if time.monotonic() >= next_trim:
+                try:
+                    self.store.trim_input()
+                    elapsed = time.monotonic() - window_start
+                    self.store.record_rate(self.name, window_count / elapsed if elapsed > 0 else 0.0)
+                except redis.RedisError:
+                    pass
                 window_start, window_count = time.monotonic(), 0
-                next_trim = now + TRIM_EVERY_SECONDS
+                next_trim = time.monotonic() + TRIM_EVERY_SECONDS
+
+    def step(self) -> int:
+        """One pass: claim entries left by lost consumers (every few seconds), else read new ones; score."""
+        now = time.monotonic()
+        entries: list[Entry] = []
+        if now >= self.next_claim:
+            entries = self.store.claim(self.name, int(self.settings.stream_claim_idle_seconds * 1000),
+                                       self.settings.stream_batch)
+            self.next_claim = now + CLAIM_EVERY_SECONDS
+        if not entries:
+            entries = self.store.read(self.name, self.settings.stream_batch, 1000)
+        return self.handle(entries) if entries else 0
 
     def handle(self, entries: list[Entry]) -> int:
         """Score one micro-batch and write it; returns the outputs written."""
