@@ -22,26 +22,22 @@ from batcomputer.keyspace import STREAM_GROUP, Keys
 
 MIN_REDIS = (6, 2)  # XAUTOCLAIM
 
-# KEYS: input, output, dead letters, stats.  ARGV: group, output maxlen, dead-letter maxlen, then per entry:
-# kind ("out" or "dead"), input entry id, field count, the fields as pairs.
-# Returns {written, skipped}: an entry no longer pending (another consumer wrote it) is skipped.
+# KEYS: input, output, dead letters, stats.  ARGV: group, output maxlen, dead-letter maxlen, then the batch as
+# one JSON array of [kind ("out" or "dead"), input entry id, [field, value, ...]] (one argument: cheaper to
+# send than thousands). Returns {written, skipped}: an entry no longer pending (another consumer wrote it)
+# is skipped. XACK says whether the entry was pending, and the script runs whole: acknowledgement and output
+# happen together.
 _DELIVER = """
 local written, skipped, dead = 0, 0, 0
-local i = 4
-while i <= #ARGV do
-  local kind, id, count = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local fields = {}
-  for j = i + 3, i + 2 + 2 * count do fields[#fields + 1] = ARGV[j] end
-  i = i + 3 + 2 * count
-  if #redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1) > 0 then
-    if kind == 'out' then
-      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(fields))
+for _, item in ipairs(cjson.decode(ARGV[4])) do
+  if redis.call('XACK', KEYS[1], ARGV[1], item[2]) == 1 then  -- it was pending: this is its one outcome
+    if item[1] == 'out' then
+      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(item[3]))
       written = written + 1
     else
-      redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(fields))
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(item[3]))
       dead = dead + 1
     end
-    redis.call('XACK', KEYS[1], ARGV[1], id)
   else
     skipped = skipped + 1
   end
@@ -147,15 +143,12 @@ class StreamStore:
     def deliver(self, outputs: list[tuple[str, dict[str, Any]]], dead: list[tuple[str, dict[str, Any]]]) -> int:
         """Write each output and dead letter and acknowledge its entry, in one script; returns how many were
         written (an entry another consumer finished first is skipped)."""
-        args: list[Any] = [STREAM_GROUP, self.maxlen, self.maxlen]
-        for kind, items in (("out", outputs), ("dead", dead)):
-            for entry_id, fields in items:
-                args += [kind, entry_id, len(fields)]
-                for name, value in fields.items():
-                    args += [name, value if isinstance(value, str | bytes) else orjson.dumps(value)]
-        if len(args) == 3:
+        batch = [[kind, entry_id, [part for pair in fields.items() for part in pair]]
+                 for kind, items in (("out", outputs), ("dead", dead)) for entry_id, fields in items]
+        if not batch:
             return 0
-        written, _ = self._deliver(keys=[self.input, self.output, self.dead, self.stats], args=args)
+        written, _ = self._deliver(keys=[self.input, self.output, self.dead, self.stats],
+                                   args=[STREAM_GROUP, self.maxlen, self.maxlen, orjson.dumps(batch)])
         return int(written)
 
     def trim_input(self) -> None:

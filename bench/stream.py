@@ -98,6 +98,23 @@ def main() -> None:
     try:
         time.sleep(4)  # the consumers load the model
         bodies = [orjson.dumps(r) for r in records]
+        import psutil
+
+        watched = {"consumers": [psutil.Process(p.pid) for p in consumers], "redis": [psutil.Process(redis.handle.pid)],
+                   "producer (this process)": [psutil.Process()]}
+
+        def cpu() -> dict[str, float]:
+            found = {}
+            for name, processes in watched.items():
+                total = 0.0
+                for process in processes:
+                    for each in [process, *process.children(recursive=True)]:
+                        times = each.cpu_times()
+                        total += times.user + times.system
+                found[name] = total
+            return found
+
+        before = cpu()
         start = time.perf_counter()
         for offset in range(0, len(bodies), 5_000):
             store.append(bodies[offset:offset + 5_000], 10**9)
@@ -105,6 +122,7 @@ def main() -> None:
         while client.xlen(store.output) < len(bodies):
             time.sleep(0.01)
         through = time.perf_counter() - start
+        after = cpu()
         client.delete(store.output)
 
         interval = 1.0 / args.rate
@@ -121,6 +139,23 @@ def main() -> None:
         lags = sorted(millis(out_id) - millis(fields[b"in_id"]) for out_id, fields in
                       client.xrange(store.output, "-", "+"))
         p50, p99 = lags[len(lags) // 2], lags[int(len(lags) * 0.99)]
+
+        # The drain alone: the backlog appended while no consumer runs, then consumed (from the first output
+        # on, once the consumers have loaded the model), with no producer competing for the cores.
+        for process in consumers:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(30)
+        client.delete(store.output)
+        for offset in range(0, len(bodies), 5_000):
+            store.append(bodies[offset:offset + 5_000], 10**9)
+        consumers = [subprocess.Popen([cli, "stream", "crime"], env=env, stdout=log, stderr=log,
+                                      start_new_session=True) for _ in range(args.consumers)]
+        while client.xlen(store.output) == 0:
+            time.sleep(0.001)
+        first = time.perf_counter()
+        while client.xlen(store.output) < len(bodies):
+            time.sleep(0.01)
+        drain = time.perf_counter() - first
     finally:
         for process in consumers:
             os.killpg(process.pid, signal.SIGTERM)
@@ -134,6 +169,10 @@ def main() -> None:
     print(f"in-process score() in batches of {settings.stream_batch}:           {n / batched:>10,.0f} records/s")
     print(f"through the stream (append {appended:.2f} s):           {n / through:>10,.0f} records/s  "
           f"= {n / through / (n / whole):.2f} x all-at-once, {n / through / (n / batched):.2f} x batched")
+    print(f"draining a backlog of {n:,} (no producer running):  {n / drain:>10,.0f} records/s  "
+          f"= {n / drain / (n / whole):.2f} x all-at-once")
+    spent = ", ".join(f"{name} {(after[name] - before[name]) / n * 1e6:.1f}" for name in after)
+    print(f"CPU per record during the run (microseconds): {spent}")
     print(f"latency at {args.rate:,} records/s for {args.seconds} s ({len(lags):,} entries): p50 {p50} ms, "
           f"p99 {p99} ms")
     print(f"logs: {folder}")

@@ -24,7 +24,7 @@ import redis
 
 from batcomputer.broker import redis_client
 from batcomputer.registry import Registry
-from batcomputer.schema import validate_record
+from batcomputer.schema import decode_one, validate_record
 from batcomputer.scoring import score
 from batcomputer.settings import Settings
 from batcomputer.streams import Entry, StreamStore, check_redis
@@ -104,6 +104,10 @@ class StreamConsumer:
                 continue
             if raw is None:
                 dead.append(self.dead_letter(entry, "missing", "the entry has no 'record' field"))
+                continue
+            fast = decode_one(schema, raw)
+            if fast is not None:  # plainly valid: decoded and checked in one pass in C
+                valid.append((entry, fast))
                 continue
             try:
                 record = orjson.loads(raw)
