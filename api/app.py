@@ -12,6 +12,7 @@ from batcomputer.settings import Settings
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> Flask:
     """Build the gateway; settings default to the BATCOMPUTER_* environment (read now, not at import)."""
+    from api.auth import install as install_auth
     from api.batches import batches
     from api.docs import docs
     from api.gateway import Gateway
@@ -27,8 +28,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app = Flask("batcomputer")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes + 1  # one byte past: see api.context.read_body
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["gateway"] = Gateway(settings, registry)
+    gateway = app.extensions["gateway"] = Gateway(settings, registry)
     register_problem_handlers(app)
+    install_auth(app, settings, gateway.redis)
     for blueprint in (health, models, jobs, batches, retraining, streams, seed, docs):
         app.register_blueprint(blueprint)
     logger = logging.getLogger("batcomputer")

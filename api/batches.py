@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from flask import Blueprint, Response, request, send_file
 
+from api import auth
 from api.context import JSON, gateway, read_body, require_media
 from api.gateway import Gateway, Pinned, parse_json
 from api.jobs import job_response
@@ -64,6 +65,9 @@ def _submit(gw: Gateway, pinned: Pinned, job_id: str, input_url: str, uploaded: 
         extra["upload"] = "1"
     if callback:
         extra["callback_url"] = callback
+    caller = auth.caller()
+    if caller is not None:
+        extra["owner"] = caller.name
     if columns:
         extra["columns"] = ",".join(columns)
     created = gw.jobs.create(job_id, pinned.model, pinned.version, pinned.sha256, Payload(orjson.dumps(spec), 0),
@@ -122,7 +126,7 @@ def submit_batch(model: str) -> Response:
 @batches.get("/jobs/<job_id>/output")
 def download_output(job_id: str) -> Response:
     gw = gateway()
-    job = gw.jobs.get(job_id)
+    job = auth.check_owner(gw.jobs.get(job_id))
     if job.get("kind") != KIND_BATCH:
         raise NotFound(f"job {job_id} is not a batch file: its results are in the job itself", job=job_id)
     if job["state"] != SUCCEEDED:

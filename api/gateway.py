@@ -94,7 +94,7 @@ class Gateway:
         return [body]
 
     def submit_body(self, pinned: Pinned, raw: bytes, idempotency: tuple[str, bytes] | None = None,
-                    wait: float = 0.0, single: bool = False) -> Submitted:
+                    wait: float = 0.0, single: bool = False, owner: str | None = None) -> Submitted:
         """Submit a request body: one record, or ``{"records": [...]}`` (only one record when ``single``).
         A plainly valid body is decoded and validated in one pass (``clean_json``); anything else takes
         the detailed path, whose errors name every field and reason."""
@@ -104,10 +104,10 @@ class Gateway:
             if single and isinstance(body, dict) and "records" in body:
                 raise BadRequest("/api/predict takes one record; send lists to /api/models/{model}/jobs",
                                  field="records")
-            return self.submit(pinned, self.records_of(body), idempotency, wait)
+            return self.submit(pinned, self.records_of(body), idempotency, wait, owner)
         payload, count = fast
         self.check_count(count)
-        return self._enqueue(pinned, Payload(payload, count), idempotency, wait)
+        return self._enqueue(pinned, Payload(payload, count), idempotency, wait, owner)
 
     def check_count(self, count: int) -> None:
         if count > self.settings.max_records:
@@ -115,12 +115,12 @@ class Gateway:
                                  field="records", limit=self.settings.max_records)
 
     def submit(self, pinned: Pinned, records: list[Any], idempotency: tuple[str, bytes] | None = None,
-               wait: float = 0.0) -> Submitted:
+               wait: float = 0.0, owner: str | None = None) -> Submitted:
         """Validate, create the job record, enqueue it; optionally wait up to ``wait`` seconds for it."""
-        return self._enqueue(pinned, validate_records(pinned.schema, records), idempotency, wait)
+        return self._enqueue(pinned, validate_records(pinned.schema, records), idempotency, wait, owner)
 
     def _enqueue(self, pinned: Pinned, clean: list[dict[str, Any]] | Payload,
-                 idempotency: tuple[str, bytes] | None, wait: float) -> Submitted:
+                 idempotency: tuple[str, bytes] | None, wait: float, owner: str | None = None) -> Submitted:
         """Create the job record, enqueue it; optionally wait up to ``wait`` seconds for it.
 
         The job record is the commitment: once it exists the job will run. If the message cannot be sent
@@ -131,12 +131,14 @@ class Gateway:
         claim = None
         if idempotency is not None:
             key, raw = idempotency
+            key = f"{owner}\0{key}" if owner else key  # one client's key never finds another's job
             claim = (key, body_digest(pinned.model, str(pinned.version), raw))
         queue = QUEUE_RECORDS if count <= self.settings.bulk_threshold_records else QUEUE_BULK
         finished = self.inbox.expect(job_id) if wait > 0 else None
         try:
             created = self.jobs.create(job_id, pinned.model, pinned.version, pinned.sha256, clean, queue,
-                                       pinned.alias, self.inbox.key if finished else None, claim)
+                                       pinned.alias, self.inbox.key if finished else None, claim,
+                                       extra={"owner": owner} if owner else None)
             if not created.new:  # the same request came before (perhaps at this very moment)
                 job = self.wait_for(created.job_id, wait)
                 return Submitted(job, job["state"] in FINAL)

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
+from api import auth
 from api.context import gateway, read_body
 from batcomputer.errors import BadRequest, Conflict
 from batcomputer.jobs import RawJSON
@@ -37,20 +38,24 @@ def submit_job(model: str) -> Response:
     pinned = gw.pin(model, request.args.get("version"), request.args.get("alias"))
     raw = read_body()
     key = request.headers.get("Idempotency-Key")
-    submitted = gw.submit_body(pinned, raw, (key, raw) if key else None, wait)
+    caller = auth.caller()
+    submitted = gw.submit_body(pinned, raw, (key, raw) if key else None, wait, owner=caller.name if caller else None)
     return job_response(submitted.job, 200 if submitted.final else 202)
 
 
 @jobs.get("/jobs/<job_id>")
 def show_job(job_id: str) -> Response:
     gw = gateway()
-    return job_response(gw.wait_for(job_id, gw.parse_wait(request.args.get("wait"))), 200)
+    wait = gw.parse_wait(request.args.get("wait"))
+    if auth.caller() is not None:
+        auth.check_owner(gw.jobs.get(job_id))  # before waiting: another key's job is not there
+    return job_response(gw.wait_for(job_id, wait), 200)
 
 
 @jobs.delete("/jobs/<job_id>")
 def cancel_job(job_id: str) -> Response:
     gw = gateway()
-    job = gw.jobs.get(job_id)
+    job = auth.check_owner(gw.jobs.get(job_id))
     if job.get("kind") == KIND_CHUNK:
         raise Conflict(f"job {job_id} is a chunk of batch {job.get('parent')}: cancel the batch",
                        job=job_id, batch=job.get("parent"))
@@ -78,7 +83,8 @@ def list_jobs() -> dict[str, Any]:
         raise BadRequest(f"state must be one of {', '.join(STATES)}", field="state")
     limit = _int_arg("limit", 50, 1, 500)
     offset = _int_arg("offset", 0, 0, 10**9)
-    found, next_offset = gateway().jobs.recent(state, model, offset, limit)
+    caller = auth.caller()
+    found, next_offset = gateway().jobs.recent(state, model, offset, limit, caller.name if caller else None)
     following = None
     if next_offset is not None and len(found) == limit:
         following = url_for("jobs.list_jobs", state=state, model=model, limit=limit, offset=next_offset)

@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import Blueprint, request
 
+from api import auth
 from api.context import gateway, read_body
 from api.gateway import parse_json
 from batcomputer.errors import BadRequest, BatcomputerError
@@ -61,17 +62,23 @@ def _body() -> dict[str, Any]:
     return body
 
 
+def check_reason(body: dict[str, Any]) -> None:
+    """``reason`` is the client's to give; who moved the alias (``by``) is the calling key, never client text."""
+    if "by" in body:
+        raise BadRequest("by is not accepted: the alias history records the calling key's name", field="by")
+    if body.get("reason") is not None and not isinstance(body["reason"], str):
+        raise BadRequest("reason must be a string", field="reason")
+
+
 @models.put("/<model>/aliases/<alias>")
 def move_alias(model: str, alias: str) -> dict[str, Any]:
     body = _body()
     version = body.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
         raise BadRequest(f"version must be a whole number from 1 to {MAX_VERSION}", field="version")
-    for name in ("by", "reason"):
-        if body.get(name) is not None and not isinstance(body[name], str):
-            raise BadRequest(f"{name} must be a string", field=name)
+    check_reason(body)
     registry = gateway().registry
-    move = registry.set_alias(model, alias, version, by=str(body.get("by") or "api"),
+    move = registry.set_alias(model, alias, version, by=auth.actor(),
                               reason=str(body.get("reason") or "PUT alias over HTTP"))
     return {"move": move, "aliases": registry.aliases(model)}
 
@@ -79,9 +86,9 @@ def move_alias(model: str, alias: str) -> dict[str, Any]:
 @models.post("/<model>/rollback")
 def rollback(model: str) -> dict[str, Any]:
     body = _body()
+    check_reason(body)
     gw = gateway()
     alias = str(body.get("alias") or gw.settings.default_alias)
-    move = gw.registry.rollback(model, alias, by=str(body.get("by") or "api"),
-                                reason=str(body.get("reason") or "rollback over HTTP"))
+    move = gw.registry.rollback(model, alias, by=auth.actor(), reason=str(body.get("reason") or "rollback over HTTP"))
     registry = gw.registry
     return {"move": move, "aliases": registry.aliases(model)}

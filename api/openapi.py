@@ -308,5 +308,9 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
                  "description": "Message-driven scoring of scikit-learn models: submit named-field records, "
                                 "poll jobs, or call the seed's synchronous /api/predict."},
         "paths": paths,
-        "components": {"schemas": components},
+        "components": {"schemas": components, "securitySchemes": {"apiKey": {
+            "type": "http", "scheme": "bearer", "description": "An API key (`batcomputer keys create`); needed in "
+            "the production profile, where `score` keys submit and read their own jobs and `admin` keys also move "
+            "aliases and start retraining. The local profile needs none."}}},
+        "security": [{"apiKey": []}, {}],
     }

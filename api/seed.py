@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request
 
 import batcomputer
+from api import auth
 from api.context import gateway, read_body
 from api.problems import problem_response
 from batcomputer.errors import BatcomputerError, ScoringFailed, Unavailable
@@ -33,7 +34,9 @@ def predict() -> dict[str, Any]:
     gw = gateway()
     model = request.args.get("model") or gw.settings.default_model
     pinned = gw.pin(model, request.args.get("version"), request.args.get("alias"))
-    submitted = gw.submit_body(pinned, read_body(), wait=gw.settings.predict_timeout_seconds, single=True)
+    caller = auth.caller()
+    submitted = gw.submit_body(pinned, read_body(), wait=gw.settings.predict_timeout_seconds, single=True,
+                               owner=caller.name if caller else None)
     job = submitted.job
     if not submitted.final:
         raise Unavailable(f"no worker scored the record within {gw.settings.predict_timeout_seconds:g} s; "

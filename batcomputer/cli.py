@@ -341,6 +341,69 @@ def stream(ctx: Context, words: tuple[str, ...]) -> None:
     run_consumer(ctx.settings, words[0])
 
 
+def check_exposure(settings: Settings, host: str) -> None:
+    """The local profile has no authentication: it serves the loopback interface only. The production
+    profile needs keys before it serves anything."""
+    import ipaddress
+
+    from batcomputer.errors import ConfigurationError
+    from batcomputer.keys import KeyRing
+
+    if settings.profile == "local":
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            raise ConfigurationError(f"the local profile has no authentication and binds loopback only, not "
+                                     f"{host!r}; set BATCOMPUTER_PROFILE=production (with API keys) to serve others")
+    elif not KeyRing.from_settings(settings).entries():
+        raise ConfigurationError("the production profile needs API keys: `batcomputer keys create NAME --scope admin`")
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def keys(click_ctx: click.Context) -> None:
+    """API keys (hashed in BATCOMPUTER_KEYS_FILE): list them, or create and revoke."""
+    if click_ctx.invoked_subcommand is None:
+        click_ctx.invoke(keys_list)
+
+
+@keys.command("list")
+@pass_context
+def keys_list(ctx: Context) -> None:
+    from batcomputer.keys import KeyRing
+
+    ring = KeyRing.from_settings(ctx.settings)
+    rows = [[name, e.get("scope", "?"), e.get("created", "-"), "revoked " + e["revoked"] if e.get("revoked") else
+             "active"] for name, e in sorted(ring.entries().items())]
+    click.echo(_table(rows, ["name", "scope", "created", "state"]) if rows else f"no keys in {ring.path}")
+
+
+@keys.command("create")
+@click.argument("name")
+@click.option("--scope", type=click.Choice(["score", "admin"]), default="score", show_default=True)
+@pass_context
+def keys_create(ctx: Context, name: str, scope: str) -> None:
+    """Create a key; it is printed once, on the last line (only its hash is kept)."""
+    from batcomputer.keys import KeyRing
+
+    ring = KeyRing.from_settings(ctx.settings)
+    token = ring.create(name, scope)
+    click.echo(f"created {scope} key {name!r} in {ring.path}; keep it now, it is not shown again:")
+    click.echo(token)
+
+
+@keys.command("revoke")
+@click.argument("name")
+@pass_context
+def keys_revoke(ctx: Context, name: str) -> None:
+    from batcomputer.keys import KeyRing
+
+    KeyRing.from_settings(ctx.settings).revoke(name)
+    click.echo(f"revoked {name!r}")
+
+
 @cli.command()
 @click.option("--queues", default="records", show_default=True, help="Comma-separated: records, bulk")
 @click.option("--loglevel", default="INFO", show_default=True)
@@ -390,6 +453,7 @@ def api(ctx: Context, host: str | None, port: int | None, workers: int | None, a
     from batcomputer.store import is_local
 
     redis_url(ctx.settings)
+    check_exposure(ctx.settings, host or ctx.settings.api_host)
     processes = workers or per_core(ctx.settings.api_workers)
     raise_open_files(processes * ctx.settings.api_connections + 1024)
     command = gunicorn_command(host or ctx.settings.api_host, port or ctx.settings.api_port, processes,

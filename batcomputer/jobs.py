@@ -64,7 +64,7 @@ from batcomputer.settings import Settings
 Clock = Callable[[], float]
 MAX_JOB_ID = 64
 SUMMARY_FIELDS = ("id", "state", "model", "version", "bundle_sha256", "alias", "count", "queue", "created",
-                  "started", "finished", "attempts", "error", "kind")
+                  "started", "finished", "attempts", "error", "kind", "owner")
 BATCH_COUNTS = ("rows_total", "rows_done", "rows_failed", "chunks_total", "chunks_done")
 BATCH_INTERNAL = ("owned", "parts", "upload", "failed_chunk")
 
@@ -398,8 +398,8 @@ class JobStore:
                            orjson.dumps({name: str(value) for name, value in stored.items()}), payload.json]
         outcome, found = (v.decode() for v in self._scripted([("create", keys, args)])[0])
         if outcome == "conflict":
-            raise Conflict(f"Idempotency-Key {key!r} was already used with a different request (job {found})",
-                           field="Idempotency-Key")
+            raise Conflict(f"Idempotency-Key {key.split(chr(0))[-1]!r} was already used with a different request "
+                           f"(job {found})", field="Idempotency-Key")
         if outcome == "existing":
             return Created(found, False)
         if not alias:
@@ -438,7 +438,7 @@ class JobStore:
         return self.get(job_id)
 
     def recent(self, state: str | None = None, model: str | None = None, offset: int = 0,
-               limit: int = 50) -> tuple[list[dict[str, Any]], int | None]:
+               limit: int = 50, owner: str | None = None) -> tuple[list[dict[str, Any]], int | None]:
         """Jobs newest first, filtered; returns a page and the offset of the next page (None at the end).
         Reads only each job's summary fields, never its records or results."""
         found: list[dict[str, Any]] = []
@@ -457,6 +457,8 @@ class JobStore:
                     continue
                 job = decode({k.encode(): v for k, v in zip(SUMMARY_FIELDS, values, strict=True) if v is not None})
                 if (state and job["state"] != state) or (model and job["model"] != model):
+                    continue
+                if owner is not None and job.get("owner") != owner:
                     continue
                 found.append(job)
                 if len(found) == limit:

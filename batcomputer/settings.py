@@ -79,6 +79,16 @@ def _optional_text(name: str, raw: str) -> str | None:
     return raw.strip() or None
 
 
+PROFILES = ("local", "production")
+
+
+def _profile(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in PROFILES:
+        raise ConfigurationError(f"{PREFIX}{name.upper()}={raw!r} must be one of {', '.join(PROFILES)}")
+    return value
+
+
 def _flag(name: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
@@ -94,6 +104,15 @@ def _optional_list(name: str, raw: str) -> str:
 class Settings:
     """Everything configurable; every field maps to ``BATCOMPUTER_<FIELD NAME IN CAPITALS>``."""
 
+    profile: str = field(default="local", metadata={"parse": _profile,
+        "help": "local: no authentication, loopback only (what `make up` runs); production: every API call "
+                "needs a key (`batcomputer keys create`), and the gateway refuses to start without one"})
+    keys_file: str | None = field(default=None, metadata={"parse": _optional_text,
+        "help": "Hashed API keys (`batcomputer keys create` writes it); unset: keys.json in the state folder"})
+    api_keys: dict[str, Any] = field(default_factory=dict, metadata={"parse": _json_object,
+        "help": "More hashed keys as JSON {name: {\"scope\", \"sha256\"}} (e.g. from a Kubernetes Secret)"})
+    rate_limit_per_minute: int = field(default=1200, metadata={"parse": _positive_int,
+        "help": "Requests one API key may make per minute (production profile); past it: 429 with Retry-After"})
     registry: str = field(default="var/registry", metadata={"parse": _text,
         "help": "Model registry: a local folder or an fsspec URL (e.g. abfs://models)"})
     registry_options: dict[str, Any] = field(default_factory=dict, metadata={"parse": _json_object,

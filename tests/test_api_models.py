@@ -18,7 +18,7 @@ def test_alias_moves_and_rollback_over_http(services: Services, titanic_draft: D
     for tag in (1, 2):
         registry.publish(dataclasses.replace(titanic_draft, metrics={**titanic_draft.metrics, "tag": tag}))
     client = create_app(services.settings).test_client()
-    moved = client.put("/api/models/titanic/aliases/production", json={"version": 1, "by": "alice"})
+    moved = client.put("/api/models/titanic/aliases/production", json={"version": 1})
     assert moved.status_code == 200 and moved.get_json()["aliases"] == {"production": 1}
     moved = client.put("/api/models/titanic/aliases/production", json={"version": 2, "reason": "better"})
     assert moved.get_json()["move"]["from"] == 1
@@ -27,7 +27,9 @@ def test_alias_moves_and_rollback_over_http(services: Services, titanic_draft: D
     assert back.status_code == 200 and back.get_json()["move"]["to"] == 1
     history = registry.history("titanic", "production")
     assert [(m["from"], m["to"], m["by"], m["kind"]) for m in history] == [
-        (None, 1, "alice", "move"), (1, 2, "api", "move"), (2, 1, "api", "rollback")]
+        (None, 1, "local", "move"), (1, 2, "local", "move"), (2, 1, "local", "rollback")]
+    refused = client.put("/api/models/titanic/aliases/production", json={"version": 1, "by": "mallory"})
+    assert refused.status_code == 400 and refused.get_json()["field"] == "by"  # never client text
     assert history[1]["reason"] == "better"
 
 

@@ -1,0 +1,117 @@
+"""Access control in the production profile: keys made by the CLI, 401 without one, scopes, jobs visible
+only to their key, per-key rate limits, `by` from the key; and the local profile's loopback rule."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from api.app import create_app
+from batcomputer.errors import ConfigurationError
+from batcomputer.registry import Registry
+from batcomputer.settings import Settings
+from tests.conftest import Services, run_cli, settings_env
+
+RECORD = {"force": "West Yorkshire Police", "crime": "Burglary", "month": 10}
+
+
+def create_key(settings: Settings, name: str, scope: str) -> str:
+    done = run_cli(settings_env(settings), "keys", "create", name, "--scope", scope)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def production(stack: tuple[str, Settings, Services], tmp_path: Path) -> Iterator[tuple[FlaskClient, Settings,
+                                                                                           dict[str, str]]]:
+    _, base, _ = stack
+    registry = tmp_path / "registry"
+    import shutil
+
+    shutil.copytree(base.registry, registry)  # alias moves below must not touch the session's registry
+    settings = dataclasses.replace(base, profile="production", keys_file=str(tmp_path / "keys.json"),
+                                   registry=str(registry))
+    keys = {"alice": create_key(settings, "alice", "score"), "bob": create_key(settings, "bob", "score"),
+            "ops": create_key(settings, "ops", "admin")}
+    yield create_app(settings).test_client(), settings, keys
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_every_call_needs_a_key_and_the_right_scope(production: tuple[FlaskClient, Settings, dict[str, str]]) -> None:
+    client, settings, keys = production
+    missing = client.post("/api/models/crime/jobs", json=RECORD)
+    assert missing.status_code == 401 and missing.headers["WWW-Authenticate"].startswith("Bearer")
+    assert missing.get_json()["code"] == "unauthorized"
+    assert client.post("/api/models/crime/jobs", json=RECORD, headers=bearer("bc_not-a-key")).status_code == 401
+    assert client.get("/healthz").status_code == 200 and client.get("/openapi.json").status_code == 200
+    accepted = client.post("/api/models/crime/jobs?wait=10", json=RECORD, headers=bearer(keys["alice"]))
+    assert accepted.status_code == 200 and accepted.get_json()["owner"] == "alice"
+    for method, path in (("put", "/api/models/crime/aliases/production"), ("post", "/api/models/crime/rollback"),
+                         ("post", "/api/models/crime/retrain")):
+        refused = getattr(client, method)(path, json={"version": 1}, headers=bearer(keys["alice"]))
+        assert refused.status_code == 403 and refused.get_json()["scope"] == "admin", path
+    moved = client.put("/api/models/crime/aliases/staging", json={"version": 1, "reason": "try"},
+                       headers=bearer(keys["ops"]))
+    assert moved.status_code == 200 and moved.get_json()["move"]["by"] == "ops"
+    assert Registry.from_settings(settings).history("crime", "staging")[-1]["by"] == "ops"
+
+
+def test_a_job_is_visible_only_to_the_key_that_submitted_it(
+        production: tuple[FlaskClient, Settings, dict[str, str]]) -> None:
+    client, _, keys = production
+    job = client.post("/api/models/crime/jobs?wait=10", json=RECORD, headers=bearer(keys["alice"])).get_json()
+    mine = client.get(f"/api/jobs/{job['id']}", headers=bearer(keys["alice"]))
+    assert mine.status_code == 200
+    for request in (lambda h: client.get(f"/api/jobs/{job['id']}", headers=h),
+                    lambda h: client.get(f"/api/jobs/{job['id']}?wait=1", headers=h),
+                    lambda h: client.delete(f"/api/jobs/{job['id']}", headers=h)):
+        theirs = request(bearer(keys["bob"]))
+        assert theirs.status_code == 404 and theirs.get_json()["code"] == "not_found"
+    listed = client.get("/api/jobs", headers=bearer(keys["bob"])).get_json()["jobs"]
+    assert job["id"] not in [j["id"] for j in listed]
+    assert job["id"] in [j["id"] for j in client.get("/api/jobs", headers=bearer(keys["alice"])).get_json()["jobs"]]
+    # the same Idempotency-Key from two clients gives each their own job
+    first = client.post("/api/models/crime/jobs", json=RECORD, headers={**bearer(keys["alice"]),
+                                                                        "Idempotency-Key": "k1"}).get_json()
+    second = client.post("/api/models/crime/jobs", json={**RECORD, "month": 11},
+                         headers={**bearer(keys["bob"]), "Idempotency-Key": "k1"})
+    assert second.status_code == 202 and second.get_json()["id"] != first["id"]
+
+
+def test_past_the_rate_limit_a_key_gets_429_with_retry_after(
+        production: tuple[FlaskClient, Settings, dict[str, str]]) -> None:
+    client, settings, keys = production
+    carol = create_key(settings, f"carol-{uuid.uuid4().hex[:6]}", "score")  # a key no earlier test has used
+    statuses: list[Any] = []
+    for _ in range(settings.rate_limit_per_minute + 1):
+        statuses.append(client.get("/api/models/crime", headers=bearer(carol)))
+        if statuses[-1].status_code == 429:
+            break
+    refused = statuses[-1]
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert len(statuses) >= settings.rate_limit_per_minute  # every request within the limit passed (unless the
+    # minute turned over, which only gives more)
+    assert client.get("/api/models/crime", headers=bearer(keys["alice"])).status_code == 200  # per key
+
+
+def test_revoked_keys_stop_working_and_production_needs_keys(production: tuple[FlaskClient, Settings,
+                                                                               dict[str, str]], tmp_path: Path) -> None:
+    client, settings, keys = production
+    listed = run_cli(settings_env(settings), "keys", "list")
+    assert "alice" in listed.stdout and keys["alice"] not in listed.stdout + Path(settings.keys_file or "").read_text()
+    assert run_cli(settings_env(settings), "keys", "revoke", "bob").returncode == 0
+    assert client.get("/api/models", headers=bearer(keys["bob"])).status_code == 401
+    with pytest.raises(ConfigurationError, match="needs API keys"):
+        create_app(dataclasses.replace(settings, keys_file=str(tmp_path / "none.json")))
+    local = settings_env(dataclasses.replace(settings, profile="local"))
+    exposed = run_cli({**local, "BATCOMPUTER_API_HOST": "0.0.0.0"}, "api")
+    assert exposed.returncode != 0 and "loopback" in exposed.stderr
