@@ -43,7 +43,7 @@ end
 """
 
 
-def real_records(settings: Settings, count: int) -> list[dict[str, Any]]:
+def real_records(settings: Settings, count: int, replace: bool = False) -> list[dict[str, Any]]:
     """Records taken from the real crime data, through the crime spec's own field derivation."""
     from training.datasets import load_dataset
     from training.features import build_table
@@ -52,7 +52,7 @@ def real_records(settings: Settings, count: int) -> list[dict[str, Any]]:
     spec = load_spec("crime")
     raw, _ = load_dataset("crime", Path(settings.data_dir))
     table, _, _ = build_table(spec, spec.sources["police"], raw)
-    sample = table.sample(n=count, random_state=7)
+    sample = table.sample(n=count, random_state=7, replace=replace)
     records = []
     for row in sample.to_dict(orient="records"):
         record = {"force": row["force"], "crime": row["crime"], "month": int(row["month"])}

@@ -33,24 +33,7 @@ from batcomputer.registry import Registry  # noqa: E402
 from batcomputer.scoring import score  # noqa: E402
 from batcomputer.settings import Settings  # noqa: E402
 from batcomputer.streams import StreamStore  # noqa: E402
-
-
-def crime_records(settings: Settings, count: int) -> list[dict]:
-    from training.datasets import load_dataset
-    from training.features import build_table
-    from training.spec import load_spec
-
-    spec = load_spec("crime")
-    raw, _ = load_dataset("crime", Path(settings.data_dir))
-    table, _, _ = build_table(spec, spec.sources["police"], raw)
-    sample = table.sample(n=count, replace=True, random_state=3)
-    out = []
-    for row in sample.to_dict(orient="records"):
-        record = {"force": row["force"], "crime": row["crime"], "month": int(row["month"])}
-        if isinstance(row["district"], str):
-            record["district"] = row["district"]
-        out.append(record)
-    return out
+from bench.run import real_records  # noqa: E402
 
 
 def millis(entry_id: bytes | str) -> int:
@@ -73,7 +56,7 @@ def main() -> None:
            "BATCOMPUTER_REGISTRY": str(Path(base.registry).resolve()), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(ROOT)}
     settings = Settings.from_env(env)
-    records = crime_records(base, args.records)
+    records = real_records(base, args.records, replace=True)
     bundle = Registry.from_settings(settings).bundle("crime", None, pipeline=True)
     fields = bundle.schema.field_names
     clean = [{f: r.get(f) for f in fields} for r in records]

@@ -5,6 +5,7 @@ backlog limit, and the status command."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +22,27 @@ from tests.conftest import Services, private_settings, remove_keys, run_cli, set
 from tests.test_api_batches import crime_table
 
 
-@pytest.fixture
-def streaming(trained_registry: Settings, redis_base_url: str,
-              tmp_path: Path) -> Iterator[tuple[Services, StreamStore]]:
-    """Settings of the test's own (shipped defaults, own key prefix) on the trained registry."""
-    own = private_settings(trained_registry, redis_base_url, storage_roots=str(tmp_path / "batches"))
+@contextmanager
+def own_streams(base: Settings, redis_url: str, tmp_path: Path, **overrides: Any) -> Iterator[tuple[Services,
+                                                                                                   StreamStore]]:
+    """Settings of the test's own (shipped defaults, own key prefix), consumers it starts, and the streams."""
+    own = private_settings(base, redis_url, storage_roots=str(tmp_path / "batches"), **overrides)
     logs = tmp_path / "logs"
     logs.mkdir()
     services = Services(own, logs)
-    store = StreamStore(redis.Redis.from_url(redis_base_url), own.key_prefix, "crime", own.stream_maxlen)
+    store = StreamStore(redis.Redis.from_url(redis_url), own.key_prefix, "crime", own.stream_maxlen)
     try:
         yield services, store
     finally:
         services.stop()
-        remove_keys(redis_base_url, own.key_prefix)
+        remove_keys(redis_url, own.key_prefix)
+
+
+@pytest.fixture
+def streaming(trained_registry: Settings, redis_base_url: str,
+              tmp_path: Path) -> Iterator[tuple[Services, StreamStore]]:
+    with own_streams(trained_registry, redis_base_url, tmp_path) as found:
+        yield found
 
 
 def records(settings: Settings, count: int) -> list[dict[str, Any]]:
@@ -134,7 +142,6 @@ def test_the_producer_route_validates_appends_and_answers_429_past_the_backlog_l
     assert status.returncode == 0 and f'"backlog": {limit}' in status.stdout
 
 
-
 def test_a_promotion_is_picked_up_by_running_consumers_between_batches(
         trained_registry: Settings, redis_base_url: str, tmp_path: Path) -> None:
     import shutil
@@ -142,12 +149,9 @@ def test_a_promotion_is_picked_up_by_running_consumers_between_batches(
     from training.trainer import train
 
     shutil.copytree(trained_registry.registry, tmp_path / "registry")
-    own = private_settings(trained_registry, redis_base_url, registry=str(tmp_path / "registry"))
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    services = Services(own, logs)
-    store = StreamStore(redis.Redis.from_url(redis_base_url), own.key_prefix, "crime", own.stream_maxlen)
-    try:
+    with own_streams(trained_registry, redis_base_url, tmp_path, registry=str(tmp_path / "registry")) as (
+            services, store):
+        own = services.settings
         consumer(services, "consumer-1")
         body = orjson.dumps({"force": "West Yorkshire Police", "crime": "Burglary", "month": 10})
         store.append([body] * 50, 1_000)
@@ -160,6 +164,3 @@ def test_a_promotion_is_picked_up_by_running_consumers_between_batches(
         wait_until(lambda: store.redis.xlen(store.output) >= 100, 60, "the outputs after the promotion")
         versions = [o["version"] for o in outputs(store)]
         assert versions[:50] == ["1"] * 50 and versions[50:] == ["2"] * 50  # no restart, no mixed batch
-    finally:
-        services.stop()
-        remove_keys(redis_base_url, own.key_prefix)
