@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from typing import Any
 
 import orjson
@@ -131,12 +130,6 @@ class BatchStore:
         """Worker processes on ``queue`` whose heartbeat is recent (within a lease)."""
         return int(self.redis.zcount(self.keys.workers(queue), self.jobs.clock() - self.jobs.lease, "+inf"))
 
-    def chunk_states(self, batch_id: str, total: int) -> list[str | None]:
-        with self.redis.pipeline(transaction=False) as pipe:
-            for index in range(total):
-                pipe.hget(self.keys.job(chunk_id(batch_id, index)), "state")
-            return [state.decode() if state else None for state in pipe.execute()]
-
     def cancel(self, batch_id: str) -> dict[str, Any]:
         """Cancel a batch that is not final: it and its outstanding chunks end ``cancelled`` (a chunk being
         scored finds out before it commits) and its partial output is deleted by the workers at once."""
@@ -199,17 +192,3 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     """The ``Batcomputer-Signature`` header of a webhook delivery."""
     digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={timestamp},v1={digest}"
-
-
-def verify(secret: str, header: str, body: bytes, now: float | None = None, tolerance: float = 300) -> bool:
-    """Whether a delivery's signature header is valid and recent (what a receiver should check; the README
-    shows the same check without Batcomputer installed)."""
-    try:
-        parts = dict(item.split("=", 1) for item in header.split(","))
-        timestamp = int(parts["t"])
-    except (ValueError, KeyError):
-        return False
-    if abs((time.time() if now is None else now) - timestamp) > tolerance:
-        return False
-    expected = sign(secret, timestamp, body).split("v1=", 1)[1]
-    return hmac.compare_digest(expected, parts.get("v1", ""))

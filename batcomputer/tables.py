@@ -10,7 +10,6 @@ one; in a required field it is the ``null`` problem.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -134,8 +133,3 @@ def validate_table(schema: Schema, table: pa.Table) -> Checked:
             else:
                 bad[position] = False  # flagged by a vectorised check that the exact one does not share
     return Checked(~bad, codes, messages)
-
-
-def as_float(column: Any) -> np.ndarray:
-    """A numeric column as float64, empty cells as NaN."""
-    return column.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)

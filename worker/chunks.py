@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,9 +187,17 @@ def read_part(location: Location) -> pa.Table:
         return pa.ipc.open_file(pa.BufferReader(handle.read())).read_all()
 
 
-def merge_parts(parts: list[Location], output: Location, about: dict[str, Any], empty: pa.Schema) -> int:
-    """Write the parts, in order, as one Parquet file at ``output``, committed whole. Returns its rows."""
-    folder = os.path.dirname(output.path) if output.local else None
+def empty_output(bundle: Bundle, parquet: pq.ParquetFile, kept: list[str]) -> pa.Schema:
+    """The output's columns for a file with no rows."""
+    empty, _ = score_rows(bundle, parquet.schema_arrow.empty_table().select(read_columns(bundle, parquet, kept)), kept)
+    return empty.schema
+
+
+def write_output(target: Location, tables: Iterable[pa.Table], about: dict[str, Any],
+                 empty: Callable[[], pa.Schema]) -> int:
+    """Write ``tables``, in order, as one Parquet file at ``target``, committed whole (``empty()`` gives the
+    columns when there are none). Returns its rows."""
+    folder = os.path.dirname(target.path) if target.local else None
     if folder:
         os.makedirs(folder, exist_ok=True)
     fd, temporary = tempfile.mkstemp(prefix=".output-", suffix=".parquet", dir=folder)
@@ -196,16 +205,15 @@ def merge_parts(parts: list[Location], output: Location, about: dict[str, Any], 
     rows = 0
     try:
         writer: pq.ParquetWriter | None = None
-        for part in parts:
-            table = read_part(part)
+        for table in tables:
             if writer is None:
                 writer = pq.ParquetWriter(temporary, with_metadata(table.schema, about))
             writer.write_table(table.replace_schema_metadata(writer.schema.metadata))
             rows += table.num_rows
         if writer is None:
-            writer = pq.ParquetWriter(temporary, with_metadata(empty, about))
+            writer = pq.ParquetWriter(temporary, with_metadata(empty(), about))
         writer.close()
-        commit_file(output, temporary)
+        commit_file(target, temporary)
     finally:
         if os.path.exists(temporary):
             os.unlink(temporary)
@@ -219,31 +227,18 @@ def score_file(bundle: Bundle, source: Location, target: Location, chunk_rows: i
     parquet = open_parquet(source)
     kept = check_file(bundle, parquet, wanted)
     columns = read_columns(bundle, parquet, kept)
-    about = describe(bundle, job_id)
-    folder = os.path.dirname(target.path) if target.local else None
-    if folder:
-        os.makedirs(folder, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=".output-", suffix=".parquet", dir=folder)
-    os.close(fd)
-    rows = failed = 0
-    try:
-        writer: pq.ParquetWriter | None = None
+    failed = 0
+
+    def scored() -> Iterator[pa.Table]:
+        nonlocal failed
         for chunk in plan_chunks(parquet.metadata, chunk_rows):
             out, bad = score_rows(bundle, read_chunk(parquet, chunk, columns), kept)
-            if writer is None:
-                writer = pq.ParquetWriter(temporary, with_metadata(out.schema, about))
-            writer.write_table(out.replace_schema_metadata(writer.schema.metadata))
-            rows, failed = rows + out.num_rows, failed + bad
+            failed += bad
             if progress is not None:
                 progress(out.num_rows)
-        if writer is None:
-            empty, _ = score_rows(bundle, parquet.schema_arrow.empty_table().select(columns), kept)
-            writer = pq.ParquetWriter(temporary, with_metadata(empty.schema, about))
-        writer.close()
-        commit_file(target, temporary)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+            yield out
+
+    rows = write_output(target, scored(), describe(bundle, job_id), lambda: empty_output(bundle, parquet, kept))
     return rows, failed
 
 
@@ -325,12 +320,10 @@ class BatchRunner:
             error["detail"] = f"chunk {chunk.get('index', '?')} of {total}: {error.get('detail', '')}"
             return FAILED, {"error": error}
         parquet = open_parquet(self.storage.confine(spec["input"], "input_uri"))
-        kept = check_file(bundle, parquet, spec.get("columns"))
-        empty, _ = score_rows(bundle, parquet.schema_arrow.empty_table().select(read_columns(bundle, parquet, kept)),
-                              kept)
         output = self.storage.confine(spec["output"], "output_uri")
-        rows = merge_parts([self.part(spec, index) for index in range(total)], output,
-                           describe(bundle, batch_id), empty.schema)
+        parts = (read_part(self.part(spec, index)) for index in range(total))
+        rows = write_output(output, parts, describe(bundle, batch_id),
+                            lambda: empty_output(bundle, parquet, check_file(bundle, parquet, spec.get("columns"))))
         if rows != parquet.metadata.num_rows:
             raise BatcomputerError(f"the output has {rows} rows and the input {parquet.metadata.num_rows}")
         self.batches.expire_files([spec["parts"]], 0)

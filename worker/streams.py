@@ -46,7 +46,6 @@ class StreamConsumer:
         self.registry = Registry.from_settings(settings)
         self.bundles = BundleCache(self.registry)
         self.stop = threading.Event()
-        self.scored = 0
         self.next_claim = time.monotonic()
 
     def run(self) -> None:
@@ -129,9 +128,7 @@ class StreamConsumer:
                 meta = {k: v for k, v in entry.fields.items() if k != "record"}
                 outputs.append((entry.id, {**meta, "in_id": entry.id, "model": self.model,
                                            "version": str(bundle.version), **{k: str(v) for k, v in result.items()}}))
-        written = self.store.deliver(outputs, dead)
-        self.scored += written
-        return written
+        return self.store.deliver(outputs, dead)
 
     @staticmethod
     def dead_letter(entry: Entry, code: str, reason: str) -> tuple[str, dict[str, Any]]:

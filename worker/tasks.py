@@ -15,13 +15,11 @@ from celery import Celery
 from batcomputer.broker import redis_client
 from batcomputer.errors import BatcomputerError
 from batcomputer.jobs import JobStore
-from batcomputer.keyspace import BUSY, FAILED, FINAL, SUCCEEDED, TASK_SCORE, parent_of
+from batcomputer.keyspace import BUSY, FAILED, FINAL, QUEUE_BULK, SUCCEEDED, TASK_SCORE, parent_of
 from batcomputer.registry import Registry
 from batcomputer.scoring import score
 from batcomputer.settings import Settings
-from batcomputer.storage import Storage
 from worker.batcher import Batcher
-from worker.chunks import BatchRunner
 from worker.heartbeat import Heartbeat, holder_name
 from worker.models import BundleCache
 
@@ -56,8 +54,13 @@ class Scorer:
         self.bundles = BundleCache(Registry.from_settings(self.settings))
         self.batcher = Batcher(score, self.settings.batch_max_records, self.settings.batch_window_ms / 1000)
         self.holder = holder_name(self.queues)
-        self.runner = BatchRunner(self.jobs, Storage.from_settings(self.settings), self.bundles, self.holder,
-                                  self.settings.batch_chunk_rows, self.settings.batch_ttl_seconds)
+        self.runner: Any = None
+        if QUEUE_BULK in self.queues:  # files come on the bulk queue only: record workers need no pyarrow
+            from batcomputer.storage import Storage
+            from worker.chunks import BatchRunner
+
+            self.runner = BatchRunner(self.jobs, Storage.from_settings(self.settings), self.bundles, self.holder,
+                                      self.settings.batch_chunk_rows, self.settings.batch_ttl_seconds)
         self.orphans: set[str] = set()
         self.heartbeat = Heartbeat(self.jobs, self.queues, self.holder, on_beat=self.give_back).start()
         self._pid = os.getpid()
