@@ -14,6 +14,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     """Build the gateway; settings default to the BATCOMPUTER_* environment (read now, not at import)."""
     from api.auth import install as install_auth
     from api.batches import batches
+    from api.cors import install as install_cors
     from api.docs import docs
     from api.gateway import Gateway
     from api.health import health
@@ -30,6 +31,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.json.sort_keys = False  # type: ignore[attr-defined]
     gateway = app.extensions["gateway"] = Gateway(settings, registry)
     register_problem_handlers(app)
+    install_cors(app, settings)
     install_auth(app, settings, gateway.redis)
     for blueprint in (health, models, jobs, batches, retraining, streams, seed, docs):
         app.register_blueprint(blueprint)

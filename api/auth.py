@@ -8,25 +8,13 @@ from typing import Any
 
 from flask import Flask, g, request
 
-from batcomputer.errors import BatcomputerError, ConfigurationError, NotFound, TooManyRequests
+from batcomputer.errors import ConfigurationError, Forbidden, NotFound, TooManyRequests, Unauthorized
 from batcomputer.keys import Key, KeyRing
 from batcomputer.settings import Settings
 
 PUBLIC = {"health.healthz", "health.readyz", "docs.openapi", "docs.swagger", "docs.page", "docs.asset", "static"}
-ADMIN = {"models.move_alias", "models.rollback", "retraining.retrain"}
+ADMIN = {"models.move_alias", "models.rollback", "retraining.retrain", "jobs.list_dead", "jobs.replay_job"}
 LOCAL_ACTOR = "local"  # who moves an alias when there are no keys (the local profile)
-
-
-class Unauthorized(BatcomputerError):
-    code = "unauthorized"
-    status = 401
-    title = "Unauthorized"
-
-
-class Forbidden(BatcomputerError):
-    code = "forbidden"
-    status = 403
-    title = "Forbidden"
 
 
 def caller() -> Key | None:

@@ -15,7 +15,7 @@ from api.context import JSON, gateway, read_body, require_media
 from api.gateway import Gateway, Pinned, parse_json
 from api.jobs import job_response
 from batcomputer.batches import check_callback
-from batcomputer.errors import BadRequest, Conflict, NotFound
+from batcomputer.errors import BadRequest, Conflict, NotFound, TooManyRequests
 from batcomputer.jobs import Payload, new_job_id
 from batcomputer.keyspace import KIND_BATCH, QUEUE_BULK, SUCCEEDED
 from batcomputer.storage import StorageRefused, remove, write_stream
@@ -70,8 +70,13 @@ def _submit(gw: Gateway, pinned: Pinned, job_id: str, input_url: str, uploaded: 
         extra["owner"] = caller.name
     if columns:
         extra["columns"] = ",".join(columns)
-    created = gw.jobs.create(job_id, pinned.model, pinned.version, pinned.sha256, Payload(orjson.dumps(spec), 0),
-                             QUEUE_BULK, pinned.alias, extra=extra)
+    try:
+        created = gw.jobs.create(job_id, pinned.model, pinned.version, pinned.sha256, Payload(orjson.dumps(spec), 0),
+                                 QUEUE_BULK, pinned.alias, extra=extra, limit=gw.settings.max_queue_depth)
+    except TooManyRequests:
+        if uploaded:  # refused: the upload goes at the sweeper's next look
+            gw.batches.expire_files([source.url], 0)
+        raise
     if uploaded:
         gw.batches.expire_files([source.url], gw.settings.batch_ttl_seconds)
     try:

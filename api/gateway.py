@@ -138,7 +138,8 @@ class Gateway:
         try:
             created = self.jobs.create(job_id, pinned.model, pinned.version, pinned.sha256, clean, queue,
                                        pinned.alias, self.inbox.key if finished else None, claim,
-                                       extra={"owner": owner} if owner else None)
+                                       extra={"owner": owner} if owner else None,
+                                       limit=self.settings.max_queue_depth)
             if not created.new:  # the same request came before (perhaps at this very moment)
                 job = self.wait_for(created.job_id, wait)
                 return Submitted(job, job["state"] in FINAL)

@@ -1,4 +1,5 @@
-"""Job routes: submit records to a model, poll a job, list recent jobs, cancel a queued job."""
+"""Job routes: submit records to a model, poll a job, list recent jobs, cancel a queued job; dead jobs and
+their replay (admin)."""
 
 from __future__ import annotations
 
@@ -89,3 +90,20 @@ def list_jobs() -> dict[str, Any]:
     if next_offset is not None and len(found) == limit:
         following = url_for("jobs.list_jobs", state=state, model=model, limit=limit, offset=next_offset)
     return {"jobs": found, "next": following}
+
+
+@jobs.get("/dead")
+def list_dead() -> dict[str, Any]:
+    """Dead jobs (every key's: an operator's view), most recent first."""
+    limit = _int_arg("limit", 50, 1, 500)
+    offset = _int_arg("offset", 0, 0, 10**9)
+    found, next_offset = gateway().jobs.dead_jobs(offset, limit)
+    following = url_for("jobs.list_dead", limit=limit, offset=next_offset) if next_offset is not None else None
+    return {"jobs": found, "next": following}
+
+
+@jobs.post("/jobs/<job_id>/replay")
+def replay_job(job_id: str) -> Response:
+    if request.content_length:
+        read_body()  # a body, if any, must be JSON (no form posts from other sites); it is not used
+    return job_response(gateway().jobs.replay(job_id), 202)

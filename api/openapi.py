@@ -65,7 +65,9 @@ def result_schema(schema: Schema) -> dict[str, Any]:
 
 
 def errors(*statuses: int) -> dict[str, Any]:
-    reasons = {400: "Malformed request (bad JSON, bad parameter)", 404: "Unknown model, version, alias or job",
+    reasons = {400: "Malformed request (bad JSON, bad parameter)", 401: "No API key, or an unknown or revoked one "
+               "(production profile)", 403: "The key lacks the route's scope, or a page of another origin asked to "
+               "change something", 404: "Unknown model, version, alias or job",
                409: "Conflict (Idempotency-Key reused with another body, alias race)",
                413: "Body or record count over the limit", 429: "Backlog past its limit: retry after the "
                "Retry-After header", 415: "A body of another media type than the route "
@@ -196,6 +198,7 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
                     "model": {"type": "string"}, "version": {"type": "integer"}, "alias": {"type": "string"},
                     "bundle_sha256": {"type": "string"}, "count": {"type": "integer"},
                     "queue": {"type": "string"}, "attempts": {"type": "integer"},
+                    "replays": {"type": "integer", "description": "How often an operator replayed it once dead"},
                     "created": {"type": "string"}, "started": {"type": "string"}, "finished": {"type": "string"},
                     "results": {"type": "array", "items": {"type": "object"}},
                     "error": {"type": "object"},
@@ -281,6 +284,17 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
                        "parameters": [JOB_PARAM],
                        "responses": {**ok("Cancelled", {"$ref": "#/components/schemas/Job"}),
                                      **errors(404, 409)}}},
+        "/api/dead": {"get": {
+            "summary": "Dead jobs (their worker was lost on every delivery), most recent first; admin", "tags": ["jobs"],
+            "parameters": [{"name": n, "in": "query", "required": False, "schema": s} for n, s in (
+                ("limit", {"type": "integer", "minimum": 1, "maximum": 500}), ("offset", {"type": "integer"}))],
+            "responses": {**ok("A page of dead jobs", any_object), **errors(400, 401, 403)}}},
+        "/api/jobs/{job_id}/replay": {"post": {
+            "summary": "Send a dead job again with its records and pinned version as accepted; admin",
+            "tags": ["jobs"], "parameters": [JOB_PARAM],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "responses": {**ok("Queued again", {"$ref": "#/components/schemas/Job"}, "202"),
+                          **errors(401, 403, 404, 409, 415)}}},
         "/api/predict/params": {"get": {
             "summary": "Each field: its categories, or 0 for a numeric field (the seed's API)", "tags": ["seed"],
             "parameters": [{"name": "model", "in": "query", "required": False, "schema": {"type": "string"}}],

@@ -24,8 +24,8 @@ DELIVERY_HEADER = "Batcomputer-Delivery"    # the job id and attempt: a receiver
 WEBHOOK_BACKOFF_SECONDS = (0, 5, 30, 120, 600, 1800)  # attempt n waits this long after the one before
 WEBHOOK_HOLD_SECONDS = 60  # a claimed delivery is retried by another worker if this one has not answered
 
-# KEYS: batch, pending.  ARGV: now, ttl, when chunks are due, batch id, holder, job key prefix, chunk count,
-# row count, the chunks' common fields (JSON object), then per chunk: index, rows, payload.
+# KEYS: batch, pending, the bulk queue's backlog.  ARGV: now, ttl, when chunks are due, batch id, holder, job
+# key prefix, chunk count, row count, the chunks' common fields (JSON object), then per chunk: index, rows, payload.
 # Creates the chunk jobs that do not exist yet (a plan is written once: a second planner that lost its
 # lease finds the batch no longer its own) and moves the batch to scoring: no holder, not swept (its chunks
 # are). Returns the new chunk ids, or false when this holder no longer holds the batch.
@@ -47,6 +47,7 @@ for i = 10, #ARGV, 3 do
     redis.call('HSET', key, 'id', id, 'index', ARGV[i], 'count', ARGV[i + 1], 'payload', ARGV[i + 2], unpack(shared))
     redis.call('EXPIRE', key, tonumber(ARGV[2]))
     redis.call('ZADD', KEYS[2], tonumber(ARGV[3]), id)
+    redis.call('ZADD', KEYS[3], tonumber(ARGV[1]), id)
     fresh[#fresh + 1] = id
   end
 end
@@ -123,7 +124,8 @@ class BatchStore:
                            len(chunks), sum(rows for _, rows, _ in chunks), orjson.dumps(common)]
         for index, rows, payload in chunks:
             args += [index, rows, orjson.dumps(payload)]
-        reply = self._plan(keys=[self.keys.job(batch_id), self.keys.pending], args=args)
+        reply = self._plan(keys=[self.keys.job(batch_id), self.keys.pending, self.keys.backlog(QUEUE_BULK)],
+                           args=args)
         return None if reply is None else [item.decode() for item in reply]
 
     def live_processes(self, queue: str = QUEUE_BULK) -> int:

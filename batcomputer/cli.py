@@ -341,6 +341,40 @@ def stream(ctx: Context, words: tuple[str, ...]) -> None:
     run_consumer(ctx.settings, words[0])
 
 
+@cli.group()
+def jobs() -> None:
+    """Dead jobs (their worker was lost too often): list them, and replay one once its cause is fixed."""
+
+
+def _job_store(settings: Settings) -> Any:
+    from batcomputer.broker import redis_client
+    from batcomputer.jobs import JobStore
+
+    return JobStore.from_settings(redis_client(settings), settings)
+
+
+@jobs.command("dead")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
+@pass_context
+def jobs_dead(ctx: Context, limit: int) -> None:
+    """Dead jobs, most recent first, with why they died."""
+    found, _ = _job_store(ctx.settings).dead_jobs(0, limit)
+    rows = [[j["id"], j.get("model", "-"), str(j.get("version", "-")), str(j.get("count", "-")), j.get("finished", "-"),
+             str(j.get("replays", 0)), (j.get("error") or {}).get("detail", "-")] for j in found]
+    click.echo(_table(rows, ["id", "model", "version", "records", "died", "replays", "why"]) if rows
+               else "no dead jobs")
+
+
+@jobs.command("replay")
+@click.argument("job_id")
+@pass_context
+def jobs_replay(ctx: Context, job_id: str) -> None:
+    """Send a dead job again, with its records and pinned version as they were accepted."""
+    job = _job_store(ctx.settings).replay(job_id)
+    click.echo(f"replayed {job_id}: {job['state']} on the {job.get('queue')} queue (model {job.get('model')} "
+               f"version {job.get('version')})")
+
+
 def check_exposure(settings: Settings, host: str) -> None:
     """The local profile has no authentication: it serves the loopback interface only. The production
     profile needs keys before it serves anything."""

@@ -48,6 +48,30 @@ class BadRequest(BatcomputerError):
     title = "Bad request"
 
 
+class Unauthorized(BatcomputerError):
+    """No API key, or one that is unknown or revoked."""
+
+    code = "unauthorized"
+    status = 401
+    title = "Unauthorized"
+
+
+class Forbidden(BatcomputerError):
+    """A key without the scope a route needs."""
+
+    code = "forbidden"
+    status = 403
+    title = "Forbidden"
+
+
+class CrossOriginRefused(BatcomputerError):
+    """A web page of another origin asking to change something (its browser would send it without asking)."""
+
+    code = "cross_origin_refused"
+    status = 403
+    title = "Cross-origin request refused"
+
+
 class TooManyRecords(BatcomputerError):
     code = "too_many_records"
     status = 413

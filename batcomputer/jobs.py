@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -37,11 +38,12 @@ import orjson
 import redis
 
 from batcomputer.broker import task_message
-from batcomputer.errors import Conflict, NotFound
+from batcomputer.errors import Conflict, NotFound, TooManyRequests
 from batcomputer.keyspace import (
     BUSY,
     CANCELLED,
     DEAD,
+    DRAIN_BUCKET_SECONDS,
     FINAL,
     KIND_BATCH,
     PHASE_MERGE,
@@ -53,6 +55,7 @@ from batcomputer.keyspace import (
     RUNNING,
     STAT_DEAD,
     STAT_DUPLICATES,
+    STAT_REPLAYED,
     STAT_RESCORED,
     STAT_RESENT,
     SUCCEEDED,
@@ -114,30 +117,38 @@ class Created:
     job: dict[str, Any] | None = None
 
 
-# KEYS: job, jobs index, pending [, idempotency key]
+# KEYS: job, jobs index, pending, the queue's backlog, counters [, idempotency key]
 # ARGV: now, ttl, job id, next check time, body digest, job key prefix, the job's fields as a JSON object of
-# strings (one argument: cheaper to send than a pair per field), its records (JSON).
+# strings (one argument: cheaper to send than a pair per field), its records (JSON), the queue's depth limit
+# (0: none), the counter to add one to.
 # With an idempotency key: a key already held for the same digest whose job still exists returns that job's
 # id; another digest is a conflict; a key whose job expired is claimed again. The job's hash is written in
-# the same script, so no key ever points at nothing.
+# the same script, so no key ever points at nothing. A queue holding ``limit`` unfinished jobs takes no new
+# one: {'full', depth} (admission control; a repeat of an accepted request is still answered).
 # The scripts name states, queues and counters as $placeholders, filled from the keyspace (their one owner).
 SENT_PATIENCE = 3  # checks that find a sent job's queue busy before it is sent again anyway
 _NAMES = {"patience": str(SENT_PATIENCE), "final": "," + ",".join(sorted(FINAL)) + ",",
           "queued": QUEUED, "running": RUNNING, "busy": BUSY, "succeeded": SUCCEEDED, "cancelled": CANCELLED,
-          "score": PHASE_SCORE, "merge": PHASE_MERGE,
+          "dead": DEAD, "score": PHASE_SCORE, "merge": PHASE_MERGE,
           "records": QUEUE_RECORDS,
-          "duplicates": STAT_DUPLICATES, "rescored": STAT_RESCORED, "resent": STAT_RESENT}
+          "duplicates": STAT_DUPLICATES, "rescored": STAT_RESCORED, "resent": STAT_RESENT,
+          "replayed": STAT_REPLAYED}
 
 _CREATE = """
-if #KEYS == 4 then
-  local seen = redis.call('GET', KEYS[4])
+if #KEYS == 6 then
+  local seen = redis.call('GET', KEYS[6])
   if seen then
     local id, digest = string.match(seen, '^(%S+) (%S+)$')
     if digest ~= ARGV[5] then return {'conflict', id} end
     if redis.call('EXISTS', ARGV[6] .. id) == 1 then return {'existing', id} end
   end
-  redis.call('SET', KEYS[4], ARGV[3] .. ' ' .. ARGV[5], 'EX', tonumber(ARGV[2]))
 end
+local limit = tonumber(ARGV[9])
+if limit > 0 then
+  local depth = redis.call('ZCARD', KEYS[4])
+  if depth >= limit then return {'full', tostring(depth)} end
+end
+if #KEYS == 6 then redis.call('SET', KEYS[6], ARGV[3] .. ' ' .. ARGV[5], 'EX', tonumber(ARGV[2])) end
 local fields = {}
 for name, value in pairs(cjson.decode(ARGV[7])) do
   fields[#fields + 1] = name
@@ -147,6 +158,8 @@ redis.call('HSET', KEYS[1], 'payload', ARGV[8], unpack(fields))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 redis.call('ZADD', KEYS[2], tonumber(ARGV[1]), ARGV[3])
 redis.call('ZADD', KEYS[3], tonumber(ARGV[4]), ARGV[3])
+redis.call('ZADD', KEYS[4], tonumber(ARGV[1]), ARGV[3])
+redis.call('HINCRBY', KEYS[5], ARGV[10], 1)
 return {'created', ARGV[3]}
 """
 
@@ -178,9 +191,13 @@ local fields = redis.call('HMGET', job, 'model', 'version', 'payload', 'phase')
 return {'$running', attempts, fields[1], fields[2], fields[3], fields[4]}
 """
 
-# KEYS: job, pending, stats[, the batch of a chunk].  ARGV: allowed states (comma-separated), ttl, job id,
-# when a batch whose chunks are all done is due, then field pairs.
-# Writes the outcome only from an allowed state; wakes whoever waits: the requester's
+# KEYS: job, pending, stats, counters, dead index[, the batch of a chunk].  ARGV: allowed states
+# (comma-separated), ttl, job id, when a batch whose chunks are all done is due, the backlog key of queue ''
+# (a queue's name completes it), the drain counter of queue '' in this window (likewise), now, then field
+# pairs.
+# Writes the outcome only from an allowed state; takes the job off its queue's backlog and counts it in the
+# drain rate and the counters; a dead job keeps its records (for a replay) and joins the dead index. Wakes
+# whoever waits: the requester's
 # inboxes (the submitter's, and any a waiting reader added with ``watch``), which get "<job id> <the final job
 # as JSON, but its results>\n<its results, as stored>" so that the waiting request needs no read of its own,
 # and passes the results on without parsing them.
@@ -197,30 +214,43 @@ if not string.find(',' .. ARGV[1] .. ',', ',' .. state .. ',', 1, true) then
   return {0, state}
 end
 local fields = {}
-for i = 5, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('HDEL', KEYS[1], 'payload', 'holder')
+local outcome = redis.call('HGET', KEYS[1], 'state')
+if outcome == '$dead' then
+  redis.call('HDEL', KEYS[1], 'holder')
+  redis.call('ZADD', KEYS[5], tonumber(ARGV[7]), ARGV[3])
+else
+  redis.call('HDEL', KEYS[1], 'payload', 'holder')
+end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 redis.call('ZREM', KEYS[2], ARGV[3])
+local meta = redis.call('HMGET', KEYS[1], 'queue', 'model')
+local queue = meta[1] or '$records'
+redis.call('ZREM', ARGV[5] .. queue, ARGV[3])
+local drained = ARGV[6] .. queue
+redis.call('INCR', drained)
+redis.call('EXPIRE', drained, 120)
+redis.call('HINCRBY', KEYS[4], 'ended|' .. (meta[2] or '') .. '|' .. outcome, 1)
 -- A chunk counts towards its batch once. When the last one is done, or one failed, the batch is queued
 -- for its merge delivery (which writes the output, or fails the batch naming the chunk).
 local merge = false
-if KEYS[4] and redis.call('HGET', KEYS[4], 'state') == '$running'
-    and redis.call('HGET', KEYS[4], 'phase') == '$score' then
-  local outcome = redis.call('HGET', KEYS[1], 'state')
+local batch = KEYS[6]
+if batch and redis.call('HGET', batch, 'state') == '$running'
+    and redis.call('HGET', batch, 'phase') == '$score' then
   if outcome == '$succeeded' then
-    redis.call('HINCRBY', KEYS[4], 'rows_done', tonumber(redis.call('HGET', KEYS[1], 'count') or '0'))
-    redis.call('HINCRBY', KEYS[4], 'rows_failed', tonumber(redis.call('HGET', KEYS[1], 'rows_failed') or '0'))
-    local done = redis.call('HINCRBY', KEYS[4], 'chunks_done', 1)
-    merge = done >= tonumber(redis.call('HGET', KEYS[4], 'chunks_total') or '0')
+    redis.call('HINCRBY', batch, 'rows_done', tonumber(redis.call('HGET', KEYS[1], 'count') or '0'))
+    redis.call('HINCRBY', batch, 'rows_failed', tonumber(redis.call('HGET', KEYS[1], 'rows_failed') or '0'))
+    local done = redis.call('HINCRBY', batch, 'chunks_done', 1)
+    merge = done >= tonumber(redis.call('HGET', batch, 'chunks_total') or '0')
   elseif outcome ~= '$cancelled' then
-    redis.call('HSET', KEYS[4], 'failed_chunk', ARGV[3])
+    redis.call('HSET', batch, 'failed_chunk', ARGV[3])
     merge = true
   end
   if merge then
     merge = string.match(ARGV[3], '^([^.]+)%.')
-    redis.call('HSET', KEYS[4], 'state', '$queued', 'phase', '$merge', 'attempts', '0')
-    redis.call('HDEL', KEYS[4], 'sent', 'holder')
+    redis.call('HSET', batch, 'state', '$queued', 'phase', '$merge', 'attempts', '0')
+    redis.call('HDEL', batch, 'sent', 'holder')
     redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), merge)
   end
 end
@@ -324,9 +354,31 @@ end
 return {}
 """
 
+# KEYS: job, pending, dead index, the job's queue's backlog of queue '' (its name completes it), stats.
+# ARGV: now, ttl, job id, next check time.  Sends a dead job again, with its records as they were accepted
+# and its pinned version: queued, attempts from zero, its error gone; 'replays' counts how often.
+# Returns {'replayed', queue}, {'state', state} for a job that is not dead, {'gone'} when its records were
+# not kept (it died before replays existed), false for no such job.
+_REPLAY = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return false end
+if state ~= '$dead' then return {'state', state} end
+if redis.call('HEXISTS', KEYS[1], 'payload') == 0 then return {'gone'} end
+local queue = redis.call('HGET', KEYS[1], 'queue') or '$records'
+redis.call('HSET', KEYS[1], 'state', '$queued', 'attempts', '0')
+redis.call('HINCRBY', KEYS[1], 'replays', 1)
+redis.call('HDEL', KEYS[1], 'error', 'finished', 'started', 'holder', 'sent')
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[3])
+redis.call('ZADD', KEYS[4] .. queue, tonumber(ARGV[1]), ARGV[3])
+redis.call('HINCRBY', KEYS[5], '$replayed', 1)
+return {'replayed', queue}
+"""
+
 _SCRIPTS = {name: Template(text).safe_substitute(_NAMES) for name, text in (
     ("create", _CREATE), ("start", _START), ("finish", _FINISH), ("sweep", _SWEEP), ("give_back", _GIVE_BACK),
-    ("publish", _PUBLISH), ("watch", _WATCH))}
+    ("publish", _PUBLISH), ("watch", _WATCH), ("replay", _REPLAY))}
 
 
 class JobStore:
@@ -380,23 +432,29 @@ class JobStore:
     def create(self, job_id: str, model: str, version: int, bundle_sha256: str,
                records: list[dict[str, Any]] | Payload, queue: str, alias: str | None = None,
                inbox: str | None = None, idempotency: tuple[str, str] | None = None,
-               extra: dict[str, Any] | None = None) -> Created:
+               extra: dict[str, Any] | None = None, limit: int = 0) -> Created:
         """Write a new job of clean ``records`` (or their JSON, a ``Payload``); with ``inbox``, its id is
         pushed onto that list when it ends. With ``idempotency`` (key, digest of the request), a request
-        seen before returns its job instead; the key used with another request is a ``Conflict``."""
+        seen before returns its job instead; the key used with another request is a ``Conflict``. A queue
+        already holding ``limit`` unfinished jobs refuses it: ``TooManyRequests`` with a Retry-After from
+        the queue's measured drain rate."""
         payload = records if isinstance(records, Payload) else Payload(orjson.dumps(records), len(records))
         now = self.clock()
         record: dict[str, Any] = {"id": job_id, "state": QUEUED, "model": model, "version": version,
                                   "bundle_sha256": bundle_sha256, "alias": alias or "", "count": payload.count,
                                   "queue": queue, "created": iso(now), "attempts": 0, **(extra or {})}
         stored = {**record, **({"inbox": inbox} if inbox else {})}
-        keys = [self.keys.job(job_id), self.keys.jobs, self.keys.pending]
+        keys = [self.keys.job(job_id), self.keys.jobs, self.keys.pending, self.keys.backlog(queue),
+                self.keys.counters]
         key, digest = idempotency or ("", "")
         if idempotency is not None:
             keys.append(self.keys.idempotency(key))
         args: list[Any] = [now, self.ttl, job_id, now + self.requeue, digest, self.keys.job_prefix,
-                           orjson.dumps({name: str(value) for name, value in stored.items()}), payload.json]
+                           orjson.dumps({name: str(value) for name, value in stored.items()}), payload.json,
+                           limit, f"submitted|{model}|{queue}"]
         outcome, found = (v.decode() for v in self._scripted([("create", keys, args)])[0])
+        if outcome == "full":
+            raise self.refusal(queue, int(found), limit)
         if outcome == "conflict":
             raise Conflict(f"Idempotency-Key {key.split(chr(0))[-1]!r} was already used with a different request "
                            f"(job {found})", field="Idempotency-Key")
@@ -410,6 +468,67 @@ class JobStore:
         """Send score messages, each ``(queue, job ids)``, and mark their jobs sent: one round trip."""
         self._scripted([("publish", [self.keys.queue(queue), *map(self.keys.job, job_ids)],
                          [task_message(job_ids, queue)]) for queue, job_ids in messages])
+
+    def depth(self, queue: str) -> int:
+        """Jobs of ``queue`` not yet final (queued or running)."""
+        return int(self.redis.zcard(self.keys.backlog(queue)))
+
+    def drain_rate(self, queue: str, windows: int = 3) -> float:
+        """Jobs of ``queue`` ended per second, measured over the last ``windows`` complete drain windows and
+        the current one."""
+        now = self.clock()
+        current = int(now // DRAIN_BUCKET_SECONDS)
+        counts = self.redis.mget([self.keys.drained(queue, b) for b in range(current - windows, current + 1)])
+        elapsed = windows * DRAIN_BUCKET_SECONDS + (now - current * DRAIN_BUCKET_SECONDS)
+        return sum(int(c) for c in counts if c) / elapsed
+
+    def refusal(self, queue: str, depth: int, limit: int) -> TooManyRequests:
+        """The 429 for a full queue: Retry-After is how long the measured drain rate takes to make room (at
+        least a second, at most ten minutes; a minute when nothing has drained lately)."""
+        rate = self.drain_rate(queue)
+        if rate > 0:
+            wait = min(600, max(1, math.ceil((depth - limit + 1) / rate)))
+            why = f"it drains {rate:.1f} jobs/s"
+        else:
+            wait = 60
+            why = "no job on it ended in the last 30 s (are its workers running?)"
+        return TooManyRequests(f"the {queue} queue holds {depth} unfinished jobs, its limit is {limit}; {why}: "
+                               f"retry in {wait} s", retry_after=wait, field="queue", queue=queue, depth=depth,
+                               limit=limit, drain_per_second=round(rate, 2))
+
+    def dead_jobs(self, offset: int = 0, limit: int = 50) -> tuple[list[dict[str, Any]], int | None]:
+        """Dead jobs, most recent death first, as summaries (with their error); the offset of the next page."""
+        ids = self.redis.zrevrange(self.keys.dead, offset, offset + limit - 1)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hmget(self.keys.job(job_id.decode()), *SUMMARY_FIELDS, "replays")
+            rows = pipe.execute() if ids else []
+        found = [decode({k.encode(): v for k, v in zip((*SUMMARY_FIELDS, "replays"), values, strict=True)
+                         if v is not None}) for values in rows if values[0] is not None]
+        return found, (offset + len(ids) if len(ids) == limit else None)
+
+    def replay(self, job_id: str) -> dict[str, Any]:
+        """Send a dead job again (its records and pinned version as accepted); returns it, queued. Any other
+        state is a ``Conflict``; a chunk is replayed with its batch, not alone."""
+        if parent_of(job_id) is not None:
+            raise Conflict(f"job {job_id} is a chunk of batch {parent_of(job_id)}: a chunk is not replayed alone",
+                           job=job_id, batch=parent_of(job_id))
+        if len(job_id) > MAX_JOB_ID:
+            raise NotFound(f"job {job_id!r} does not exist or has expired", job=job_id)
+        now = self.clock()
+        reply = self._scripted([("replay", [self.keys.job(job_id), self.keys.pending, self.keys.dead,
+                                             self.keys.backlog(""), self.keys.stats],
+                                 [now, self.ttl, job_id, now + self.requeue])])[0]
+        if reply is None:
+            raise NotFound(f"job {job_id!r} does not exist or has expired", job=job_id)
+        outcome = reply[0].decode()
+        if outcome == "state":
+            state = reply[1].decode()
+            raise Conflict(f"job {job_id} is {state}; only dead jobs can be replayed", state=state, job=job_id)
+        if outcome == "gone":
+            raise Conflict(f"job {job_id} died without its records kept; it cannot be replayed", job=job_id)
+        self.publish([(reply[1].decode(), [job_id])])
+        return self.get(job_id)
 
     def get(self, job_id: str) -> dict[str, Any]:
         raw = self.redis.hgetall(self.keys.job(job_id)) if len(job_id) <= MAX_JOB_ID else {}
@@ -519,10 +638,12 @@ class JobStore:
         calls = []
         now = self.clock()
         for job_id, state, fields in outcomes:
-            args: list[Any] = [allowed, self.ttl, job_id, now + self.requeue, "state", state, "finished", iso(now)]
+            args: list[Any] = [allowed, self.ttl, job_id, now + self.requeue, self.keys.backlog(""),
+                               self.keys.drained("", int(now // DRAIN_BUCKET_SECONDS)), now,
+                               "state", state, "finished", iso(now)]
             for key, value in fields.items():
                 args += [key, value if isinstance(value, str) else orjson.dumps(value)]
-            keys = [self.keys.job(job_id), self.keys.pending, self.keys.stats]
+            keys = [self.keys.job(job_id), self.keys.pending, self.keys.stats, self.keys.counters, self.keys.dead]
             parent = parent_of(job_id)
             if parent is not None:
                 keys.append(self.keys.job(parent))
@@ -555,6 +676,9 @@ class JobStore:
         now = self.clock()
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.zremrangebyscore(self.keys.jobs, "-inf", now - self.ttl)
+            pipe.zremrangebyscore(self.keys.dead, "-inf", now - self.ttl)
+            for queue in QUEUES:  # a job whose record expired before it ended leaves the depth count too
+                pipe.zremrangebyscore(self.keys.backlog(queue), "-inf", now - self.ttl)
             pipe.zremrangebyscore(self.keys.holders, "-inf", now - forget_after)
             for queue in QUEUES:
                 pipe.zremrangebyscore(self.keys.workers(queue), "-inf", now - forget_after)
@@ -603,7 +727,7 @@ def decode_text(fields: dict[str, str]) -> dict[str, Any]:
     """A job for clients from its stored fields: numbers as numbers, internal fields dropped, its results
     as ``RawJSON``."""
     job: dict[str, Any] = dict(fields)
-    for key in ("version", "count", "attempts", *BATCH_COUNTS):
+    for key in ("version", "count", "attempts", "replays", *BATCH_COUNTS):
         if key in job:
             job[key] = int(job[key])
     for internal in ("payload", "holder", "inbox", "sent", *BATCH_INTERNAL):

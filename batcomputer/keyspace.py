@@ -39,6 +39,8 @@ STAT_RESENT = "resent"          # messages the sweeper sent again for a job whos
 STAT_DUPLICATES = "duplicates"  # deliveries skipped because the job was final or held by a live worker
 STAT_RESCORED = "rescored"      # results that arrived for a job already final: the model ran twice (should be 0)
 STAT_DEAD = "dead"              # jobs that lost their worker too often
+STAT_REPLAYED = "replayed"      # dead jobs an operator sent again
+DRAIN_BUCKET_SECONDS = 10       # the width of one window of the drain-rate counters
 
 
 @dataclass(frozen=True)
@@ -101,6 +103,27 @@ class Keys:
     def sweeper(self) -> str:
         """String: the lock that lets one sweeper at a time run across all workers."""
         return f"{self.prefix}sweeper"
+
+    def backlog(self, queue: str) -> str:
+        """Sorted set: the jobs of ``queue`` not yet final (queued or running), by creation time: the depth
+        admission control limits."""
+        return f"{self.prefix}backlog:{queue}"
+
+    def drained(self, queue: str, bucket: int) -> str:
+        """String: jobs of ``queue`` that ended in one ``DRAIN_BUCKET_SECONDS`` window (kept two minutes):
+        the measured drain rate behind a 429's Retry-After."""
+        return f"{self.prefix}drained:{bucket}:{queue}"
+
+    @property
+    def dead(self) -> str:
+        """Sorted set: dead jobs (their records kept for a replay) by the time they died."""
+        return f"{self.prefix}dead"
+
+    @property
+    def counters(self) -> str:
+        """Hash: cluster-wide counters for /metrics, ``submitted|<model>|<queue>`` and
+        ``ended|<model>|<state>``."""
+        return f"{self.prefix}counters"
 
     @property
     def stats(self) -> str:

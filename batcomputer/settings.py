@@ -167,6 +167,9 @@ class Settings:
         "help": "How long uploaded files and the outputs Batcomputer names are kept before workers delete them"})
     max_upload_bytes: int = field(default=4 * 1024**3, metadata={"parse": _positive_int,
         "help": "Largest Parquet file accepted as a request body, in bytes"})
+    cors_origins: str = field(default="", metadata={"parse": _optional_list,
+        "help": "Web origins (scheme://host[:port], comma-separated) whose pages may call the API from a browser; "
+                "never with credentials. Other origins may not change anything"})
     webhook_hosts: str = field(default="", metadata={"parse": _optional_list,
         "help": "Hosts a batch's callback_url may name, comma-separated (host or host:port); empty: no callbacks"})
     webhook_secret: str | None = field(default=None, metadata={"parse": _optional_text,
@@ -197,6 +200,9 @@ class Settings:
         "help": "Threads of a record worker: single records in flight, scored together in micro-batches"})
     bulk_threshold_records: int = field(default=100, metadata={"parse": _positive_int,
         "help": "Requests with more records than this go to the bulk queue"})
+    max_queue_depth: int = field(default=50_000, metadata={"parse": _positive_int,
+        "help": "Unfinished jobs a queue may hold (chunks of files count); past it submissions get 429 with a "
+                "Retry-After from the measured drain rate"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 from typing import Any
 
 import redis
+
+from batcomputer.bundle import Draft
+from batcomputer.registry import Registry
+from batcomputer.settings import Settings
 
 
 class Wrapped:
@@ -46,6 +51,16 @@ class Killer(Wrapped):
         raise AssertionError("unreachable")
 
 
+class KillerWhileFlagged(Wrapped):
+    """Kills the process that scores while the Redis key ``<gate>`` exists (a cause an operator can remove,
+    as an undersized memory limit); scores like ``inner`` once it is gone."""
+
+    def predict_proba(self, frame: Any) -> Any:
+        if redis.Redis.from_url(self.redis_url).exists(self.gate):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.inner.predict_proba(frame)
+
+
 class Broken(Wrapped):
     """A pipeline whose scoring raises, with a message a client must see only as a summary."""
 
@@ -59,3 +74,15 @@ class SlowToLoad(Wrapped):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.take_token("loading", "bundle load")
+
+
+def publish(services: Any, draft: Draft, name: str, pipeline: Any, promote: bool = True, tag: int = 0) -> int:
+    """Publish ``pipeline`` as model ``name`` (with ``draft``'s schema) in the services' registry."""
+    settings: Settings = services.settings
+    registry = Registry.from_settings(settings)
+    schema = dataclasses.replace(draft.schema, model=name)
+    version = registry.publish(dataclasses.replace(draft, model=name, pipeline=pipeline, schema=schema,
+                                                   metrics={**draft.metrics, "tag": tag})).version
+    if promote:
+        registry.set_alias(name, "production", version)
+    return version

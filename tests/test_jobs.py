@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import uuid
 from collections.abc import Iterator
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from batcomputer.errors import Conflict
+from batcomputer.errors import Conflict, TooManyRequests
 from batcomputer.jobs import JobStore, new_job_id
 from batcomputer.keyspace import BUSY, CANCELLED, DEAD, QUEUE_RECORDS, QUEUED, RUNNING, SUCCEEDED
 from tests.conftest import remove_keys
@@ -249,3 +250,56 @@ def test_tidy_forgets_workers_gone_for_long(store: JobStore, clock: Clock) -> No
     store.tidy()
     assert store.redis.zrange(store.keys.holders, 0, -1) == [b"alive"]
     assert store.redis.zcard(store.keys.workers(QUEUE_RECORDS)) == 0
+
+
+def test_a_full_queue_refuses_new_jobs_with_retry_after_from_its_drain_rate(store: JobStore, clock: Clock) -> None:
+    accepted = [store.create(new_job_id(), "titanic", 1, "sha", [RECORD], QUEUE_RECORDS, limit=4).job_id
+                for _ in range(4)]
+    with pytest.raises(TooManyRequests) as idle:
+        store.create(new_job_id(), "titanic", 1, "sha", [RECORD], QUEUE_RECORDS, limit=4)
+    assert idle.value.status == 429 and idle.value.retry_after == 60  # nothing drained: ask for a minute
+    assert idle.value.extra["depth"] == 4 and "are its workers running" in idle.value.detail
+    assert store.depth(QUEUE_RECORDS) == 4 and store.depth("bulk") == 0
+    # Two jobs end (a third is cancelled: it leaves the queue too); 40 s later two slots are taken again.
+    store.renew("w")
+    store.start(accepted[:2], "w")
+    store.end([(job_id, SUCCEEDED, {"results": []}) for job_id in accepted[:2]])
+    store.cancel(accepted[2])
+    assert store.depth(QUEUE_RECORDS) == 1
+    clock.advance(12)
+    for _ in range(3):
+        store.create(new_job_id(), "titanic", 1, "sha", [RECORD], QUEUE_RECORDS, limit=4)
+    with pytest.raises(TooManyRequests) as measured:
+        store.create(new_job_id(), "titanic", 1, "sha", [RECORD], QUEUE_RECORDS, limit=4)
+    rate = store.drain_rate(QUEUE_RECORDS)
+    assert rate == pytest.approx(3 / 32)  # three ended within three whole 10 s windows and 2 s of this one
+    assert measured.value.retry_after == math.ceil(1 / rate)  # one job must end before one more fits
+    # A repeat of an accepted request is still answered, full queue or not.
+    key = ("k", "digest")
+    first = store.create(new_job_id(), "titanic", 1, "sha", [RECORD], QUEUE_RECORDS, idempotency=key)
+    assert store.create(new_job_id(), "titanic", 1, "sha", [RECORD], QUEUE_RECORDS, idempotency=key,
+                        limit=4).job_id == first.job_id
+
+
+def test_a_dead_job_keeps_its_records_and_only_a_dead_job_replays(store: JobStore, clock: Clock) -> None:
+    job_id = create(store, records=3)
+    for attempt in (1, 2):
+        store.renew(f"w{attempt}")
+        store.start([job_id], f"w{attempt}", max_attempts=1)
+        clock.advance(16)
+        swept(store)
+    assert store.get(job_id)["state"] == DEAD
+    assert store.redis.hexists(store.keys.job(job_id), "payload")
+    assert [j["id"] for j in store.dead_jobs()[0]] == [job_id]
+    replayed = store.replay(job_id)
+    assert (replayed["state"], replayed["attempts"], replayed["replays"]) == (QUEUED, 0, 1)
+    assert "error" not in replayed and store.dead_jobs()[0] == [] and store.depth(QUEUE_RECORDS) == 1
+    store.renew("w3")
+    start = store.start([job_id], "w3", max_attempts=1)[0]
+    assert start.state == RUNNING and start.records == [RECORD] * 3
+    store.end([(job_id, SUCCEEDED, {"results": []})])
+    assert not store.redis.hexists(store.keys.job(job_id), "payload")
+    with pytest.raises(Conflict, match="only dead jobs"):
+        store.replay(job_id)
+    with pytest.raises(Conflict, match="chunk"):
+        store.replay(f"{job_id}.0")

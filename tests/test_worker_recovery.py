@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import signal
 from pathlib import Path
@@ -15,21 +14,11 @@ from api.app import create_app
 from batcomputer.bundle import Draft
 from batcomputer.registry import Registry
 from batcomputer.scoring import score
-from tests.conftest import Services, wait_until
-from tests.pipelines import Broken, Gated, Killer
+from tests.conftest import Services, run_cli, settings_env, wait_until
+from tests.pipelines import Broken, Gated, Killer, KillerWhileFlagged, publish
 
 RECORD = {"pclass": 1, "sex": "female", "age": 29.0, "sibsp": 0, "parch": 0}
 FINAL = ("succeeded", "failed", "dead", "cancelled")
-
-
-def publish(services: Services, draft: Draft, name: str, pipeline: Any, promote: bool = True, tag: int = 0) -> int:
-    registry = Registry.from_settings(services.settings)
-    schema = dataclasses.replace(draft.schema, model=name)
-    version = registry.publish(dataclasses.replace(draft, model=name, pipeline=pipeline, schema=schema,
-                                                   metrics={**draft.metrics, "tag": tag})).version
-    if promote:
-        registry.set_alias(name, "production", version)
-    return version
 
 
 def client_for(services: Services) -> FlaskClient:
@@ -88,6 +77,38 @@ def test_a_poison_job_ends_dead_after_the_attempt_limit(services: Services, tita
     # The supervisor brought the worker back each time: ordinary work still succeeds.
     fine = client.post("/api/models/fine/jobs?wait=20", json=RECORD).get_json()
     assert fine["state"] == "succeeded"
+
+
+def test_a_dead_job_keeps_its_records_is_listed_and_replays_once_its_cause_is_gone(
+        services: Services, titanic_draft: Draft) -> None:
+    flag = f"{services.settings.key_prefix}oom"
+    url = services.settings.redis_url or ""
+    gauge = redis.Redis.from_url(url)
+    gauge.set(flag, "1")
+    publish(services, titanic_draft, "flaky", KillerWhileFlagged(titanic_draft.pipeline, url, flag))
+    client = client_for(services)
+    services.worker("records")
+    records = [{**RECORD, "age": float(age)} for age in range(2, 6)]  # a list: not micro-batched
+    submitted = client.post("/api/models/flaky/jobs", json={"records": records}).get_json()
+    [dead] = wait_final(client, [submitted["id"]], timeout=90)
+    assert dead["state"] == "dead" and "payload" not in dead
+    listed = client.get("/api/dead").get_json()["jobs"]
+    assert [j["id"] for j in listed] == [submitted["id"]] and listed[0]["error"]["code"] == "dead"
+    cli = run_cli(settings_env(services.settings), "jobs", "dead")
+    assert cli.returncode == 0 and submitted["id"] in cli.stdout and "worker was lost" in cli.stdout
+    assert client.post(f"/api/jobs/{submitted['id']}/replay", data="x",
+                       content_type="text/plain").status_code == 415  # no form posts from other pages
+    gauge.delete(flag)  # the operator fixes the cause
+    replayed = run_cli(settings_env(services.settings), "jobs", "replay", submitted["id"])
+    assert replayed.returncode == 0 and "queued" in replayed.stdout, replayed.stderr
+    [done] = wait_final(client, [submitted["id"]], timeout=60)
+    assert done["state"] == "succeeded" and done["replays"] == 1 and done["version"] == dead["version"]
+    expected = score(_plain_bundle(services, titanic_draft), records)
+    assert [r["survived_proba"] for r in done["results"]] == [r["survived_proba"] for r in expected]
+    assert client.get("/api/dead").get_json()["jobs"] == []
+    again = client.post(f"/api/jobs/{submitted['id']}/replay", json={})
+    assert again.status_code == 409 and again.get_json()["state"] == "succeeded"
+    assert client.post("/api/jobs/nope/replay", json={}).status_code == 404
 
 
 def test_a_job_keeps_its_version_across_a_promotion_and_workers_serve_the_new_one(
