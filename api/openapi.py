@@ -285,7 +285,7 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
                        "responses": {**ok("Cancelled", {"$ref": "#/components/schemas/Job"}),
                                      **errors(404, 409)}}},
         "/api/dead": {"get": {
-            "summary": "Dead jobs (their worker was lost on every delivery), most recent first; admin", "tags": ["jobs"],
+            "summary": "Dead jobs (their worker was lost on every delivery), newest first; admin", "tags": ["jobs"],
             "parameters": [{"name": n, "in": "query", "required": False, "schema": s} for n, s in (
                 ("limit", {"type": "integer", "minimum": 1, "maximum": 500}), ("offset", {"type": "integer"}))],
             "responses": {**ok("A page of dead jobs", any_object), **errors(400, 401, 403)}}},
