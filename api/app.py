@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask
 
+from batcomputer.logs import configure_logging
 from batcomputer.registry import Registry
 from batcomputer.settings import Settings
 
@@ -19,6 +20,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     from api.gateway import Gateway
     from api.health import health
     from api.jobs import jobs
+    from api.metrics import install as install_metrics
+    from api.metrics import metrics
     from api.models import models
     from api.problems import register_problem_handlers
     from api.retraining import retraining
@@ -31,14 +34,11 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.json.sort_keys = False  # type: ignore[attr-defined]
     gateway = app.extensions["gateway"] = Gateway(settings, registry)
     register_problem_handlers(app)
+    install_metrics(app, gateway)
     install_cors(app, settings)
     install_auth(app, settings, gateway.redis)
-    for blueprint in (health, models, jobs, batches, retraining, streams, seed, docs):
+    for blueprint in (health, metrics, models, jobs, batches, retraining, streams, seed, docs):
         app.register_blueprint(blueprint)
-    logger = logging.getLogger("batcomputer")
-    logger.setLevel(logging.INFO)
-    if not logger.handlers:  # gunicorn configures its own loggers only
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
+    if not logging.getLogger("batcomputer").handlers:  # gunicorn configures its own loggers only
+        configure_logging(settings, logging.INFO, "batcomputer")
     return app

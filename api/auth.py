@@ -12,7 +12,8 @@ from batcomputer.errors import ConfigurationError, Forbidden, NotFound, TooManyR
 from batcomputer.keys import Key, KeyRing
 from batcomputer.settings import Settings
 
-PUBLIC = {"health.healthz", "health.readyz", "docs.openapi", "docs.swagger", "docs.page", "docs.asset", "static"}
+PUBLIC = {"health.healthz", "health.readyz", "metrics.show_metrics", "docs.openapi", "docs.swagger", "docs.page",
+          "docs.asset", "static"}
 ADMIN = {"models.move_alias", "models.rollback", "retraining.retrain", "jobs.list_dead", "jobs.replay_job"}
 LOCAL_ACTOR = "local"  # who moves an alias when there are no keys (the local profile)
 

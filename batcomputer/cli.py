@@ -317,8 +317,10 @@ def flows_serve(interval: float | None, models: tuple[str, ...]) -> None:
 
 @cli.command(context_settings={"ignore_unknown_options": False})
 @click.argument("words", nargs=-1, required=True, metavar="MODEL | status MODEL")
+@click.option("--metrics-port", type=int, default=None,
+              help="Port of this consumer's /metrics (default BATCOMPUTER_WORKER_METRICS_PORT; 0: none)")
 @pass_context
-def stream(ctx: Context, words: tuple[str, ...]) -> None:
+def stream(ctx: Context, words: tuple[str, ...], metrics_port: int | None) -> None:
     """Consume MODEL's input stream (run several for more throughput); `stream status MODEL`: lag, pending,
     outputs, dead letters, consumers and their rate."""
     if words[0] == "status":
@@ -332,13 +334,15 @@ def stream(ctx: Context, words: tuple[str, ...]) -> None:
         return
     if len(words) != 1:
         raise click.UsageError("usage: batcomputer stream MODEL")
-    import logging
-
+    from batcomputer.logs import configure_logging
+    from worker.metrics import node_name, serve_metrics
     from worker.streams import run_consumer
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(ctx.settings)
     ctx.registry.resolve(words[0], None, ctx.settings.default_alias)  # an unknown model stops here, named
-    run_consumer(ctx.settings, words[0])
+    node = node_name(f"stream-{words[0]}")
+    serve_metrics(ctx.settings, node, metrics_port)
+    run_consumer(ctx.settings, words[0], node)
 
 
 @cli.group()
@@ -441,12 +445,19 @@ def keys_revoke(ctx: Context, name: str) -> None:
 @cli.command()
 @click.option("--queues", default="records", show_default=True, help="Comma-separated: records, bulk")
 @click.option("--loglevel", default="INFO", show_default=True)
-def worker(queues: str, loglevel: str) -> None:
+@click.option("--metrics-port", type=int, default=None,
+              help="Port of this worker's /metrics (default BATCOMPUTER_WORKER_METRICS_PORT; 0: none)")
+def worker(queues: str, loglevel: str, metrics_port: int | None) -> None:
     """Start a supervised Celery worker; SIGTERM lets in-flight work finish (or it is requeued)."""
+    from batcomputer.logs import configure_logging
+    from worker.metrics import node_name, serve_metrics
     from worker.supervisor import supervise
 
-    Settings.from_env()  # refuse bad settings before starting anything
-    sys.exit(supervise([sys.executable, "-m", "worker", "--queues", queues, "--loglevel", loglevel]))
+    settings = Settings.from_env()  # refuse bad settings before starting anything
+    configure_logging(settings, loglevel)
+    node = node_name(queues.replace(",", "+"))
+    serve_metrics(settings, node, metrics_port)
+    sys.exit(supervise([sys.executable, "-m", "worker", "--queues", queues, "--loglevel", loglevel, "--node", node]))
 
 
 THREADS = 64  # per gateway process, with threaded workers (a registry read over the network)

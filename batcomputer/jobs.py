@@ -76,6 +76,10 @@ def iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="milliseconds")
 
 
+def parse_iso(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
 def new_job_id() -> str:
     return uuid.uuid4().hex
 
@@ -98,6 +102,8 @@ class Start:
     version: int = 0
     records: Any = None  # the clean records; for a batch or a chunk, what to read and where to write
     phase: str | None = None  # a batch's: plan (no phase yet) or merge
+    created: float | None = None  # when the job was accepted (seconds)
+    queue: str = ""
 
 
 @dataclass(frozen=True)
@@ -164,7 +170,7 @@ return {'created', ARGV[3]}
 """
 
 # KEYS: job, pending, holders, stats.  ARGV: now, now (ISO text), lease seconds, job id, holder.
-# Returns {state, attempts[, model, version, payload, phase]}. A batch whose chunks are being scored is
+# Returns {state, attempts[, model, version, payload, phase, created, queue]}. A batch whose chunks are being scored is
 # running without a holder of its own: a delivery of it then is a duplicate.
 _START = """
 local job = KEYS[1]
@@ -187,8 +193,8 @@ end
 attempts = redis.call('HINCRBY', job, 'attempts', 1)
 redis.call('HSET', job, 'state', '$running', 'started', ARGV[2], 'holder', ARGV[5])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[4])
-local fields = redis.call('HMGET', job, 'model', 'version', 'payload', 'phase')
-return {'$running', attempts, fields[1], fields[2], fields[3], fields[4]}
+local fields = redis.call('HMGET', job, 'model', 'version', 'payload', 'phase', 'created', 'queue')
+return {'$running', attempts, fields[1], fields[2], fields[3], fields[4] or '', fields[5] or '', fields[6] or ''}
 """
 
 # KEYS: job, pending, stats, counters, dead index[, the batch of a chunk].  ARGV: allowed states
@@ -616,8 +622,10 @@ class JobStore:
                 dead.append((job_id, DEAD, {"error": {"code": "dead", "detail": reason, "attempts": attempts - 1}}))
                 starts.append(Start(DEAD, attempts))
             else:
+                created = reply[6].decode() if len(reply) > 6 and reply[6] else None
                 starts.append(Start(state, attempts, reply[2].decode(), int(reply[3]), orjson.loads(reply[4] or b"[]"),
-                                    reply[5].decode() if len(reply) > 5 and reply[5] else None))
+                                    reply[5].decode() or None, parse_iso(created) if created else None,
+                                    reply[7].decode() if len(reply) > 7 else ""))
         if dead:
             self.end(dead)
             self.redis.hincrby(self.keys.stats, STAT_DEAD, len(dead))

@@ -125,6 +125,11 @@ class Keys:
         ``ended|<model>|<state>``."""
         return f"{self.prefix}counters"
 
+    def metrics(self, node: str = "") -> str:
+        """Hash: metrics every process adds to (see ``batcomputer.metrics``): the cluster's, or with ``node``
+        one worker's own (expires an hour after its last flush)."""
+        return f"{self.prefix}metrics:{node}" if node else f"{self.prefix}metrics"
+
     @property
     def stats(self) -> str:
         """Hash: lifecycle counters (``STAT_*``)."""

@@ -96,6 +96,19 @@ def _flag(name: str, raw: str) -> bool:
     return value in ("1", "true", "yes", "on")
 
 
+def _port(name: str, raw: str) -> int:
+    if not (raw.strip().isdigit() and 0 <= int(raw) <= 65535):
+        raise ConfigurationError(f"{PREFIX}{name.upper()}={raw!r} must be a port number (0: none)")
+    return int(raw)
+
+
+def _log_format(name: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in ("text", "json"):
+        raise ConfigurationError(f"{PREFIX}{name.upper()}={raw!r} must be text or json")
+    return value
+
+
 def _optional_list(name: str, raw: str) -> str:
     return ",".join(part.strip() for part in raw.split(",") if part.strip())
 
@@ -200,6 +213,10 @@ class Settings:
         "help": "Threads of a record worker: single records in flight, scored together in micro-batches"})
     bulk_threshold_records: int = field(default=100, metadata={"parse": _positive_int,
         "help": "Requests with more records than this go to the bulk queue"})
+    worker_metrics_port: int = field(default=9100, metadata={"parse": _port,
+        "help": "Port of a worker's (or stream consumer's) Prometheus /metrics (0: none)"})
+    log_format: str = field(default="text", metadata={"parse": _log_format,
+        "help": "Log lines as text or json (one JSON object per line, with job id and model version)"})
     max_queue_depth: int = field(default=50_000, metadata={"parse": _positive_int,
         "help": "Unfinished jobs a queue may hold (chunks of files count); past it submissions get 429 with a "
                 "Retry-After from the measured drain rate"})

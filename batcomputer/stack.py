@@ -80,14 +80,22 @@ def run_stack(settings: Settings, port: int, report: Report = print) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         record_workers = per_core(settings.record_workers)  # one Python process scores on one core
-        roles = [*[(f"record worker {n + 1}", _cli("worker", "--queues", "records")) for n in range(record_workers)],
-                 ("bulk worker", _cli("worker", "--queues", "bulk")), ("gateway", _cli("api", "--port", str(port)))]
+        ports = iter(range(settings.worker_metrics_port, settings.worker_metrics_port + 1000) if
+                     settings.worker_metrics_port else [0] * 1000)  # each worker's /metrics on a port of its own
+
+        def metrics_port() -> str:
+            return f"--metrics-port={next(ports)}"
+
+        roles = [*[(f"record worker {n + 1}", _cli("worker", "--queues", "records", metrics_port()))
+                   for n in range(record_workers)],
+                 ("bulk worker", _cli("worker", "--queues", "bulk", metrics_port())),
+                 ("gateway", _cli("api", "--port", str(port)))]
         if prefect is not None:
             roles.append(("flow runner", _cli("flows", "serve")))
         registry = Registry.from_settings(settings)
         for model in registry.models():  # one stream consumer per served model
             if settings.default_alias in registry.aliases(model):
-                roles.append((f"stream consumer ({model})", _cli("stream", model)))
+                roles.append((f"stream consumer ({model})", _cli("stream", model, metrics_port())))
         for name, command in roles:
             processes.append((name, subprocess.Popen(command, env=env, start_new_session=True)))
         base = f"http://{settings.api_host}:{port}"
@@ -99,6 +107,7 @@ def run_stack(settings: Settings, port: int, report: Report = print) -> int:
             time.sleep(0.2)
         if not stopping:
             report(f"Batcomputer is up:\n  gateway  {base}/api/models\n  health   {base}/readyz\n"
+                   f"  metrics  {base}/metrics (each worker's own from port {settings.worker_metrics_port} up)\n"
                    f"  try      curl -X POST '{base}/api/models/crime/jobs?wait=5' -H 'Content-Type: "
                    "application/json' -d '{\"force\": \"West Yorkshire Police\", \"crime\": \"Burglary\", "
                    "\"month\": 10}'\n" + (f"  prefect  {prefect.ui_url} (retrain: batcomputer retrain crime)\n"

@@ -99,6 +99,14 @@ class StreamStore:
                 return int(lag) + int(group.get("pending", 0))
         return int(self.redis.xlen(self.input))
 
+    def pending(self) -> int:
+        """Entries read by a consumer and not yet acknowledged (0 before any consumer reads)."""
+        try:
+            groups = self.redis.xinfo_groups(self.input)
+        except redis.ResponseError:
+            return 0
+        return sum(int(g.get("pending", 0)) for g in groups if _text(g.get("name")) == STREAM_GROUP)
+
     def append(self, records: list[bytes], limit: int, meta: dict[str, str] | None = None) -> list[str]:
         """Append records (their JSON) unless the backlog has passed ``limit``: then ``TooManyRequests``
         with a Retry-After from the rate consumers score at."""

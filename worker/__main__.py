@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 
 from batcomputer.keyspace import QUEUE_BULK, QUEUE_RECORDS, QUEUES
+from batcomputer.logs import configure_logging
 from batcomputer.settings import Settings, per_core
 from worker.app import make_worker_app
 
@@ -27,14 +27,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m worker")
     parser.add_argument("--queues", default=QUEUE_RECORDS, help=f"comma-separated, of {QUEUES}")
     parser.add_argument("--loglevel", default="INFO")
+    parser.add_argument("--node", default="", help="this worker's name in the metrics (its supervisor's)")
     args = parser.parse_args(argv)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()]
     unknown = [q for q in queues if q not in QUEUES]
     if unknown:
         parser.error(f"unknown queue(s) {unknown}; queues are {QUEUE_RECORDS}, {QUEUE_BULK}")
-    logging.basicConfig(level=args.loglevel, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
-    make_worker_app(settings, queues).worker_main(worker_argv(settings, queues, args.loglevel))
+    configure_logging(settings, args.loglevel)
+    make_worker_app(settings, queues, args.node).worker_main(worker_argv(settings, queues, args.loglevel))
 
 
 if __name__ == "__main__":

@@ -10,18 +10,19 @@ from celery import Celery, signals
 from batcomputer.broker import make_celery, redis_client
 from batcomputer.jobs import JobStore
 from batcomputer.keyspace import QUEUE_RECORDS
+from batcomputer.logs import configure_logging
 from batcomputer.settings import Settings
 from batcomputer.storage import Storage
 from worker.sweeper import Sweeper
 from worker.tasks import register_tasks
 
 
-def make_worker_app(settings: Settings, queues: list[str]) -> Celery:
+def make_worker_app(settings: Settings, queues: list[str], node: str = "") -> Celery:
     """The app for one worker. Each scoring process (the worker itself for the record pool of threads, each
-    child for the bulk pool of processes) starts its own heartbeat when it first builds its state; the main
-    process runs a sweeper."""
+    child for the bulk pool of processes) starts its own heartbeat when it first builds its state, and flushes
+    its metrics into the cluster's and ``node``'s (this worker's) hashes; the main process runs a sweeper."""
     app = make_celery(settings)
-    scorer = register_tasks(app, settings, queues)
+    scorer = register_tasks(app, settings, queues, node)
     sweeper: list[Sweeper] = []
 
     def warm(**_: Any) -> None:
@@ -36,6 +37,10 @@ def make_worker_app(settings: Settings, queues: list[str]) -> Celery:
             running.stop()
         scorer.stop()
 
+    def setup_logging(loglevel: int | str | None = None, **_: Any) -> None:  # instead of Celery's own
+        configure_logging(settings, loglevel or "INFO")
+
+    signals.setup_logging.connect(setup_logging, weak=False)
     if QUEUE_RECORDS in queues:
         signals.worker_ready.connect(warm, weak=False)  # the record pool is threads: it scores in this process
     else:

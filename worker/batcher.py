@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batcomputer.bundle import Bundle
+from batcomputer.metrics import MICRO_BATCH, SCORING, Recorder
 
 log = logging.getLogger("batcomputer.batcher")
 
@@ -46,8 +47,10 @@ class Batcher:
     fails every record in it, and if the thread itself dies, the records it held fail with the reason and
     the next ``submit`` starts a new thread."""
 
-    def __init__(self, score: Score, max_records: int, window_seconds: float, log_every: float = 10.0) -> None:
+    def __init__(self, score: Score, max_records: int, window_seconds: float, log_every: float = 10.0,
+                 recorder: Recorder | None = None) -> None:
         self._score = score
+        self.recorder = recorder
         self.max_records = max_records
         self.window = window_seconds
         self.stats = BatchStats()
@@ -95,7 +98,12 @@ class Batcher:
         return batch
 
     def _score_group(self, items: list[Item]) -> None:
+        started = time.perf_counter()
         results = self._score(items[0][0], [record for _, record, _ in items])
+        if self.recorder is not None:
+            labels = (("model", items[0][0].model),)
+            self.recorder.observe(SCORING, labels, (time.perf_counter() - started,))
+            self.recorder.observe(MICRO_BATCH, labels, (len(items),))
         if len(results) != len(items):
             raise RuntimeError(f"the model returned {len(results)} results for {len(items)} records")
         for (_, _, future), result in zip(items, results, strict=True):

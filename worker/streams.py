@@ -23,6 +23,16 @@ import orjson
 import redis
 
 from batcomputer.broker import redis_client
+from batcomputer.keyspace import Keys
+from batcomputer.metrics import (
+    MICRO_BATCH,
+    MODEL_VERSION_SCORED,
+    SCORING,
+    STREAM_BATCH,
+    STREAM_RECORDS,
+    Flusher,
+    Recorder,
+)
 from batcomputer.registry import Registry
 from batcomputer.schema import decode_one, validate_record
 from batcomputer.scoring import score
@@ -36,8 +46,10 @@ TRIM_EVERY_SECONDS = 5.0
 
 
 class StreamConsumer:
-    def __init__(self, settings: Settings, model: str, name: str | None = None) -> None:
+    def __init__(self, settings: Settings, model: str, name: str | None = None, node: str = "") -> None:
         self.settings = settings
+        self.recorder = Recorder()
+        self.node = node
         self.model = model
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         client = redis_client(settings, socket_timeout=30)
@@ -51,6 +63,15 @@ class StreamConsumer:
     def run(self) -> None:
         self.store.ensure_group()
         log.info("consumer %s reading %s", self.name, self.store.input)
+        keys = Keys(self.settings.key_prefix)
+        node = keys.metrics(self.node) if self.node else None
+        flusher = Flusher(self.recorder, self.store.redis, [keys.metrics(), *([node] if node else [])], node).start()
+        try:
+            self._consume()
+        finally:
+            flusher.stop()
+
+    def _consume(self) -> None:
         next_trim = time.monotonic()
         window_start, window_count = time.monotonic(), 0
         failing = False
@@ -122,8 +143,17 @@ class StreamConsumer:
                 continue
             valid.append((entry, clean))
         outputs = []
+        labels = (("model", self.model),)
+        self.recorder.observe(STREAM_BATCH, labels, (len(entries),))
+        if dead:
+            self.recorder.count(STREAM_RECORDS, (("model", self.model), ("outcome", "dead")), len(dead))
         if valid:
+            began = time.perf_counter()
             results = score(bundle, [clean for _, clean in valid])
+            self.recorder.observe(SCORING, labels, (time.perf_counter() - began,))
+            self.recorder.observe(MICRO_BATCH, labels, (len(valid),))
+            self.recorder.count(STREAM_RECORDS, (("model", self.model), ("outcome", "scored")), len(valid))
+            self.recorder.set(MODEL_VERSION_SCORED, labels, bundle.version)
             for (entry, _), result in zip(valid, results, strict=True):
                 meta = {k: v for k, v in entry.fields.items() if k != "record"}
                 outputs.append((entry.id, {**meta, "in_id": entry.id, "model": self.model,
@@ -136,9 +166,9 @@ class StreamConsumer:
                           "deliveries": str(entry.deliveries)}
 
 
-def run_consumer(settings: Settings, model: str) -> None:
+def run_consumer(settings: Settings, model: str, node: str = "") -> None:
     """Consume until SIGTERM or SIGINT (the batch in hand is finished first)."""
-    consumer = StreamConsumer(settings, model)
+    consumer = StreamConsumer(settings, model, node=node)
 
     def stop(*_: Any) -> None:
         consumer.stop.set()

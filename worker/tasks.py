@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -14,8 +15,17 @@ from celery import Celery
 
 from batcomputer.broker import redis_client
 from batcomputer.errors import BatcomputerError
-from batcomputer.jobs import JobStore
+from batcomputer.jobs import JobStore, Start
 from batcomputer.keyspace import BUSY, FAILED, FINAL, QUEUE_BULK, SUCCEEDED, TASK_SCORE, parent_of
+from batcomputer.metrics import (
+    END_TO_END,
+    JOBS_SCORED,
+    MICRO_BATCH,
+    MODEL_VERSION_SCORED,
+    QUEUE_WAIT,
+    SCORING,
+    Recorder,
+)
 from batcomputer.registry import Registry
 from batcomputer.scoring import score
 from batcomputer.settings import Settings
@@ -31,9 +41,10 @@ class Scorer:
     """Per-process state (Redis client, lease and heartbeat, bundle cache, batcher), built lazily in the
     process that scores (after the pool forks)."""
 
-    def __init__(self, settings: Settings, queues: list[str]) -> None:
+    def __init__(self, settings: Settings, queues: list[str], node: str = "") -> None:
         self.settings = settings
         self.queues = queues
+        self.node = node  # the worker this process belongs to: its metrics hash
         self._pid: int | None = None
         self._lock = threading.Lock()
         self.heartbeat: Heartbeat | None = None
@@ -52,7 +63,9 @@ class Scorer:
     def _build(self) -> None:
         self.jobs = JobStore.from_settings(redis_client(self.settings), self.settings)
         self.bundles = BundleCache(Registry.from_settings(self.settings))
-        self.batcher = Batcher(score, self.settings.batch_max_records, self.settings.batch_window_ms / 1000)
+        self.recorder = Recorder()
+        self.batcher = Batcher(score, self.settings.batch_max_records, self.settings.batch_window_ms / 1000,
+                               recorder=self.recorder)
         self.holder = holder_name(self.queues)
         self.runner: Any = None
         if QUEUE_BULK in self.queues:  # files come on the bulk queue only: record workers need no pyarrow
@@ -62,12 +75,23 @@ class Scorer:
             self.runner = BatchRunner(self.jobs, Storage.from_settings(self.settings), self.bundles, self.holder,
                                       self.settings.batch_chunk_rows, self.settings.batch_ttl_seconds)
         self.orphans: set[str] = set()
-        self.heartbeat = Heartbeat(self.jobs, self.queues, self.holder, on_beat=self.give_back).start()
+        self.heartbeat = Heartbeat(self.jobs, self.queues, self.holder, on_beat=self.on_beat).start()
         self._pid = os.getpid()
 
     def stop(self) -> None:
         if self.heartbeat is not None and self._pid == os.getpid():
             self.heartbeat.stop()
+            self.flush_metrics()
+
+    def on_beat(self) -> None:
+        self.give_back()
+        self.flush_metrics()
+
+    def flush_metrics(self) -> None:
+        """Add what this process counted to the cluster's metrics and its worker's."""
+        keys = self.jobs.keys
+        node = keys.metrics(self.node) if self.node else None
+        self.recorder.flush(self.jobs.redis, [keys.metrics(), *([node] if node else [])], node)
 
     def warm(self) -> None:
         """Load the current version of every model before the first job asks for it (seconds, not ms)."""
@@ -111,10 +135,13 @@ class Scorer:
         summary: dict[str, str] = {}
         ended_batches: list[str] = []
         starts = self.jobs.start(job_ids, self.holder, self.settings.max_attempts)
+        started = time.time()
+        begun: dict[str, Start] = {}
         for job_id, start in zip(job_ids, starts, strict=True):
             summary[job_id] = start.state or "expired"
             if start.state is None or start.state in FINAL or start.state == BUSY:
                 continue  # expired, final already (or dead now), or held by a live worker: a duplicate
+            begun[job_id] = start
             if isinstance(start.records, dict):  # a batch file, or a chunk of one
                 try:
                     outcome = self.runner.run(job_id, start)
@@ -134,7 +161,12 @@ class Scorer:
                     waiting.append((job_id, self.batcher.submit(bundle, clean[0])))
                     continue
                 # Lists are vectorised already; a redelivered record is scored alone, away from other jobs.
-                outcomes.append((job_id, SUCCEEDED, {"results": score(bundle, clean)}))
+                began = time.perf_counter()
+                results = score(bundle, clean)
+                labels = (("model", start.model),)
+                self.recorder.observe(SCORING, labels, (time.perf_counter() - began,))
+                self.recorder.observe(MICRO_BATCH, labels, (len(clean),))
+                outcomes.append((job_id, SUCCEEDED, {"results": results}))
             except Exception as exc:
                 outcomes.append((job_id, FAILED, {"error": error_of(job_id, exc)}))
         for job_id, future in waiting:
@@ -150,8 +182,37 @@ class Scorer:
             for batch_id in ended_batches:
                 if recorded[batch_id]:
                     self.runner.ended(batch_id)
+            self.record(begun, started, outcomes, recorded)
         summary.update({job_id: state for job_id, state, _ in outcomes})
         return summary
+
+    def record(self, begun: dict[str, Start], started: float, outcomes: list[tuple[str, str, dict[str, Any]]],
+               recorded: dict[str, bool]) -> None:
+        """Metrics of one delivery: queue waits, outcomes by model and version, end-to-end times."""
+        now = time.time()
+        waits: dict[str, list[float]] = {}
+        totals: dict[str, list[float]] = {}
+        for first in begun.values():
+            if first.created is not None:
+                waits.setdefault(first.queue, []).append(max(0.0, started - first.created))
+        for job_id, state, _ in outcomes:
+            if job_id not in begun or not recorded.get(job_id):
+                continue
+            start = begun[job_id]
+            self.recorder.count(JOBS_SCORED, (("model", start.model), ("state", state),
+                                              ("version", str(start.version))))
+            self.recorder.set(MODEL_VERSION_SCORED, (("model", start.model),), start.version)
+            level = logging.DEBUG if state == SUCCEEDED else logging.WARNING
+            if log.isEnabledFor(level):
+                log.log(level, "job %s %s (%s version %d, attempt %d)", job_id, state, start.model, start.version,
+                        start.attempts, extra={"job_id": job_id, "model": start.model, "version": start.version,
+                                               "state": state, "attempts": start.attempts, "queue": start.queue})
+            if start.created is not None:
+                totals.setdefault(start.queue, []).append(max(0.0, now - start.created))
+        for queue, values in waits.items():
+            self.recorder.observe(QUEUE_WAIT, (("queue", queue),), values)
+        for queue, values in totals.items():
+            self.recorder.observe(END_TO_END, (("queue", queue),), values)
 
 
 def error_of(job_id: str, exc: BaseException) -> dict[str, Any]:
@@ -167,8 +228,8 @@ def error_of(job_id: str, exc: BaseException) -> dict[str, Any]:
                                     f"{': ' + message if message else ''}); the worker log has the details"}
 
 
-def register_tasks(app: Celery, settings: Settings, queues: list[str]) -> Scorer:
-    scorer = Scorer(settings, queues)
+def register_tasks(app: Celery, settings: Settings, queues: list[str], node: str = "") -> Scorer:
+    scorer = Scorer(settings, queues, node)
 
     @app.task(name=TASK_SCORE, acks_late=True, reject_on_worker_lost=True, acks_on_failure_or_timeout=False,
               ignore_result=True)

@@ -1,0 +1,116 @@
+"""The gateway's Prometheus endpoint: cluster-wide series from Redis and the registry, and its own requests.
+
+``GET /metrics`` renders, from any gateway process: what every worker, consumer and gateway process flushed
+into the cluster's metrics hash (scoring, queue waits, end-to-end times, micro-batch sizes, HTTP requests),
+the job counters the job scripts keep (submitted by model and queue, ended by model and state), and live
+gauges (queue depths and drain rates, live workers, dead jobs, stream backlogs, the version each alias
+points to). Public like /healthz: it holds counts, never records; keep it inside the cluster's network.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint, Flask, Response, g, request
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from api.context import gateway
+from api.gateway import Gateway
+from batcomputer.keyspace import QUEUES
+from batcomputer.metrics import (
+    DEAD_JOBS,
+    HTTP_REQUESTS,
+    HTTP_SECONDS,
+    JOBS_ENDED,
+    JOBS_SUBMITTED,
+    MODEL_VERSION,
+    QUEUE_DEPTH,
+    QUEUE_DRAIN,
+    STREAM_BACKLOG,
+    STREAM_PENDING,
+    WORKERS,
+    Flusher,
+    HashCollector,
+    Recorder,
+    exposition,
+)
+from batcomputer.streams import StreamStore
+
+metrics = Blueprint("metrics", __name__)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+WORKER_FRESH_SECONDS = 20
+
+
+class ClusterCollector(Collector):
+    """Job counters and live gauges, read when scraped."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    def collect(self) -> Iterator[Metric]:
+        gw, keys = self.gw, self.gw.jobs.keys
+        submitted = CounterMetricFamily(JOBS_SUBMITTED, "Jobs accepted", labels=["model", "queue"])
+        ended = CounterMetricFamily(JOBS_ENDED, "Jobs that reached a final state", labels=["model", "state"])
+        stored: dict[Any, Any] = gw.redis.hgetall(keys.counters)
+        for raw_field, raw_value in sorted(stored.items()):
+            kind, _, rest = raw_field.decode().partition("|")
+            model, _, other = rest.partition("|")
+            (submitted if kind == "submitted" else ended).add_metric([model, other], float(raw_value))
+        yield submitted
+        yield ended
+        depth = GaugeMetricFamily(QUEUE_DEPTH, "Unfinished jobs per queue (admission control's measure)",
+                                  labels=["queue"])
+        drain = GaugeMetricFamily(QUEUE_DRAIN, "Jobs ended per second lately, per queue", labels=["queue"])
+        workers = GaugeMetricFamily(WORKERS, "Scoring processes with a fresh heartbeat, per queue", labels=["queue"])
+        fresh = time.time() - WORKER_FRESH_SECONDS
+        for queue in QUEUES:
+            depth.add_metric([queue], gw.jobs.depth(queue))
+            drain.add_metric([queue], gw.jobs.drain_rate(queue))
+            workers.add_metric([queue], int(gw.redis.zcount(keys.workers(queue), fresh, "+inf")))
+        yield from (depth, drain, workers)
+        yield GaugeMetricFamily(DEAD_JOBS, "Dead jobs awaiting a replay", value=int(gw.redis.zcard(keys.dead)))
+        versions = GaugeMetricFamily(MODEL_VERSION, "The version each alias points to", labels=["model", "alias"])
+        backlog = GaugeMetricFamily(STREAM_BACKLOG, "Stream entries not yet scored", labels=["model"])
+        pending = GaugeMetricFamily(STREAM_PENDING, "Stream entries read but not acknowledged", labels=["model"])
+        for model in gw.registry.models():
+            for alias, version in sorted(gw.registry.aliases(model).items()):
+                versions.add_metric([model, alias], version)
+            store = StreamStore(gw.redis, gw.settings.key_prefix, model)
+            if gw.redis.exists(store.input):
+                backlog.add_metric([model], store.backlog())
+                pending.add_metric([model], store.pending())
+        yield from (versions, backlog, pending)
+
+
+@metrics.get("/metrics")
+def show_metrics() -> Response:
+    gw = gateway()
+    body = exposition(HashCollector(gw.redis, gw.jobs.keys.metrics()), ClusterCollector(gw))
+    return Response(body, content_type=CONTENT_TYPE)
+
+
+def install(app: Flask, gw: Gateway) -> None:
+    """Count every request by route, method and status, and time it; a thread per gateway process flushes."""
+    recorder = Recorder()
+    flushing: dict[str, Any] = {}
+
+    @app.before_request
+    def start_clock() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def count_request(response: Response) -> Response:
+        if flushing.get("pid") != os.getpid():  # started lazily, after the server forked this process
+            flushing["pid"] = os.getpid()
+            Flusher(recorder, gw.redis, [gw.jobs.keys.metrics()]).start()
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        recorder.count(HTTP_REQUESTS, (("method", request.method), ("route", route),
+                                       ("status", str(response.status_code))))
+        started = g.get("started")
+        if started is not None:
+            recorder.observe(HTTP_SECONDS, (("route", route),), (time.perf_counter() - started,))
+        return response
