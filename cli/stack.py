@@ -23,7 +23,7 @@ BOOT_MODELS = ("crime", "titanic")
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "batcomputer", *args]
+    return [sys.executable, "-m", "cli", *args]
 
 
 def _ready(url: str) -> bool:

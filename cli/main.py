@@ -1,4 +1,4 @@
-"""The ``batcomputer`` command line: registry, data, training, scoring and (lazily) the services."""
+"""The ``batcomputer`` commands: registry, data, training, scoring, keys, jobs and (lazily) the services."""
 
 from __future__ import annotations
 
@@ -511,7 +511,7 @@ def api(ctx: Context, host: str | None, port: int | None, workers: int | None, a
 @pass_context
 def up(ctx: Context, port: int | None) -> None:
     """Run the whole stack locally: Redis, record and bulk workers, the gateway; Ctrl-C stops it all."""
-    from batcomputer.stack import run_stack
+    from cli.stack import run_stack
 
     sys.exit(run_stack(ctx.settings, port or ctx.settings.api_port, report=click.echo))
 

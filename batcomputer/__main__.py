@@ -1,5 +1,0 @@
-"""``python -m batcomputer``: the command line."""
-
-from batcomputer.cli import main
-
-main()
