@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: install test-tools up test lint bench clean lock
+.PHONY: install test-tools web-fonts up test lint bench clean lock
 
 install: $(STAMP)
 
@@ -23,7 +23,13 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
-up: install
+# The web client's font comes from its npm package; without npm the page uses the system's monospace font.
+web-fonts:
+	@if [ ! -d node_modules/@fontsource/share-tech-mono ]; then \
+	  if command -v npm >/dev/null; then npm ci --omit=dev --no-audit --no-fund --loglevel=error; \
+	  else echo "npm not found: the web client will use the system's monospace font"; fi; fi
+
+up: install web-fonts
 	$(BIN)/batcomputer up
 
 test: install test-tools

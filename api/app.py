@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     from api.retraining import retraining
     from api.seed import seed
     from api.streams import streams
+    from api.web import web
 
     settings = settings or Settings.from_env()
     app = Flask("batcomputer")
@@ -37,7 +38,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     install_metrics(app, gateway)
     install_cors(app, settings)
     install_auth(app, settings, gateway.redis)
-    for blueprint in (health, metrics, models, jobs, batches, retraining, streams, seed, docs):
+    for blueprint in (health, metrics, models, jobs, batches, retraining, streams, seed, docs, web):
         app.register_blueprint(blueprint)
     if not logging.getLogger("batcomputer").handlers:  # gunicorn configures its own loggers only
         configure_logging(settings, logging.INFO, "batcomputer")

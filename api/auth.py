@@ -13,7 +13,7 @@ from batcomputer.keys import Key, KeyRing
 from batcomputer.settings import Settings
 
 PUBLIC = {"health.healthz", "health.readyz", "metrics.show_metrics", "docs.openapi", "docs.swagger", "docs.page",
-          "docs.asset", "static"}
+          "docs.asset", "static", "web.index", "web.asset", "web.font"}
 ADMIN = {"models.move_alias", "models.rollback", "retraining.retrain", "jobs.list_dead", "jobs.replay_job"}
 LOCAL_ACTOR = "local"  # who moves an alias when there are no keys (the local profile)
 

@@ -24,6 +24,7 @@ from batcomputer.settings import Settings
 from batcomputer.storage import Storage
 
 log = logging.getLogger("batcomputer.api")
+HEADLINE_METRICS = ("log_loss", "roc_auc", "pr_auc", "accuracy")
 MAX_INT_DIGITS = 300  # beyond this a JSON integer is no number a model can hold (floats end near 1.8e308)
 
 
@@ -60,6 +61,7 @@ class Gateway:
         self.batches = BatchStore(self.jobs)
         self.verified: dict[tuple[str, int], float] = {}  # (model, version) -> verified until (monotonic)
         self._schemas: OrderedDict[tuple[str, int], tuple[Schema, str]] = OrderedDict()
+        self._facts: dict[tuple[str, int], dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     def pin(self, model: str, version: str | None = None, alias: str | None = None) -> Pinned:
@@ -80,6 +82,20 @@ class Gateway:
                     self._schemas.popitem(last=False)
         return Pinned(model, number, cached[1], cached[0], None if version is not None else
                       (alias or self.settings.default_alias))
+
+    def version_facts(self, model: str, version: int) -> dict[str, Any]:
+        """A version's headline holdout metrics and the flow run that published it (versions are immutable:
+        read once per process)."""
+        key = (model, version)
+        with self._lock:
+            found = self._facts.get(key)
+        if found is None:
+            bundle = self.registry.bundle(model, version)
+            found = {"metrics": {k: bundle.metrics.get(k) for k in HEADLINE_METRICS if k in bundle.metrics},
+                     "run": bundle.manifest.get("run")}
+            with self._lock:
+                self._facts[key] = found
+        return found
 
     def records_of(self, body: Any) -> list[Any]:
         """The records of a body: one record, or ``{"records": [...]}``."""

@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, request
 
 from api import auth
 from api.context import gateway, read_body
-from api.gateway import parse_json
+from api.gateway import HEADLINE_METRICS, parse_json
 from batcomputer.errors import BadRequest, BatcomputerError
 from batcomputer.registry import MAX_VERSION, Registry
 
 models = Blueprint("models", __name__, url_prefix="/api/models")
-HEADLINE = ("log_loss", "roc_auc", "pr_auc", "accuracy")
 
 
-def describe(registry: Registry, model: str, alias: str) -> dict[str, Any]:
+
+def describe(registry: Registry, model: str, alias: str,
+             facts: Callable[[str, int], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A model's versions (with ``facts`` of each: headline metrics, the run that published it), aliases, the
+    current version's metrics and schema."""
     aliases = registry.aliases(model)
     versions = []
     for version in registry.versions(model):
         entry = registry.entry(model, version)
         versions.append({"version": version, "created": entry["created"], "sha256": entry["manifest_sha256"],
-                         "aliases": sorted(a for a, v in aliases.items() if v == version)})
+                         "aliases": sorted(a for a, v in aliases.items() if v == version),
+                         **(facts(model, version) if facts else {})})
     current = aliases.get(alias, versions[-1]["version"] if versions else None)
     bundle = registry.bundle(model, current)
     return {"name": model, "versions": versions, "aliases": aliases, "current": {"version": current, "alias": alias
-            if alias in aliases else None}, "metrics": {k: bundle.metrics.get(k) for k in HEADLINE},
+            if alias in aliases else None}, "metrics": {k: bundle.metrics.get(k) for k in HEADLINE_METRICS},
             "schema": bundle.schema.to_json()}
 
 
@@ -47,10 +52,13 @@ def list_models() -> dict[str, Any]:
 
 @models.get("/<model>")
 def show_model(model: str) -> dict[str, Any]:
+    """The model with every version's headline metrics and publishing run, and the history of its aliases
+    (newest first)."""
     gw = gateway()
-    info = describe(gw.registry, model, request.args.get("alias", gw.settings.default_alias))
+    info = describe(gw.registry, model, request.args.get("alias", gw.settings.default_alias), gw.version_facts)
     bundle = gw.registry.bundle(model, info["current"]["version"])
     info["metrics"] = bundle.metrics
+    info["history"] = sorted(gw.registry.history(model), key=lambda move: str(move.get("at", "")), reverse=True)
     return info
 
 

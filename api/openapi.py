@@ -8,10 +8,13 @@ from typing import Any
 import batcomputer
 from batcomputer.errors import BatcomputerError
 from batcomputer.keyspace import DEFAULT_ALIAS, STATES
-from batcomputer.registry import MAX_VERSION, Registry
+from batcomputer.registry import MAX_REASON_CHARS, MAX_VERSION, NAME, Registry
 from batcomputer.schema import CATEGORICAL, PROBLEM_CODES, Field, Schema
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
+NAME_SCHEMA = {"type": "string", "pattern": NAME.pattern}  # model and alias names (anything else is a 400)
+REASON_SCHEMA = {"type": "string", "maxLength": MAX_REASON_CHARS}
+MAX_OFFSET = 10**9
 
 
 def component_name(model: str) -> str:
@@ -94,22 +97,29 @@ VERSION_PARAMS = [
     {"name": "version", "in": "query", "required": False,
      "schema": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION},
      "description": "Pin this version"},
-    {"name": "alias", "in": "query", "required": False, "schema": {"type": "string"},
+    {"name": "alias", "in": "query", "required": False, "schema": NAME_SCHEMA,
      "description": f"Pin the version this alias points at now (default: {DEFAULT_ALIAS})"},
 ]
-MODEL_PARAM = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
+MODEL_PARAM = {"name": "model", "in": "path", "required": True, "schema": NAME_SCHEMA}
+SEED_PARAMS = [{"name": "model", "in": "query", "required": False, "schema": NAME_SCHEMA,
+                "description": "The model (default: BATCOMPUTER_DEFAULT_MODEL)"}, *VERSION_PARAMS]
 JOB_PARAM = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 WAIT_PARAM = {"name": "wait", "in": "query", "required": False,
               "schema": {"type": "number", "minimum": 0, "maximum": 30},
               "description": "Seconds to wait for the job to finish before answering"}
 
 
+def records_body(models: list[str]) -> dict[str, Any]:
+    """One record of one of ``models``, or ``{"records": [...]}``."""
+    refs = [{"$ref": f"#/components/schemas/{component_name(m)}Record"} for m in models]
+    record: dict[str, Any] = refs[0] if len(refs) == 1 else {"oneOf": refs}
+    return {"oneOf": [record, {"type": "object", "required": ["records"], "additionalProperties": False,
+                               "properties": {"records": {"type": "array", "minItems": 1, "items": record}}}]}
+
+
 def jobs_operation(model: str | None, schemas: dict[str, Schema]) -> dict[str, Any]:
     chosen = {model: schemas[model]} if model else schemas
-    refs = [{"$ref": f"#/components/schemas/{component_name(m)}Record"} for m in chosen]
-    record: dict[str, Any] = refs[0] if len(refs) == 1 else {"oneOf": refs}
-    body = {"oneOf": [record, {"type": "object", "required": ["records"], "additionalProperties": False,
-                               "properties": {"records": {"type": "array", "minItems": 1, "items": record}}}]}
+    body = records_body(list(chosen))
     examples = {}
     for name, schema in chosen.items():
         examples[f"{name}-record"] = example_record(schema)
@@ -227,27 +237,26 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
                                 "responses": {**ok("Models", any_object), **errors(503)}}},
         "/api/models/{model}": {"get": {"summary": "A model: versions, aliases, schema, metrics", "tags": ["models"],
                                         "parameters": [MODEL_PARAM],
-                                        "responses": {**ok("The model", any_object), **errors(404)}}},
+                                        "responses": {**ok("The model", any_object), **errors(400, 404)}}},
         "/api/models/{model}/aliases/{alias}": {"put": {
             "summary": "Point an alias at a version", "tags": ["models"],
-            "parameters": [MODEL_PARAM, {"name": "alias", "in": "path", "required": True,
-                                         "schema": {"type": "string"}}],
+            "parameters": [MODEL_PARAM, {"name": "alias", "in": "path", "required": True, "schema": NAME_SCHEMA}],
             "requestBody": json_body({"type": "object", "required": ["version"], "properties": {
-                "version": {"type": "integer", "minimum": 1}, "reason": {"type": "string"},
-                "by": {"type": "string"}}}),
+                "version": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}, "reason": REASON_SCHEMA},
+                "description": "Who moved it (`by` in the history) is the calling key, never a field of the body"}),
             "responses": {**ok("Moved", {"$ref": "#/components/schemas/AliasMove"}), **errors(400, 404, 409, 415)}}},
         "/api/models/{model}/rollback": {"post": {
             "summary": "Move an alias back to its previous target", "tags": ["models"], "parameters": [MODEL_PARAM],
             "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                "type": "object", "properties": {"alias": {"type": "string"}, "reason": {"type": "string"}}}}}},
+                "type": "object", "properties": {"alias": NAME_SCHEMA, "reason": REASON_SCHEMA}}}}},
             "responses": {**ok("Rolled back", {"$ref": "#/components/schemas/AliasMove"}),
-                          **errors(404, 409, 415)}}},
+                          **errors(400, 404, 409, 415)}}},
         "/api/models/{model}/jobs": {"post": jobs_operation(None, schemas)},
         "/api/models/{model}/batches": {"post": batch_operation()},
         "/api/models/{model}/stream": {"post": {
             "summary": "Append records to the model's input stream (scored by the stream consumers)",
             "tags": ["streams"], "parameters": [MODEL_PARAM],
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
+            "requestBody": json_body(records_body(list(schemas))),
             "responses": {**ok("Appended: the entry ids", {"type": "object", "properties": {
                 "model": {"type": "string"}, "stream": {"type": "string"},
                 "ids": {"type": "array", "items": {"type": "string"}}}}, "202"),
@@ -273,12 +282,13 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
             "summary": "Recent jobs, newest first", "tags": ["jobs"],
             "parameters": [{"name": n, "in": "query", "required": False, "schema": s} for n, s in (
                 ("state", {"type": "string", "enum": list(STATES)}), ("model", {"type": "string"}),
-                ("limit", {"type": "integer", "minimum": 1, "maximum": 500}), ("offset", {"type": "integer"}))],
+                ("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+                ("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}))],
             "responses": {**ok("A page of jobs", any_object), **errors(400, 503)}}},
         "/api/jobs/{job_id}": {
             "get": {"summary": "A job, with its results when finished", "tags": ["jobs"],
                     "parameters": [JOB_PARAM, WAIT_PARAM],
-                    "responses": {**ok("The job", {"$ref": "#/components/schemas/Job"}), **errors(404, 503)}},
+                    "responses": {**ok("The job", {"$ref": "#/components/schemas/Job"}), **errors(400, 404, 503)}},
             "delete": {"summary": "Cancel a queued job, or a batch that is queued or running (its outstanding "
                                   "chunks stop and its partial output is deleted)", "tags": ["jobs"],
                        "parameters": [JOB_PARAM],
@@ -287,7 +297,8 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
         "/api/dead": {"get": {
             "summary": "Dead jobs (their worker was lost on every delivery), newest first; admin", "tags": ["jobs"],
             "parameters": [{"name": n, "in": "query", "required": False, "schema": s} for n, s in (
-                ("limit", {"type": "integer", "minimum": 1, "maximum": 500}), ("offset", {"type": "integer"}))],
+                ("limit", {"type": "integer", "minimum": 1, "maximum": 500}),
+                ("offset", {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET}))],
             "responses": {**ok("A page of dead jobs", any_object), **errors(400, 401, 403)}}},
         "/api/jobs/{job_id}/replay": {"post": {
             "summary": "Send a dead job again with its records and pinned version as accepted; admin",
@@ -297,10 +308,9 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
                           **errors(401, 403, 404, 409, 415)}}},
         "/api/predict/params": {"get": {
             "summary": "Each field: its categories, or 0 for a numeric field (the seed's API)", "tags": ["seed"],
-            "parameters": [{"name": "model", "in": "query", "required": False, "schema": {"type": "string"}}],
-            "responses": {**ok("Fields", any_object), **errors(404)}}},
-        "/api/info": {"get": {"summary": "Status and the default model's metadata (the seed's API)",
-                              "tags": ["seed"], "responses": {**ok("Alive", any_object), **errors(404)}}},
+            "parameters": SEED_PARAMS, "responses": {**ok("Fields", any_object), **errors(400, 404)}}},
+        "/api/info": {"get": {"summary": "Status and the default model's metadata (the seed's API)", "tags": ["seed"],
+                              "parameters": SEED_PARAMS, "responses": {**ok("Alive", any_object), **errors(400, 404)}}},
         "/openapi.json": {"get": {"summary": "This document", "tags": ["docs"],
                                   "responses": ok("OpenAPI", any_object)}},
         "/swagger.json": {"get": {"summary": "This document (the seed's address)", "tags": ["docs"],
@@ -312,6 +322,29 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
             "parameters": [{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": {"description": "A file"}, **errors(404)}}},
     }
+    paths.update({
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics of the whole cluster (jobs, latencies, queues, streams, versions)",
+            "tags": ["health"], "responses": {"200": {"description": "Prometheus text format",
+                                                       "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/api/models/{model}/retrains": {"get": {
+            "summary": "The model's latest retrain runs on the Prefect server, with their decisions",
+            "tags": ["models"], "parameters": [MODEL_PARAM],
+            "responses": {**ok("Runs, newest first", {"type": "object", "properties": {
+                "model": {"type": "string"}, "runs": {"type": "array", "items": {"type": "object"}}}}),
+                **errors(404, 503)}}},
+        "/": {"get": {"summary": "The web client", "tags": ["web"],
+                      "responses": {"200": {"description": "HTML page"}}}},
+        "/web/{filename}": {"get": {
+            "summary": "The web client's assets", "tags": ["web"],
+            "parameters": [{"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "A file"}, **errors(404)}}},
+        "/web/fonts/{package}/{filename}": {"get": {
+            "summary": "The web client's fonts, from their npm packages", "tags": ["web"],
+            "parameters": [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                           for n in ("package", "filename")],
+            "responses": {"200": {"description": "A font file"}, **errors(404)}}},
+    })
     if schemas:
         paths["/api/predict"] = {"post": predict_operation(schemas, default_model)}
     for model in schemas:

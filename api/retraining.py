@@ -1,4 +1,5 @@
-"""The retrain route: start the retrain flow on the Prefect server and answer with its flow run."""
+"""Retraining over HTTP: start the retrain flow on the Prefect server, and list a model's latest retrain runs
+with their decisions (from the runs' ``retrain-<model>`` artifacts)."""
 
 from __future__ import annotations
 
@@ -56,3 +57,46 @@ def retrain(model: str) -> tuple[Response, int]:
                    {"parameters": {"model": model, "policy": policy}})
     return jsonify({"flow_run_id": run["id"], "flow_run_name": run.get("name"), "deployment": DEPLOYMENT,
                     "model": model, "policy": policy}), 202
+
+
+def decision_of(markdown: str) -> dict[str, Any]:
+    """The headline ("Retrain crime: promoted") and the reasons of a retrain artifact's markdown."""
+    lines = markdown.splitlines()
+    headline = lines[0].lstrip("# ").strip() if lines else ""
+    reasons, inside = [], False
+    for line in lines[1:]:
+        if line.startswith("## "):
+            inside = line.strip() == "## Decision"
+        elif inside and line.startswith("- "):
+            reasons.append(line[2:].strip())
+    return {"headline": headline, "promoted": headline.endswith(": promoted"), "reasons": reasons}
+
+
+@retraining.get("/<model>/retrains")
+def list_retrains(model: str) -> dict[str, Any]:
+    """The latest retrain runs of ``model`` (newest first): state, times, policy, and the decision each
+    recorded. 503 when no Prefect server is configured or reachable."""
+    gw = gateway()
+    if model not in gw.registry.models():
+        raise ModelNotFound(f"model {model!r} is not in the registry", model=model)
+    api_url = gw.settings.prefect_api_url
+    if not api_url:
+        raise Unavailable("retrain runs live on a Prefect server: set BATCOMPUTER_PREFECT_API_URL (`batcomputer up` "
+                          "starts one)", retry_after=60)
+    key = f"retrain-{model}".replace("_", "-").lower()
+    artifacts = _prefect(api_url, "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": [key]}},
+                                                                 "sort": "CREATED_DESC", "limit": 20})
+    by_run = {a.get("flow_run_id"): a for a in artifacts if a.get("flow_run_id")}
+    runs = _prefect(api_url, "POST", "/flow_runs/filter", {  # runs that started (not those scheduled ahead)
+        "flows": {"name": {"any_": ["retrain"]}}, "flow_runs": {"start_time": {"is_null_": False}},
+        "sort": "START_TIME_DESC", "limit": 50})
+    found = []
+    for run in runs:
+        if (run.get("parameters") or {}).get("model") != model:
+            continue
+        artifact = by_run.get(run["id"])
+        found.append({"flow_run_id": run["id"], "name": run.get("name"),
+                      "state": (run.get("state") or {}).get("type"), "started": run.get("start_time"),
+                      "ended": run.get("end_time"), "policy": (run.get("parameters") or {}).get("policy", "auto"),
+                      "decision": decision_of(str(artifact.get("data") or "")) if artifact else None})
+    return {"model": model, "runs": found[:10]}

@@ -74,6 +74,13 @@ def test_a_served_deployment_runs_on_its_schedule_and_the_gateway_triggers_a_ret
             return state if state in ("COMPLETED", "FAILED", "CRASHED") else None
 
         assert wait_until(finished, 180, "the triggered retrain to finish") == "COMPLETED"
+        runs = client.get("/api/models/titanic/retrains").get_json()["runs"]  # what the models page shows
+        assert run_id in [r["flow_run_id"] for r in runs] and all(r["started"] for r in runs)
+        triggered = next(r for r in runs if r["flow_run_id"] == run_id)
+        assert triggered["state"] == "COMPLETED" and triggered["policy"] == "never"
+        assert triggered["decision"]["headline"] == "Retrain titanic: not promoted"
+        assert triggered["decision"]["reasons"] and not triggered["decision"]["promoted"]
+        assert any(r["decision"] and r["decision"]["promoted"] for r in runs)  # the scheduled run promoted v1
         refused = client.post("/api/models/titanic/retrain", json={"policy": "sometimes"})
         assert refused.status_code == 400 and refused.get_json()["field"] == "policy"
     finally:
