@@ -106,7 +106,7 @@ def run_stack(settings: Settings, port: int, report: Report = print) -> int:
                 return 1
             time.sleep(0.2)
         if not stopping:
-            report(f"Batcomputer is up:\n  gateway  {base}/api/models\n  health   {base}/readyz\n"
+            report(f"Batcomputer is up:\n  web      {base}/\n  gateway  {base}/api/models\n  health   {base}/readyz\n"
                    f"  metrics  {base}/metrics (each worker's own from port {settings.worker_metrics_port} up)\n"
                    f"  try      curl -X POST '{base}/api/models/crime/jobs?wait=5' -H 'Content-Type: "
                    "application/json' -d '{\"force\": \"West Yorkshire Police\", \"crime\": \"Burglary\", "
