@@ -1,4 +1,5 @@
-"""Liveness (/healthz) and readiness (/readyz: Redis reachable, every served model verified, workers per queue)."""
+"""Liveness (/healthz) and readiness (/readyz: Redis reachable, every served model verified; workers, queue
+depths and stream lag in the body, for people and autoscalers; readiness never depends on workers)."""
 
 from __future__ import annotations
 
@@ -65,9 +66,10 @@ def readyz() -> dict[str, Any]:
     fresh = time.time() - HEARTBEAT_FRESH_SECONDS
     keys = gw.jobs.keys
     workers = {q: int(gw.redis.zcount(keys.workers(q), fresh, "+inf")) for q in QUEUES}
+    queues = {q: {"depth": gw.jobs.depth(q), "drain_per_second": round(gw.jobs.drain_rate(q), 2)} for q in QUEUES}
     return {"status": "ready", "redis": "ok", "registry": {"url": gw.registry.store.url, "models": sorted(served),
                                                           "serving": served}, "workers": workers,
-            "streams": stream_lag(gw, sorted(served))}
+            "queues": queues, "streams": stream_lag(gw, sorted(served))}
 
 
 def stream_lag(gw: Gateway, models: list[str]) -> dict[str, Any]:

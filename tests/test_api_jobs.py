@@ -192,3 +192,5 @@ def test_health_and_readiness(stack: Stack) -> None:
     ready = requests.get(f"{base}/readyz", timeout=10).json()
     # one record worker process here; the bulk worker's scoring processes are one per core, as shipped
     assert ready["status"] == "ready" and ready["workers"] == {"records": 1, "bulk": os.cpu_count() or 1}
+    assert set(ready["queues"]) == {"records", "bulk"}  # what an autoscaler reads (KEDA's metrics-api scaler)
+    assert all(q["depth"] >= 0 and q["drain_per_second"] >= 0 for q in ready["queues"].values())
