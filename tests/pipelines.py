@@ -43,6 +43,19 @@ class Gated(Wrapped):
         return self.inner.predict_proba(frame)
 
 
+class HostGated(Wrapped):
+    """Announces the scoring host's name on ``<gate>:hosts``, then takes a token from the gate."""
+
+    def predict_proba(self, frame: Any) -> Any:
+        import socket
+
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=None)
+        client.rpush(f"{self.gate}:hosts", socket.gethostname())
+        if client.blpop([self.gate], timeout=120) is None:
+            raise TimeoutError("the test never opened the gate")
+        return self.inner.predict_proba(frame)
+
+
 class Killer(Wrapped):
     """A poison pipeline: scoring anything kills the process that scores it, as a segfault or OOM would."""
 
