@@ -47,6 +47,8 @@ def predict() -> dict[str, Any]:
     results = job["results"]
     result = dict((results.parse() if isinstance(results, RawJSON) else results)[0])
     result.pop("label", None)
+    if request.args.get("warnings", "").lower() not in ("true", "1", "yes"):
+        result.pop("warnings", None)  # the seed's shape, unless asked
     return result
 
 

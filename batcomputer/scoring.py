@@ -6,6 +6,7 @@ from typing import Any
 
 from batcomputer.bundle import Bundle
 from batcomputer.errors import IntegrityError
+from batcomputer.novelty import novelty_of
 
 ENCODER_MODULE = "batcomputer.encoding"
 FOREST_MODULE, FORESTS = "sklearn.ensemble._forest", ("RandomForestClassifier", "ExtraTreesClassifier")
@@ -81,16 +82,19 @@ def score_table(bundle: Bundle, table: Any) -> tuple[dict[str, Any], list[str]]:
 def score(bundle: Bundle, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Score clean records (every field present, None where imputed) in one predict_proba call.
 
-    Each result maps every output name to its probability and ``label`` to the most likely class.
+    Each result maps every output name to its probability, ``label`` to the most likely class and
+    ``warnings`` to what the training data never or rarely saw in the record (``batcomputer.novelty``).
     """
     if not records:
         return []
     probabilities = predict_proba(bundle.pipeline, records, bundle.schema.field_names)
     columns, labels = classes_of(bundle)
     best = probabilities.argmax(axis=1).tolist()  # the first most likely class, as max() would pick
+    check = novelty_of(bundle.schema, bundle.sha256).check
     if len(columns) == 2:  # the common case: one comprehension, no max() per row
         first, second = columns
-        return [{first: a, second: b, "label": labels[i]}
-                for a, b, i in zip(probabilities[:, 0].tolist(), probabilities[:, 1].tolist(), best, strict=True)]
-    return [{**dict(zip(columns, row, strict=True)), "label": labels[i]}
-            for row, i in zip(probabilities.tolist(), best, strict=True)]
+        return [{first: a, second: b, "label": labels[i], "warnings": check(record)}
+                for a, b, i, record in zip(probabilities[:, 0].tolist(), probabilities[:, 1].tolist(), best, records,
+                                           strict=True)]
+    return [{**dict(zip(columns, row, strict=True)), "label": labels[i], "warnings": check(record)}
+            for row, i, record in zip(probabilities.tolist(), best, records, strict=True)]

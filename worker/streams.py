@@ -156,8 +156,10 @@ class StreamConsumer:
             self.recorder.set(MODEL_VERSION_SCORED, labels, bundle.version)
             for (entry, _), result in zip(valid, results, strict=True):
                 meta = {k: v for k, v in entry.fields.items() if k != "record"}
+                warnings = result.pop("warnings", None)
                 outputs.append((entry.id, {**meta, "in_id": entry.id, "model": self.model,
-                                           "version": str(bundle.version), **{k: str(v) for k, v in result.items()}}))
+                                           "version": str(bundle.version), **{k: str(v) for k, v in result.items()},
+                                           **({"warnings": orjson.dumps(warnings).decode()} if warnings else {})}))
         return self.store.deliver(outputs, dead)
 
     @staticmethod
