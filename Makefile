@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: install test-tools web-fonts up test lint bench clean lock
+.PHONY: install test-tools web-fonts prerequisites up test lint bench clean lock
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
+# Tools the tests need beyond Python: says in one line each what is missing and how to install it.
+prerequisites:
+	@bash .ci/prerequisites
+
 # The web client's font comes from its npm package; without npm the page uses the system's monospace font.
 web-fonts:
 	@if [ ! -d node_modules/@fontsource/share-tech-mono ]; then \
@@ -32,7 +36,7 @@ web-fonts:
 up: install web-fonts
 	$(BIN)/batcomputer up
 
-test: install test-tools
+test: prerequisites install test-tools
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q tests
