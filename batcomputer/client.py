@@ -31,12 +31,16 @@ class GatewayError(BatcomputerError):
 
 
 class Client:
-    def __init__(self, base_url: str, timeout: float = 60) -> None:
+    """``api_key``: the bearer key a gateway in the production profile needs (``BATCOMPUTER_API_KEY``)."""
+
+    def __init__(self, base_url: str, timeout: float = 60, api_key: str | None = None) -> None:
         self.base = base_url.rstrip("/")
         self.timeout = timeout
+        self.api_key = api_key
 
     def _open(self, method: str, path: str, data: Any = None, headers: dict[str, str] | None = None) -> Any:
-        request = urllib.request.Request(f"{self.base}{path}", data=data, method=method, headers=headers or {})
+        sent = {**(headers or {}), **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})}
+        request = urllib.request.Request(f"{self.base}{path}", data=data, method=method, headers=sent)
         try:
             return urllib.request.urlopen(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:

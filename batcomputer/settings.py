@@ -185,8 +185,11 @@ class Settings:
                 "never with credentials. Other origins may not change anything"})
     webhook_hosts: str = field(default="", metadata={"parse": _optional_list,
         "help": "Hosts a batch's callback_url may name, comma-separated (host or host:port); empty: no callbacks"})
-    webhook_secret: str | None = field(default=None, metadata={"parse": _optional_text,
+    webhook_secret: str | None = field(default=None, repr=False, metadata={"parse": _optional_text,
         "help": "Key of the HMAC-SHA256 signature on webhook deliveries (needed for callback_url)"})
+    api_key: str | None = field(default=None, repr=False, metadata={"parse": _optional_text,
+        "help": "The API key the CLI's `score` and the score-batch flow send to a gateway in the production "
+                "profile (a Secret)"})
     api_url: str = field(default="http://127.0.0.1:8000", metadata={"parse": _text,
         "help": "The gateway `batcomputer score` submits to"})
     prefect_api_url: str | None = field(default=None, metadata={"parse": _optional_text,

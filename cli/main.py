@@ -247,7 +247,7 @@ def score(ctx: Context, model: str, source: Path, target: Path, local: bool, wai
         return
     from batcomputer.client import Client
 
-    client = Client(ctx.settings.api_url)
+    client = Client(ctx.settings.api_url, api_key=ctx.settings.api_key)
     job = client.submit_file(model, source, wanted, version)
     if not wait:
         click.echo(f"batch {job['id']} accepted; follow it at {ctx.settings.api_url}/api/jobs/{job['id']}")

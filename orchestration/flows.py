@@ -259,7 +259,7 @@ def score_batch(model: str, input_uri: str, output_uri: str | None = None, api_u
     from batcomputer.client import Client
 
     settings = settings or Settings.from_env()
-    client = Client(api_url or settings.api_url)
+    client = Client(api_url or settings.api_url, api_key=settings.api_key)
     job = client.submit_uris(model, input_uri, output_uri)
     logger = get_run_logger()
     logger.info("batch %s accepted: %s", job["id"], input_uri)

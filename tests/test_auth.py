@@ -115,3 +115,31 @@ def test_revoked_keys_stop_working_and_production_needs_keys(production: tuple[F
     local = settings_env(dataclasses.replace(settings, profile="local"))
     exposed = run_cli({**local, "BATCOMPUTER_API_HOST": "0.0.0.0"}, "api")
     assert exposed.returncode != 0 and "loopback" in exposed.stderr
+
+
+def test_the_cli_scores_files_through_a_production_gateway_with_its_key(
+        stack: tuple[str, Settings, Services], tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    from tests.conftest import free_port
+    from tests.test_api_batches import crime_table
+
+    _, base, _ = stack
+    settings = dataclasses.replace(base, profile="production", keys_file=str(tmp_path / "keys.json"))
+    key = create_key(settings, "batch-client", "score")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    gateway = Services(settings, logs)  # the stack's workers score its jobs: same Redis, same prefix
+    try:
+        url = gateway.gateway(free_port())
+        source, target = tmp_path / "in.parquet", tmp_path / "out.parquet"
+        pq.write_table(crime_table(Registry.from_settings(base), 500, bad=False), source)
+        env = {**settings_env(settings), "BATCOMPUTER_API_URL": url}
+        refused = run_cli(env, "score", "crime", str(source), str(target))
+        assert refused.returncode != 0 and "API key" in refused.stderr and not target.exists()
+        done = run_cli({**env, "BATCOMPUTER_API_KEY": key}, "score", "crime", str(source), str(target))
+        assert done.returncode == 0, done.stderr
+        assert pq.read_table(target).num_rows == 500
+        assert key not in repr(Settings.from_env({"BATCOMPUTER_API_KEY": key}))  # never in logs
+    finally:
+        gateway.stop()
