@@ -64,6 +64,14 @@ def result_schema(schema: Schema) -> dict[str, Any]:
                                          "description": f"probability of {label}"}
                                   for name, label in zip(schema.outputs, schema.labels, strict=True)}
     properties["label"] = {"type": "string", "enum": list(schema.labels), "description": "the most likely class"}
+    properties["warnings"] = {"type": "array", "description": "What the training data never or rarely held in "
+                              "this record (empty when all is familiar); /api/predict adds it only with "
+                              "?warnings=true", "items": {"type": "object", "required": ["field", "code", "message"],
+                                                          "properties": {"field": {"type": "string"},
+                                                                         "code": {"type": "string", "enum": [
+                                                                             "unseen", "rare",
+                                                                             "outside_training_range"]},
+                                                                         "message": {"type": "string"}}}}
     return {"type": "object", "properties": properties, "required": [*schema.outputs, "label"]}
 
 

@@ -508,12 +508,14 @@ def api(ctx: Context, host: str | None, port: int | None, workers: int | None, a
 
 @cli.command()
 @click.option("--port", default=None, type=int, help="Gateway port (default BATCOMPUTER_API_PORT, 8000)")
+@click.option("--flower", "flower_port", type=int, default=None, flag_value=5555, is_flag=False,
+              help="Also start Flower (pip extra `ops`) on this port (5555 when given without a value)")
 @pass_context
-def up(ctx: Context, port: int | None) -> None:
+def up(ctx: Context, port: int | None, flower_port: int | None) -> None:
     """Run the whole stack locally: Redis, record and bulk workers, the gateway; Ctrl-C stops it all."""
     from cli.stack import run_stack
 
-    sys.exit(run_stack(ctx.settings, port or ctx.settings.api_port, report=click.echo))
+    sys.exit(run_stack(ctx.settings, port or ctx.settings.api_port, report=click.echo, flower_port=flower_port))
 
 
 def _report(error: BatcomputerError) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import subprocess
@@ -54,7 +55,13 @@ def seed_registry(settings: Settings, env: dict[str, str], report: Report) -> No
         subprocess.run(_cli("train", model, "--promote"), env=env, check=True)
 
 
-def run_stack(settings: Settings, port: int, report: Report = print) -> int:
+def flower_command(port: int, host: str) -> list[str]:
+    """Flower on the workers' broker and key prefix (``worker.celery_app``): the same command as compose's."""
+    return [sys.executable, "-m", "celery", "-A", "worker.celery_app", "flower", f"--port={port}",
+            f"--address={host}"]
+
+
+def run_stack(settings: Settings, port: int, report: Report = print, flower_port: int | None = None) -> int:
     state = Path(settings.state_dir)
     env = dict(os.environ)
     seed_registry(settings, env, report)
@@ -92,6 +99,12 @@ def run_stack(settings: Settings, port: int, report: Report = print) -> int:
                  ("gateway", _cli("api", "--port", str(port)))]
         if prefect is not None:
             roles.append(("flow runner", _cli("flows", "serve")))
+        if flower_port is not None:
+            if importlib.util.find_spec("flower") is None:
+                report("Flower is not installed: pip install 'batcomputer[ops]' (or flower)")
+                return 1
+            env["FLOWER_UNAUTHENTICATED_API"] = "true"  # loopback only, like the local profile's gateway
+            roles.append(("flower", flower_command(flower_port, settings.api_host)))
         registry = Registry.from_settings(settings)
         for model in registry.models():  # one stream consumer per served model
             if settings.default_alias in registry.aliases(model):
@@ -111,7 +124,9 @@ def run_stack(settings: Settings, port: int, report: Report = print) -> int:
                    f"  try      curl -X POST '{base}/api/models/crime/jobs?wait=5' -H 'Content-Type: "
                    "application/json' -d '{\"force\": \"West Yorkshire Police\", \"crime\": \"Burglary\", "
                    "\"month\": 10}'\n" + (f"  prefect  {prefect.ui_url} (retrain: batcomputer retrain crime)\n"
-                                             if prefect else "") + "Ctrl-C stops everything.")
+                                             if prefect else "")
+                   + (f"  flower   http://{settings.api_host}:{flower_port}/\n" if flower_port is not None else "")
+                   + "Ctrl-C stops everything.")
         while not stopping:
             for name, process in processes:
                 if process.poll() is not None:

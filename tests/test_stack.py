@@ -21,7 +21,7 @@ from tests.conftest import ROOT, free_port, settings_env, wait_until
 
 
 def test_up_starts_the_stack_and_ctrl_c_stops_it(trained_registry: Settings, tmp_path: Path) -> None:
-    port, prefect_port = free_port(), free_port()
+    port, prefect_port, flower_port = free_port(), free_port(), free_port()
     registry_copy = tmp_path / "registry"  # the retrain below must not move the session registry's aliases
     shutil.copytree(trained_registry.registry, registry_copy)
     prefect_api = f"http://127.0.0.1:{prefect_port}/api"
@@ -29,13 +29,14 @@ def test_up_starts_the_stack_and_ctrl_c_stops_it(trained_registry: Settings, tmp
                                 state_dir=str(tmp_path / "state"), key_prefix="bct-up:",
                                 prefect_api_url=prefect_api))
     assert "BATCOMPUTER_REDIS_URL" not in env  # up finds redis-server on PATH and starts its own
-    process = subprocess.Popen([str(Path(sys.executable).parent / "batcomputer"), "up", "--port", str(port)],
+    process = subprocess.Popen([str(Path(sys.executable).parent / "batcomputer"), "up", "--port", str(port),
+                                "--flower", str(flower_port)],
                                env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or []], daemon=True).start()
     seen: list[str] = []
     try:
-        while not any("Batcomputer is up" in line for line in seen):
+        while not any("Ctrl-C stops everything" in line for line in seen):  # the whole report
             seen.append(lines.get(timeout=90))
         redis_url = next(line.split()[1] for line in seen if line.startswith("redis: "))
         assert "(redis-server)" in "".join(seen)
@@ -48,9 +49,23 @@ def test_up_starts_the_stack_and_ctrl_c_stops_it(trained_registry: Settings, tmp
         assert f"prefect: http://127.0.0.1:{prefect_port}" in "".join(seen)
         assert job["state"] == "succeeded"
         assert (job["version"], job["bundle_sha256"]) == (bundle.version, bundle.sha256)
-        assert set(job["results"][0]) == {"caughtProb", "notCaughtProb", "label"}
+        assert set(job["results"][0]) == {"caughtProb", "notCaughtProb", "label", "warnings"}
         per_core = os.cpu_count() or 1  # record worker processes and bulk scoring processes: one per core
         assert requests.get(f"{base}/readyz", timeout=10).json()["workers"] == {"records": per_core, "bulk": per_core}
+        # Celery's own tools see every worker: `celery inspect ping` as the README writes it, and Flower.
+        celery_env = {**env, "BATCOMPUTER_REDIS_URL": redis_url}
+        ping = subprocess.run([str(Path(sys.executable).parent / "celery"), "-A", "worker.celery_app", "inspect",
+                               "ping"], env=celery_env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert ping.returncode == 0 and f"{per_core + 1} nodes online" in ping.stdout, ping.stdout + ping.stderr
+        assert f"flower   http://127.0.0.1:{flower_port}/" in "".join(seen)
+
+        def flower_online() -> dict[str, bool] | None:
+            found = requests.get(f"http://127.0.0.1:{flower_port}/api/workers?status=true", timeout=10).json()
+            return found if len(found) == per_core + 1 and all(found.values()) else None
+
+        online = wait_until(flower_online, 60, "Flower to list every worker online")
+        assert sum(name.startswith("records-") for name in online) == per_core
+        assert sum(name.startswith("bulk-") for name in online) == 1
 
         # The flow runner serves the deployments; a retrain run from the command line finds up's Prefect
         # server, publishes a new version, and the gateway answers with it without a restart.

@@ -11,10 +11,12 @@ from batcomputer.settings import Settings, per_core
 from worker.app import make_worker_app
 
 
-def worker_argv(settings: Settings, queues: list[str], loglevel: str) -> list[str]:
-    """Record workers use threads (records wait together for a micro-batch); bulk workers use processes."""
+def worker_argv(settings: Settings, queues: list[str], loglevel: str, node: str = "") -> list[str]:
+    """Record workers use threads (records wait together for a micro-batch); bulk workers use processes.
+    Heartbeats stay on (Flower and `celery status` see the workers by them; one small message every 2 s);
+    task events are off unless a monitor such as Flower turns them on (it does, by a control command)."""
     common = ["worker", "-Q", ",".join(queues), "-l", loglevel, "--without-gossip", "--without-mingle",
-              "--without-heartbeat", "-n", f"{'+'.join(queues)}@%h-%i"]
+              "-n", node or f"{'+'.join(queues)}-%i@%h"]
     if QUEUE_RECORDS in queues:
         return [*common, "-P", "threads", "-c", str(settings.record_threads), "--prefetch-multiplier", "2"]
     return [*common, "-P", "prefork", "-c", str(per_core(settings.worker_concurrency)), "--prefetch-multiplier", "1"]
@@ -35,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown queue(s) {unknown}; queues are {QUEUE_RECORDS}, {QUEUE_BULK}")
     settings = Settings.from_env()
     configure_logging(settings, args.loglevel)
-    make_worker_app(settings, queues, args.node).worker_main(worker_argv(settings, queues, args.loglevel))
+    make_worker_app(settings, queues, args.node).worker_main(worker_argv(settings, queues, args.loglevel, args.node))
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ log = logging.getLogger("batcomputer.worker")
 
 
 def node_name(role: str) -> str:
-    """This worker's name in the metrics: its role, host and the supervising process."""
-    return f"{role}@{socket.gethostname()}:{os.getpid()}"
+    """This worker's name, in the metrics and as its Celery node name: role and supervising process @ host
+    (unique per host, as Celery's control commands and Flower need)."""
+    return f"{role}-{os.getpid()}@{socket.gethostname()}"
 
 
 def serve_metrics(settings: Settings, node: str, port: int | None = None) -> Any:
