@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 from pathlib import Path
@@ -168,6 +169,22 @@ def test_sigterm_lets_in_flight_work_finish(services: Services, titanic_draft: D
     gauge.rpush(gate, "open")
     assert worker.wait(60) == 0
     assert job_of(client, job_id)["state"] == "succeeded"
+
+
+def test_json_logs_name_the_job_model_and_version(services: Services, titanic_draft: Draft) -> None:
+    services.settings = dataclasses.replace(services.settings, log_format="json")
+    version = publish(services, titanic_draft, "broken", Broken(titanic_draft.pipeline))
+    client = client_for(services)
+    services.worker("records")
+    job = client.post("/api/models/broken/jobs?wait=20", json=RECORD).get_json()
+    assert job["state"] == "failed"
+    lines = next(services.logs.glob("worker-records-*.log")).read_text().splitlines()
+    entries = [json.loads(line) for line in lines if line.startswith("{")]
+    assert entries and all({"time", "level", "logger", "message"} <= set(e) for e in entries)
+    about = [e for e in entries if e.get("job_id") == job["id"]]
+    assert any(e["level"] == "WARNING" and e["model"] == "broken" and e["version"] == version
+               and e["state"] == "failed" for e in about), about
+    assert any("exception" in e and "the model broke" in e["exception"] for e in entries)
 
 
 def test_a_failed_job_tells_the_client_a_code_and_a_message_never_a_traceback(services: Services,
