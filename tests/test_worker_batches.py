@@ -1,6 +1,7 @@
 """Batches under faults, with real bulk workers and the shipped timeouts: a worker SIGKILLed mid-file, a
-promotion mid-file, cancel mid-file, signed webhooks (delivered, retried, forged, undeliverable), and the
-deletion of expired files."""
+promotion mid-file, cancel mid-file, signed webhooks (delivered, retried, forged, undeliverable), the
+deletion of expired files, and hostile files (a footer that lies about its rows, text that decompresses a
+thousandfold, corrupt pages, a row group far bigger than a chunk)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,9 @@ from batcomputer.jobs import JobStore
 from batcomputer.registry import Registry
 from batcomputer.storage import Storage
 from tests.conftest import Services, free_port, wait_until
-from tests.pipelines import Gated
-from tests.test_worker_recovery import _other_pipeline, client_for, publish
+from tests.parquet_footer import claim_rows
+from tests.pipelines import Gated, publish
+from tests.test_worker_recovery import _other_pipeline, client_for
 from worker.sweeper import Sweeper
 from worker.webhooks import WebhookSender
 
@@ -259,3 +261,119 @@ def test_uploads_and_outputs_are_deleted_when_their_time_is_up(services: Service
     assert sweeper.delete_files() == 0 and Path(upload_file.path).exists()
     now[0] += 2
     assert sweeper.delete_files() == 1 and not Path(upload_file.path).exists()
+
+
+# -- hostile files: a clearly failed job, and the same worker processes go on ------------------------------
+
+
+def descendants(pid: int) -> set[int]:
+    """The processes ``pid`` started, and theirs (a bulk worker's supervisor, Celery, its pool)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def parquet_of(table: pa.Table, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, **options)
+    return buffer.getvalue()
+
+
+def send(client: FlaskClient, model: str, data: bytes) -> dict[str, Any]:
+    response = client.post(f"/api/models/{model}/batches", data=data, headers={"Content-Type": PARQUET})
+    assert response.status_code == 202, response.get_json()
+    return response.get_json()  # type: ignore[no-any-return]
+
+
+def huge_text(rows: int, value_bytes: int, dictionary: bool) -> bytes:
+    """Titanic rows and a column ``note`` that repeats one value of ``value_bytes`` in every row: a few
+    kilobytes of file. Plain: the footer says how big it is decompressed. Dictionary-encoded: the footer says
+    the value's size once (the dictionary page), and each row decodes to a copy of it."""
+    value = pa.array(["x" * value_bytes])
+    if dictionary:
+        note: Any = pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, dtype=np.int32)), value)
+        options: dict[str, Any] = {"dictionary_pagesize_limit": 2 * value_bytes, "store_schema": False}
+    else:
+        note = pa.chunked_array([value] * rows)  # every row the same buffer: little memory here
+        options = {"use_dictionary": False, "write_statistics": False}
+    return parquet_of(titanic_table(rows).append_column("note", note), compression="zstd", **options)
+
+
+def corrupt_pages(data: bytes) -> bytes:
+    """``data`` with 200 bytes of its first column's pages overwritten: the footer intact, the pages not."""
+    return data[:2_000] + b"\xff" * 200 + data[2_200:]
+
+
+HOSTILE: dict[str, tuple[Any, list[str], bool]] = {
+    # name: (the file, words its job's detail must have, refused at plan time, before any chunk job)
+    "footer claims 3 billion rows, its columns 1,000 values": (
+        lambda valid: claim_rows(valid, 3_000_000_000),
+        ["row group 0 claims 3,000,000,000 rows", "holds 1,000 values", "metadata does not match"], True),
+    "footer and columns claim 3 billion rows": (
+        lambda valid: claim_rows(valid, 3_000_000_000, values_too=True),
+        ["claims 3,000,000,000 rows", "more than the 1,000,000,000 a batch may hold"], True),
+    "footer and columns claim 5 million rows": (
+        lambda valid: claim_rows(valid, 5_000_000, values_too=True),
+        ["row group 0 claims 5,000,000 rows but its data holds 1,000", "metadata does not match"], False),
+    "a column that decompresses to 1.3 GiB": (
+        lambda valid: huge_text(160, 8 << 20, dictionary=False),
+        ["row group 0 holds 1.3 GiB once decompressed", "in 160 rows", "more than the 1.0 GiB a chunk may hold"],
+        True),
+    "a dictionary of one 16 MiB value in 100 rows": (
+        lambda valid: huge_text(100, 16 << 20, dictionary=True),
+        ["row group 0 decodes to more than a chunk may hold", "column 'note': 16.0 MiB a row",
+         "limit of 1.0 GiB"], False),
+    "corrupt data pages": (corrupt_pages, ["row group 0 cannot be read"], False),
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_a_hostile_file_fails_its_job_clearly_and_the_same_worker_scores_the_next(
+        services: Services, titanic_draft: Draft, case: str) -> None:
+    make, words, at_plan = HOSTILE[case]
+    publish(services, titanic_draft, "titanic", titanic_draft.pipeline)
+    client = client_for(services)
+    worker = services.worker("bulk")
+    processes = descendants(worker.pid)
+    valid = parquet_of(titanic_table(1_000))
+    job = send(client, "titanic", make(valid))
+    done = final(client, job["id"], timeout=120)
+    assert done["state"] == "failed", done
+    error = done["error"]
+    assert (error["code"], error["field"]) == ("bad_input", "input_uri"), error
+    assert all(word in error["detail"] for word in words), error["detail"]
+    assert "Traceback" not in error["detail"]
+    if at_plan:  # refused from the footer: not one chunk job made
+        assert not done.get("chunks_total"), done
+    again = final(client, send(client, "titanic", valid)["id"], timeout=60)
+    assert (again["state"], again["rows_total"]) == ("succeeded", 1_000), again
+    assert output_of(client, again["id"]).num_rows == 1_000
+    assert worker.poll() is None and descendants(worker.pid) == processes  # no process died or was replaced
+
+
+def test_one_row_group_five_times_the_chunk_size_is_scored_in_chunks_equal_to_in_process_scoring(
+        services: Services, titanic_draft: Draft) -> None:
+    publish(services, titanic_draft, "titanic", titanic_draft.pipeline)
+    client = client_for(services)
+    services.worker("bulk")
+    table = titanic_table(1_000_000)
+    assert services.settings.batch_chunk_rows == 200_000  # shipped: the row group is five chunks or more
+    job = upload(client, "titanic", table, row_group_size=1_000_000)
+    done = final(client, job["id"], timeout=240)
+    assert done["state"] == "succeeded", done
+    assert done["rows_total"] == done["rows_done"] == 1_000_000 and done["chunks_total"] >= 5, done
+    output = output_of(client, job["id"])
+    assert output.column("passenger").to_pylist() == table.column("passenger").to_pylist()  # once each, in order
+    fields = Registry.from_settings(services.settings).schema("titanic")
+    expected = titanic_draft.pipeline.predict_proba(table.select(fields.field_names).to_pandas())
+    np.testing.assert_allclose(np.asarray(output.column(fields.outputs[1])), expected[:, 1], atol=1e-9, rtol=0)
