@@ -188,7 +188,9 @@ def data_fetch(ctx: Context, dataset: str | None, police_month: str | None, forc
 
 @cli.command()
 @click.argument("model")
-@click.option("--source", default=None, help="A source name of the spec, or a CSV/Parquet path or URL")
+@click.option("--source", default=None, help="A source name of the model's spec; for models with a file source "
+              "(titanic, titanic-kaggle: not crime, whose data is a folder of monthly files) also a CSV/Parquet path "
+              "or URL with that source's columns")
 @click.option("--promote", is_flag=True, help="Move the production alias to the published version")
 @pass_context
 def train(ctx: Context, model: str, source: str | None, promote: bool) -> None:
