@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 
 from api.context import gateway, read_body
-from api.gateway import parse_json
+from api.gateway import Gateway, parse_json
 from batcomputer.errors import BadRequest, ModelNotFound, Unavailable
 
 retraining = Blueprint("retraining", __name__, url_prefix="/api/models")
@@ -36,6 +36,17 @@ def _prefect(api_url: str, method: str, path: str, body: Any = None) -> Any:
         raise Unavailable(f"the Prefect server at {api_url} cannot be reached ({exc})", retry_after=10) from None
 
 
+def prefect_for(gw: Gateway, model: str, what: str) -> str:
+    """The Prefect API URL, once ``model`` is known to exist; 503 naming ``what`` needs the server when none is
+    configured."""
+    if model not in gw.registry.models():
+        raise ModelNotFound(f"model {model!r} is not in the registry", model=model)
+    if not gw.settings.prefect_api_url:
+        raise Unavailable(f"{what} a Prefect server: set BATCOMPUTER_PREFECT_API_URL (`batcomputer up` starts one)",
+                          retry_after=60)
+    return gw.settings.prefect_api_url
+
+
 @retraining.post("/<model>/retrain")
 def retrain(model: str) -> tuple[Response, int]:
     gw = gateway()
@@ -46,12 +57,7 @@ def retrain(model: str) -> tuple[Response, int]:
     policy = body.get("policy", "auto")
     if policy not in POLICIES:
         raise BadRequest(f"policy must be one of {', '.join(POLICIES)}", field="policy")
-    if model not in gw.registry.models():
-        raise ModelNotFound(f"model {model!r} is not in the registry", model=model)
-    api_url = gw.settings.prefect_api_url
-    if not api_url:
-        raise Unavailable("retraining needs a Prefect server: set BATCOMPUTER_PREFECT_API_URL (`batcomputer up` "
-                          "starts one)", retry_after=60)
+    api_url = prefect_for(gw, model, "retraining needs")
     deployment = _prefect(api_url, "GET", f"/deployments/name/{urllib.parse.quote(DEPLOYMENT)}")
     run = _prefect(api_url, "POST", f"/deployments/{deployment['id']}/create_flow_run",
                    {"parameters": {"model": model, "policy": policy}})
@@ -77,12 +83,7 @@ def list_retrains(model: str) -> dict[str, Any]:
     """The latest retrain runs of ``model`` (newest first): state, times, policy, and the decision each
     recorded. 503 when no Prefect server is configured or reachable."""
     gw = gateway()
-    if model not in gw.registry.models():
-        raise ModelNotFound(f"model {model!r} is not in the registry", model=model)
-    api_url = gw.settings.prefect_api_url
-    if not api_url:
-        raise Unavailable("retrain runs live on a Prefect server: set BATCOMPUTER_PREFECT_API_URL (`batcomputer up` "
-                          "starts one)", retry_after=60)
+    api_url = prefect_for(gw, model, "retrain runs live on")
     key = f"retrain-{model}".replace("_", "-").lower()
     artifacts = _prefect(api_url, "POST", "/artifacts/filter", {"artifacts": {"key": {"any_": [key]}},
                                                                  "sort": "CREATED_DESC", "limit": 20})
