@@ -279,13 +279,17 @@ return {1, state, merge}
 """
 
 # KEYS: pending, holders, stats.  ARGV: now, lease seconds, requeue seconds, job key prefix, queue key prefix,
-# limit.  Returns a flat list {job id, queue, ...} of jobs to send again.
+# limit, whether Redis restarted since the last sweep ('1'/'0').  Returns a flat list {job id, queue, ...} of
+# jobs to send again. After a restart every queued job is sent again at once, whatever its queue holds: a
+# message a worker had popped but not yet recorded as unacknowledged when Redis went down is gone, and a busy
+# queue would otherwise hide that for minutes (a duplicate is harmless: ``start`` skips it).
 # A queued job's 'sent' field counts the checks that found its queue busy (1 after publishing): each such
 # check postpones the next one by one more requeue period, and after SENT_PATIENCE of them the job is sent again
 # anyway (its message may have been lost while the queue never emptied; a duplicate is harmless).
 _SWEEP = """
 local now = tonumber(ARGV[1])
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[6]))
+local restarted = ARGV[7] == '1'
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', restarted and '+inf' or now, 'LIMIT', 0, tonumber(ARGV[6]))
 local resend = {}
 local backlog = {}
 for _, id in ipairs(due) do
@@ -306,7 +310,7 @@ for _, id in ipairs(due) do
   elseif state == '$queued' then
     local sent = tonumber(redis.call('HGET', job, 'sent') or '0')
     if sent > 0 and backlog[queue] == nil then backlog[queue] = redis.call('LLEN', ARGV[5] .. queue) > 0 end
-    if sent == 0 or not backlog[queue] or sent > $patience then
+    if sent == 0 or restarted or not backlog[queue] or sent > $patience then
       redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), id)
       resend[#resend + 1] = id
       resend[#resend + 1] = queue
@@ -669,7 +673,7 @@ class JobStore:
             now = self.clock()
             flat = self._scripted([("sweep", [self.keys.pending, self.keys.holders, self.keys.stats],
                                     [now, self.lease, self.requeue, self.keys.job_prefix, self.keys.queue(""),
-                                     limit])])[0]
+                                     limit, "1" if self.restarted() else "0"])])[0]
             by_queue: dict[str, list[str]] = {}
             for index in range(0, len(flat), 2):
                 by_queue.setdefault(flat[index + 1].decode() or QUEUE_RECORDS, []).append(flat[index].decode())
@@ -678,6 +682,16 @@ class JobStore:
             return sum(map(len, by_queue.values()))
         finally:
             self.redis.delete(self.keys.sweeper)
+
+    def restarted(self) -> bool:
+        """Whether Redis restarted since the last sweep (its run id changed; the last one seen is kept in
+        Redis, so any sweeper notices, once)."""
+        try:
+            run_id = str(self.redis.info("server").get("run_id", ""))
+        except redis.RedisError:  # INFO not allowed here: rely on the ordinary checks
+            return False
+        previous = self.redis.getset(self.keys.redis_run, run_id)
+        return previous is not None and previous.decode() != run_id
 
     def tidy(self, forget_after: float = 3_600) -> None:
         """Drop expired jobs from the listing index, and workers gone longer than ``forget_after`` seconds."""

@@ -100,6 +100,11 @@ class Keys:
         return f"{self.prefix}webhooks"
 
     @property
+    def redis_run(self) -> str:
+        """String: the run id of the Redis the last sweep saw (a change means Redis restarted)."""
+        return f"{self.prefix}redis-run"
+
+    @property
     def sweeper(self) -> str:
         """String: the lock that lets one sweeper at a time run across all workers."""
         return f"{self.prefix}sweeper"

@@ -76,6 +76,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._counts: dict[str, float] = {}
         self._gauges: dict[str, float] = {}
+        self._failing = False
 
     def count(self, name: str, labels: Labels, amount: float = 1.0) -> None:
         key = series(name, labels, "value")
@@ -121,8 +122,11 @@ class Recorder:
                         pipe.hset(node, mapping=gauges)
                     pipe.expire(node, node_ttl)
                 pipe.execute()
+            self._failing = False
         except redis.RedisError as exc:
-            log.warning("metrics not flushed yet: %s", exc)
+            if not self._failing:  # once per outage, not every flush
+                log.warning("metrics not flushed yet (kept for the next flush): %s", exc)
+            self._failing = True
             with self._lock:
                 for field, amount in counts.items():
                     self._counts[field] = self._counts.get(field, 0.0) + amount

@@ -303,3 +303,15 @@ def test_a_dead_job_keeps_its_records_and_only_a_dead_job_replays(store: JobStor
         store.replay(job_id)
     with pytest.raises(Conflict, match="chunk"):
         store.replay(f"{job_id}.0")
+
+
+def test_after_a_redis_restart_every_queued_job_is_sent_again_at_once(store: JobStore, clock: Clock) -> None:
+    waiting = create(store)
+    store.publish([(QUEUE_RECORDS, [waiting])])  # its message may have been popped and lost in the restart
+    store.redis.rpush(store.keys.queue(QUEUE_RECORDS), "another message")  # and the queue is busy
+    assert swept(store) == []  # the first sweep learns the run id; nothing is due yet
+    clock.advance(31)
+    assert swept(store) == []  # due, but behind a backlog: postponed
+    store.redis.set(store.keys.redis_run, "the run id of the Redis before the restart")
+    assert swept(store) == [waiting]  # not due, queue busy: sent again because Redis restarted
+    assert swept(store) == []  # once
