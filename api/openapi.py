@@ -223,10 +223,14 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
                     "kind": {"type": "string", "enum": ["batch"], "description": "Absent for record jobs"},
                     "phase": {"type": "string", "enum": ["score", "merge"]},
                     "input": {"type": "string"}, "output": {"type": "string"}, "callback_url": {"type": "string"},
-                    "rows_total": {"type": "integer"}, "rows_done": {"type": "integer"},
+                    "rows_total": {"type": "integer", "nullable": True,
+                                   "description": "Rows of the file; null until a worker has planned it"},
+                    "rows_done": {"type": "integer"},
                     "rows_failed": {"type": "integer", "description": "Rows that failed validation: their "
                                     "error_code and error columns say why"},
-                    "chunks_total": {"type": "integer"}, "chunks_done": {"type": "integer"},
+                    "chunks_total": {"type": "integer", "nullable": True,
+                                     "description": "Chunks of the file; null until a worker has planned it"},
+                    "chunks_done": {"type": "integer"},
                     "rows_per_second": {"type": "number", "nullable": True},
                     "eta_seconds": {"type": "number", "nullable": True},
                     "webhook": {"type": "object", "description": "The callback's delivery: state (delivered, "

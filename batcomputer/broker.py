@@ -19,10 +19,17 @@ if TYPE_CHECKING:
 
 
 def redis_url(settings: Settings) -> str:
-    if not settings.redis_url:
-        raise ConfigurationError("BATCOMPUTER_REDIS_URL is not set; set it, or start everything with "
-                                 "`batcomputer up`, which finds or starts a Redis")
-    return settings.redis_url
+    """BATCOMPUTER_REDIS_URL, else the Redis a running ``batcomputer up`` uses (from its state folder)."""
+    if settings.redis_url:
+        return settings.redis_url
+    from batcomputer.redis_server import discover
+
+    found = discover(settings.state_dir)
+    if found is None:
+        raise ConfigurationError("BATCOMPUTER_REDIS_URL is not set and no `batcomputer up` runs with state folder "
+                                 f"{settings.state_dir!r}; set it, or start everything with `batcomputer up`, "
+                                 "which finds or starts a Redis")
+    return found
 
 
 def redis_client(settings: Settings, pool_size: int | None = None, **options: Any) -> redis.Redis:

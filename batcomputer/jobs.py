@@ -758,6 +758,8 @@ def decode_text(fields: dict[str, str]) -> dict[str, Any]:
         job["webhook"] = json.loads(job["webhook"])
     if job.get("kind") == KIND_BATCH:
         job.update(progress(job.pop("scoring_started", None), job.pop("scoring_finished", None), job))
+        for name in BATCH_COUNTS:  # one shape from submission on: totals are null until the file is planned
+            job.setdefault(name, None if name in ("rows_total", "chunks_total") else 0)
     if not job.get("alias"):
         job.pop("alias", None)
     results = job.pop("results", None)

@@ -186,6 +186,49 @@ def data_fetch(ctx: Context, dataset: str | None, police_month: str | None, forc
         datasets.fetch(name, target, report=click.echo)
 
 
+@data.command("sample")
+@click.argument("model")
+@click.argument("target", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--rows", type=click.IntRange(1), default=10_000, show_default=True, help="How many records")
+@click.option("--source", default=None, help="A source name of the model's spec, or for a file source its path "
+              "(default: the first source with a dataset)")
+@click.option("--seed", type=int, default=0, show_default=True, help="Which rows are drawn")
+@pass_context
+def data_sample(ctx: Context, model: str, target: Path, rows: int, source: str | None, seed: int) -> None:
+    """Write ROWS records MODEL takes (its named fields, drawn from its data, plus a record_id column) to
+    TARGET, a .parquet or .csv file: input for `batcomputer score` and the batch API."""
+    import numpy as np
+
+    from training import datasets
+    from training.features import build_table
+    from training.spec import load_spec
+
+    spec = load_spec(model)
+    chosen, path = spec.pick_source(source)
+    if path is not None:
+        raw, _ = datasets.load_file(path)
+    else:
+        assert chosen.dataset is not None
+        raw, _ = datasets.load_dataset(chosen.dataset, Path(ctx.settings.data_dir))
+    table, _, _ = build_table(spec, chosen, raw)
+    picked = table.iloc[np.random.default_rng(seed).integers(0, len(table), rows)].reset_index(drop=True)
+    for field in spec.fields:  # text for categories (None where absent), numbers as numbers
+        column = picked[field.name]
+        if field.kind == "categorical":
+            picked[field.name] = column.astype(object).where(column.notna(), None).map(
+                lambda v: None if v is None else str(v))
+        elif field.integer and column.notna().all():
+            picked[field.name] = column.astype("int64")
+    picked.insert(0, "record_id", np.arange(1, rows + 1))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.suffix == ".csv":
+        picked.to_csv(target, index=False)
+    else:
+        picked.to_parquet(target, index=False)
+    click.echo(f"{target}: {rows:,} {model} records ({', '.join(f.name for f in spec.fields)}) from source "
+               f"{chosen.name}")
+
+
 @cli.command()
 @click.argument("model")
 @click.option("--source", default=None, help="A source name of the model's spec; for models with a file source "
@@ -273,6 +316,21 @@ def score(ctx: Context, model: str, source: Path, target: Path, local: bool, wai
                f"({job['rows_failed']:,} failed: see error_code) -> {target}")
 
 
+def use_prefect_server(settings: Settings) -> None:
+    """Point this process's Prefect at PREFECT_API_URL, else BATCOMPUTER_PREFECT_API_URL, else the server a
+    running `batcomputer up` started (before Prefect is imported); none of them: Prefect's temporary server."""
+    import os
+
+    from batcomputer.prefect_server import QUIET, discover
+
+    for name, value in QUIET.items():
+        os.environ.setdefault(name, value)
+    if "PREFECT_API_URL" not in os.environ:
+        found = settings.prefect_api_url or discover(settings.state_dir)
+        if found:
+            os.environ["PREFECT_API_URL"] = found
+
+
 @cli.command()
 @click.argument("model")
 @click.option("--policy", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True,
@@ -283,16 +341,7 @@ def score(ctx: Context, model: str, source: Path, target: Path, local: bool, wai
 def retrain(ctx: Context, model: str, policy: str, spec: str | None, fetch: bool) -> None:
     """Run the retrain flow once, now: on the Prefect server of PREFECT_API_URL, else the one `batcomputer up`
     started, else a temporary one."""
-    import os
-
-    from batcomputer.prefect_server import QUIET, discover
-
-    for name, value in QUIET.items():
-        os.environ.setdefault(name, value)
-    if "PREFECT_API_URL" not in os.environ:
-        found = ctx.settings.prefect_api_url or discover(ctx.settings.state_dir)
-        if found:
-            os.environ["PREFECT_API_URL"] = found
+    use_prefect_server(ctx.settings)
     from orchestration.flows import retrain as retrain_flow
 
     decision = retrain_flow(model=model, policy=policy, spec=spec, fetch=fetch)
@@ -310,8 +359,11 @@ def flows() -> None:
 @flows.command("serve")
 @click.option("--interval", type=float, default=None, help="Retrain every N seconds instead of monthly")
 @click.option("--model", "models", multiple=True, default=["crime"], show_default=True)
-def flows_serve(interval: float | None, models: tuple[str, ...]) -> None:
-    """Serve the deployments (scheduled retrain, on-demand promote/rollback/score-batch) to PREFECT_API_URL."""
+@pass_context
+def flows_serve(ctx: Context, interval: float | None, models: tuple[str, ...]) -> None:
+    """Serve the deployments (scheduled retrain, on-demand promote/rollback/score-batch) to PREFECT_API_URL, else
+    to the Prefect server `batcomputer up` started."""
+    use_prefect_server(ctx.settings)
     from orchestration.deployments import serve
 
     serve(interval, models)
@@ -361,10 +413,15 @@ def _job_store(settings: Settings) -> Any:
 
 @jobs.command("dead")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 500))
+@click.option("--ids", "ids_only", is_flag=True, help="Only their ids, one per line (for scripts)")
 @pass_context
-def jobs_dead(ctx: Context, limit: int) -> None:
+def jobs_dead(ctx: Context, limit: int, ids_only: bool) -> None:
     """Dead jobs, most recent first, with why they died."""
     found, _ = _job_store(ctx.settings).dead_jobs(0, limit)
+    if ids_only:
+        for job in found:
+            click.echo(job["id"])
+        return
     rows = [[j["id"], j.get("model", "-"), str(j.get("version", "-")), str(j.get("count", "-")), j.get("finished", "-"),
              str(j.get("replays", 0)), (j.get("error") or {}).get("detail", "-")] for j in found]
     click.echo(_table(rows, ["id", "model", "version", "records", "died", "replays", "why"]) if rows
@@ -379,6 +436,15 @@ def jobs_replay(ctx: Context, job_id: str) -> None:
     job = _job_store(ctx.settings).replay(job_id)
     click.echo(f"replayed {job_id}: {job['state']} on the {job.get('queue')} queue (model {job.get('model')} "
                f"version {job.get('version')})")
+
+
+@cli.command("redis-url")
+@pass_context
+def redis_url_command(ctx: Context) -> None:
+    """Print the Redis URL the commands use: BATCOMPUTER_REDIS_URL, or that of the running `batcomputer up`."""
+    from batcomputer.broker import redis_url
+
+    click.echo(redis_url(ctx.settings))
 
 
 def check_exposure(settings: Settings, host: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import FrameType
 
 from batcomputer.prefect_server import ADDRESS_FILE, PrefectServer, prefect_env, start_prefect_server
-from batcomputer.redis_server import LocalRedis, ensure_redis
+from batcomputer.redis_server import LocalRedis, ensure_redis, record_address
 from batcomputer.registry import Registry
 from batcomputer.settings import Settings, per_core
 
@@ -68,6 +68,7 @@ def run_stack(settings: Settings, port: int, report: Report = print, flower_port
     redis: LocalRedis = ensure_redis(settings.redis_url, state / "redis")
     report(f"redis: {redis.url} ({redis.kind})")
     env["BATCOMPUTER_REDIS_URL"] = redis.url
+    record_address(settings.state_dir, redis.url)  # `batcomputer jobs`, `stream`, `celery -A ...` find it there
     processes: list[tuple[str, subprocess.Popen[bytes]]] = []
     stopping = False
     prefect: PrefectServer | None = None
@@ -146,6 +147,7 @@ def run_stack(settings: Settings, port: int, report: Report = print, flower_port
                 os.killpg(process.pid, signal.SIGKILL)
         if prefect is not None:  # after the flow runner: once the server is gone, served flows ignore SIGTERM
             prefect.stop()
+        record_address(settings.state_dir, None)
         if redis.kind != "configured":
             redis.stop()
         report("stopped")

@@ -315,3 +315,19 @@ def test_after_a_redis_restart_every_queued_job_is_sent_again_at_once(store: Job
     store.redis.set(store.keys.redis_run, "the run id of the Redis before the restart")
     assert swept(store) == [waiting]  # not due, queue busy: sent again because Redis restarted
     assert swept(store) == []  # once
+
+
+def test_a_batch_has_its_progress_fields_from_submission_on_totals_null_until_planned() -> None:
+    from batcomputer.jobs import decode_text
+    from batcomputer.keyspace import KIND_BATCH
+
+    queued = decode_text({"id": "b1", "kind": KIND_BATCH, "state": QUEUED, "count": "0", "attempts": "0"})
+    assert {k: queued[k] for k in ("rows_total", "rows_done", "rows_failed", "chunks_total", "chunks_done",
+                                   "rows_per_second", "eta_seconds")} == {
+        "rows_total": None, "rows_done": 0, "rows_failed": 0, "chunks_total": None, "chunks_done": 0,
+        "rows_per_second": None, "eta_seconds": None}
+    planned = decode_text({"id": "b1", "kind": KIND_BATCH, "state": RUNNING, "rows_total": "500", "rows_done": "0",
+                           "rows_failed": "0", "chunks_total": "2", "chunks_done": "0"})
+    assert (planned["rows_total"], planned["chunks_total"]) == (500, 2)
+    record = decode_text({"id": "r1", "state": QUEUED, "count": "1"})
+    assert "rows_total" not in record  # record jobs have no file progress
