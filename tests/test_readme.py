@@ -69,6 +69,7 @@ def reader_session(folder: Path) -> tuple[Session, int, int]:
                       long_running={"make up": LongRunning(r"Ctrl-C stops everything", timeout=900, keep=True),
                                     "batcomputer stream crime": LongRunning(r"consumer \S+ reading"),
                                     "batcomputer flows serve": LongRunning(r"deployments are being served"),
+                                    "celery -A worker.celery_app events": LongRunning(r"heartbeat:"),
                                     "celery -A worker.celery_app flower": LongRunning(r"Visit me at",
                                                                                       check=flower_answers)})
     return session, port, flower
