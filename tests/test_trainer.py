@@ -32,6 +32,14 @@ def test_trained_models_are_published_with_metrics(trained_registry: Settings, m
     assert bundle.manifest["timings"]["rows_per_second"] > 1000
     assert bundle.manifest["data"]["files"]
     assert set(bundle.schema.profile) == set(bundle.schema.field_names)
+    for field in bundle.schema.fields:  # the training data's profile: counts per category, quantiles per number
+        entry = bundle.schema.profile[field.name]
+        assert entry["rows"] == metrics["rows"]["train"], entry
+        if field.kind == "categorical":
+            assert set(entry["counts"]) == set(field.categories or ())
+            assert sum(entry["counts"].values()) == round(entry["rows"] * (1 - entry["missing"]))
+        else:
+            assert entry["quantiles"]["0.0"] <= entry["quantiles"]["0.5"] <= entry["quantiles"]["1.0"]
     result = score(bundle, [record])[0]
     assert result[outputs[0]] + result[outputs[1]] == pytest.approx(1.0)
     assert 0 < result[outputs[1]] < 1

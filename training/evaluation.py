@@ -54,14 +54,17 @@ def evaluate(pipeline: Any, x_test: pd.DataFrame, y_test: np.ndarray, y_train: n
 
 
 def profile(x_train: pd.DataFrame, spec: Spec) -> dict[str, Any]:
-    """Per field: category frequencies or numeric quantiles, and the share missing, on the training split."""
+    """Per field, on the training split: its rows and the share missing; category counts and frequencies, or
+    numeric quantiles, histogram and mean."""
     result: dict[str, Any] = {}
     for field in spec.fields:
         column = x_train[field.name]
-        entry: dict[str, Any] = {"missing": float(column.isna().mean())}
+        entry: dict[str, Any] = {"rows": len(column), "missing": float(column.isna().mean())}
         if field.kind == CATEGORICAL:
-            counts = column.value_counts(normalize=True)
-            entry["frequencies"] = {str(c): round(float(counts.get(c, 0.0)), 6) for c in field.categories or ()}
+            counts = column.value_counts()
+            entry["counts"] = {str(c): int(counts.get(c, 0)) for c in field.categories or ()}
+            present = max(int(counts.sum()), 1)  # frequencies among the rows that have a value
+            entry["frequencies"] = {str(c): round(int(counts.get(c, 0)) / present, 6) for c in field.categories or ()}
         else:
             values = column.dropna().astype(float)
             entry["quantiles"] = {str(q): round(float(values.quantile(q)), 6) for q in QUANTILES} if len(values) else {}
