@@ -197,36 +197,15 @@ def data_fetch(ctx: Context, dataset: str | None, police_month: str | None, forc
 def data_sample(ctx: Context, model: str, target: Path, rows: int, source: str | None, seed: int) -> None:
     """Write ROWS records MODEL takes (its named fields, drawn from its data, plus a record_id column) to
     TARGET, a .parquet or .csv file: input for `batcomputer score` and the batch API."""
-    import numpy as np
+    from training.trainer import sample_records
 
-    from training import datasets
-    from training.features import build_table
-    from training.spec import load_spec
-
-    spec = load_spec(model)
-    chosen, path = spec.pick_source(source)
-    if path is not None:
-        raw, _ = datasets.load_file(path)
-    else:
-        assert chosen.dataset is not None
-        raw, _ = datasets.load_dataset(chosen.dataset, Path(ctx.settings.data_dir))
-    table, _, _ = build_table(spec, chosen, raw)
-    picked = table.iloc[np.random.default_rng(seed).integers(0, len(table), rows)].reset_index(drop=True)
-    for field in spec.fields:  # text for categories (None where absent), numbers as numbers
-        column = picked[field.name]
-        if field.kind == "categorical":
-            picked[field.name] = column.astype(object).where(column.notna(), None).map(
-                lambda v: None if v is None else str(v))
-        elif field.integer and column.notna().all():
-            picked[field.name] = column.astype("int64")
-    picked.insert(0, "record_id", np.arange(1, rows + 1))
+    picked = sample_records(model, rows, source, Path(ctx.settings.data_dir), seed)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.suffix == ".csv":
         picked.to_csv(target, index=False)
     else:
         picked.to_parquet(target, index=False)
-    click.echo(f"{target}: {rows:,} {model} records ({', '.join(f.name for f in spec.fields)}) from source "
-               f"{chosen.name}")
+    click.echo(f"{target}: {rows:,} {model} records ({', '.join(picked.columns[1:])})")
 
 
 @cli.command()

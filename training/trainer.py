@@ -19,7 +19,7 @@ from training import datasets
 from training.evaluation import evaluate, profile, time_scoring
 from training.features import build_table
 from training.pipeline import build_pipeline
-from training.spec import Spec, load_spec
+from training.spec import Source, Spec, load_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,16 +59,44 @@ def fit(spec: Spec, raw: Any, source_name: str, data: dict[str, Any]) -> Draft:
                  data={**data, "source": source_name}, timings=timings, git_commit=git_commit())
 
 
-def train(settings: Settings, name: str, source: str | None = None, promote: bool = False,
-          report: Callable[[str], None] = print) -> Trained:
-    """Train the model ``name`` (a spec name or path) and publish it; with ``promote`` move ``production``."""
-    spec = load_spec(name)
+def load_source(spec: Spec, source: str | None, data_dir: Path) -> tuple[Source, Any, dict[str, Any]]:
+    """The raw rows of a spec's source (``--source``: a source name, a file, or the default) and their
+    fingerprint."""
     chosen, path = spec.pick_source(source)
     if path is not None:
         raw, data = datasets.load_file(path)
     else:
         assert chosen.dataset is not None
-        raw, data = datasets.load_dataset(chosen.dataset, Path(settings.data_dir))
+        raw, data = datasets.load_dataset(chosen.dataset, data_dir)
+    return chosen, raw, data
+
+
+def sample_records(name: str, rows: int, source: str | None, data_dir: Path, seed: int = 0) -> Any:
+    """``rows`` records a model takes, drawn with replacement from its source's usable rows (so categories
+    come in their real proportions): a DataFrame of a ``record_id`` and the fields, text for categories (None
+    where absent) and numbers for numbers."""
+    import numpy as np
+
+    spec = load_spec(name)
+    chosen, raw, _ = load_source(spec, source, data_dir)
+    table, _, _ = build_table(spec, chosen, raw)
+    picked = table.iloc[np.random.default_rng(seed).integers(0, len(table), rows)].reset_index(drop=True)
+    for field in spec.fields:
+        column = picked[field.name]
+        if field.kind == "categorical":
+            picked[field.name] = column.astype(object).where(column.notna(), None).map(
+                lambda v: None if v is None else str(v))
+        elif field.integer and column.notna().all():
+            picked[field.name] = column.astype("int64")
+    picked.insert(0, "record_id", np.arange(1, rows + 1))
+    return picked
+
+
+def train(settings: Settings, name: str, source: str | None = None, promote: bool = False,
+          report: Callable[[str], None] = print) -> Trained:
+    """Train the model ``name`` (a spec name or path) and publish it; with ``promote`` move ``production``."""
+    spec = load_spec(name)
+    chosen, raw, data = load_source(spec, source, Path(settings.data_dir))
     report(f"{spec.name}: training on {data['rows']} raw rows from {data['dataset']} (source {chosen.name})")
     draft = fit(spec, raw, chosen.name, data)
     registry = Registry.from_settings(settings)
