@@ -15,6 +15,7 @@ from batcomputer.settings import Settings
 from batcomputer.storage import Storage
 from worker.sweeper import Sweeper
 from worker.tasks import register_tasks
+from worker.transport import TRANSPORT
 
 
 def make_worker_app(settings: Settings, queues: list[str], node: str = "") -> Celery:
@@ -22,6 +23,7 @@ def make_worker_app(settings: Settings, queues: list[str], node: str = "") -> Ce
     child for the bulk pool of processes) starts its own heartbeat when it first builds its state, and flushes
     its metrics into the cluster's and ``node``'s (this worker's) hashes; the main process runs a sweeper."""
     app = make_celery(settings)
+    app.conf.broker_transport = TRANSPORT  # kombu's Redis transport, repaired for closing after an outage
     scorer = register_tasks(app, settings, queues, node)
     sweeper: list[Sweeper] = []
 
