@@ -4,6 +4,7 @@ with their decisions (from the runs' ``retrain-<model>`` artifacts)."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -20,20 +21,36 @@ POLICIES = ("auto", "always", "never")
 DEPLOYMENT = "retrain/retrain"  # flow name / deployment name (orchestration.deployments)
 
 
+TRANSIENT = (429, 502, 503, 504)  # answers Prefect's own client retries (a busy SQLite database answers 503)
+RETRY_DELAYS = (0.5, 1.0, 2.0)  # seconds before each retry, unless the server's Retry-After says less
+
+
 def _prefect(api_url: str, method: str, path: str, body: Any = None) -> Any:
+    """One call of Prefect's REST API, retried on a transient answer (about 3.5 s at most); 503 otherwise."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(f"{api_url.rstrip('/')}{path}", data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+    for delay in (*RETRY_DELAYS, None):
+        request = urllib.request.Request(f"{api_url.rstrip('/')}{path}", data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                raise Unavailable(f"the Prefect server has no deployment {DEPLOYMENT!r}: is `batcomputer flows "
+                                  f"serve` running?", retry_after=10) from None
+            if exc.code not in TRANSIENT or delay is None:
+                raise Unavailable(f"the Prefect server answered {exc.code}", retry_after=10) from None
+            time.sleep(min(delay, _seconds(exc.headers.get("Retry-After"), delay)))
+        except OSError as exc:
+            raise Unavailable(f"the Prefect server at {api_url} cannot be reached ({exc})", retry_after=10) from None
+    raise AssertionError("unreachable")
+
+
+def _seconds(text: str | None, default: float) -> float:
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            raise Unavailable(f"the Prefect server has no deployment {DEPLOYMENT!r}: is `batcomputer flows serve` "
-                              f"running?", retry_after=10) from None
-        raise Unavailable(f"the Prefect server answered {exc.code}", retry_after=10) from None
-    except OSError as exc:
-        raise Unavailable(f"the Prefect server at {api_url} cannot be reached ({exc})", retry_after=10) from None
+        return max(0.0, float(text)) if text else default
+    except ValueError:
+        return default
 
 
 def prefect_for(gw: Gateway, model: str, what: str) -> str:
