@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import signal
 import subprocess
@@ -88,11 +89,10 @@ def run_stack(settings: Settings, port: int, report: Report = print, flower_port
     signal.signal(signal.SIGINT, stop)
     try:
         record_workers = per_core(settings.record_workers)  # one Python process scores on one core
-        ports = iter(range(settings.worker_metrics_port, settings.worker_metrics_port + 1000) if
-                     settings.worker_metrics_port else [0] * 1000)  # each worker's /metrics on a port of its own
+        taken = itertools.count()  # each worker's /metrics on a port of its own, counting up from the setting
 
         def metrics_port() -> str:
-            return f"--metrics-port={next(ports)}"
+            return f"--metrics-port={settings.worker_metrics_port + next(taken) if settings.worker_metrics_port else 0}"
 
         roles = [*[(f"record worker {n + 1}", _cli("worker", "--queues", "records", metrics_port()))
                    for n in range(record_workers)],
