@@ -12,6 +12,7 @@ import redis
 
 from batcomputer.errors import ConfigurationError
 from batcomputer.keyspace import QUEUE_RECORDS, TASK_SCORE
+from batcomputer.redis_server import discover
 from batcomputer.settings import Settings
 
 if TYPE_CHECKING:
@@ -22,8 +23,6 @@ def redis_url(settings: Settings) -> str:
     """BATCOMPUTER_REDIS_URL, else the Redis a running ``batcomputer up`` uses (from its state folder)."""
     if settings.redis_url:
         return settings.redis_url
-    from batcomputer.redis_server import discover
-
     found = discover(settings.state_dir)
     if found is None:
         raise ConfigurationError("BATCOMPUTER_REDIS_URL is not set and no `batcomputer up` runs with state folder "

@@ -18,7 +18,8 @@ from tests.conftest import private_settings, remove_keys
 
 
 class BusyPrefect(ThreadingHTTPServer):
-    """Answers ``busy`` 503s (with Retry-After: 0) to creating a flow run before it creates one."""
+    """Answers ``busy`` 503s to creating a flow run before it creates one (no Retry-After: the gateway's own
+    delays apply)."""
 
     def __init__(self, busy: int) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
@@ -47,7 +48,7 @@ class Handler(BaseHTTPRequestHandler):
         self.server.calls.append(f"POST {self.path}")
         if self.server.busy > 0:
             self.server.busy -= 1
-            self.answer(503, {"exception_message": "Service Unavailable"}, {"Retry-After": "0"})
+            self.answer(503, {"exception_message": "Service Unavailable"})
         else:
             self.answer(201, {"id": "3f1c6f0e-0d5c-4a1e-9b51-2b4d1e0c9a11", "name": "calm-run"})
 

@@ -76,6 +76,7 @@ def sample_records(name: str, rows: int, source: str | None, data_dir: Path, see
     come in their real proportions): a DataFrame of a ``record_id`` and the fields, text for categories (None
     where absent) and numbers for numbers."""
     import numpy as np
+    import pandas as pd
 
     spec = load_spec(name)
     chosen, raw, _ = load_source(spec, source, data_dir)
@@ -84,8 +85,7 @@ def sample_records(name: str, rows: int, source: str | None, data_dir: Path, see
     for field in spec.fields:
         column = picked[field.name]
         if field.kind == "categorical":
-            picked[field.name] = column.astype(object).where(column.notna(), None).map(
-                lambda v: None if v is None else str(v))
+            picked[field.name] = [None if pd.isna(value) else str(value) for value in column]
         elif field.integer and column.notna().all():
             picked[field.name] = column.astype("int64")
     picked.insert(0, "record_id", np.arange(1, rows + 1))
