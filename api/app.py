@@ -7,26 +7,26 @@ import logging
 from flask import Flask
 
 from batcomputer.logs import configure_logging
-from batcomputer.registry import Registry
+from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
 
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> Flask:
     """Build the gateway; settings default to the BATCOMPUTER_* environment (read now, not at import)."""
     from api.auth import install as install_auth
-    from api.batches import batches
     from api.cors import install as install_cors
     from api.docs import docs
     from api.gateway import Gateway
-    from api.health import health
-    from api.jobs import jobs
     from api.metrics import install as install_metrics
     from api.metrics import metrics
-    from api.models import models
     from api.problems import register_problem_handlers
-    from api.retraining import retraining
-    from api.seed import seed
-    from api.streams import streams
+    from api.routes.batches import batches
+    from api.routes.health import health
+    from api.routes.jobs import jobs
+    from api.routes.models import models
+    from api.routes.retraining import retraining
+    from api.routes.seed import seed
+    from api.routes.streams import streams
     from api.web import web
 
     settings = settings or Settings.from_env()

@@ -8,8 +8,8 @@ from typing import Any
 
 from flask import Flask, g, request
 
+from batcomputer.apikeys import Key, KeyRing
 from batcomputer.errors import ConfigurationError, Forbidden, NotFound, TooManyRequests, Unauthorized
-from batcomputer.keys import Key, KeyRing
 from batcomputer.settings import Settings
 
 PUBLIC = {"health.healthz", "health.readyz", "metrics.show_metrics", "docs.openapi", "docs.swagger", "docs.page",

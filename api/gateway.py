@@ -13,15 +13,15 @@ import orjson
 
 from api.inbox import Inbox
 from api.publisher import Publisher
-from batcomputer.batches import BatchStore
-from batcomputer.broker import redis_client
 from batcomputer.errors import BadRequest, TooManyRecords
-from batcomputer.jobs import JobStore, Payload, body_digest, decode_final, new_job_id
-from batcomputer.keyspace import FINAL, QUEUE_BULK, QUEUE_RECORDS
-from batcomputer.registry import Registry, parse_version
-from batcomputer.schema import Schema, clean_json, validate_records
+from batcomputer.files.storage import Storage
+from batcomputer.jobqueue.batches import BatchStore
+from batcomputer.jobqueue.connection import redis_client
+from batcomputer.jobqueue.jobs import JobStore, Payload, body_digest, decode_final, new_job_id
+from batcomputer.jobqueue.keyspace import FINAL, QUEUE_BULK, QUEUE_RECORDS
+from batcomputer.models.registry import Registry, parse_version
+from batcomputer.models.schema import Schema, clean_json, validate_records
 from batcomputer.settings import Settings
-from batcomputer.storage import Storage
 
 log = logging.getLogger("batcomputer.api")
 HEADLINE_METRICS = ("log_loss", "roc_auc", "pr_auc", "accuracy")

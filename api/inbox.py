@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from batcomputer.keyspace import Keys
+from batcomputer.jobqueue.keyspace import Keys
 
 log = logging.getLogger("batcomputer.inbox")
 

@@ -20,7 +20,8 @@ from prometheus_client.registry import Collector
 
 from api.context import gateway
 from api.gateway import Gateway
-from batcomputer.keyspace import QUEUES
+from batcomputer.jobqueue.keyspace import QUEUES
+from batcomputer.jobqueue.streams import StreamStore
 from batcomputer.metrics import (
     DEAD_JOBS,
     HTTP_REQUESTS,
@@ -38,7 +39,6 @@ from batcomputer.metrics import (
     Recorder,
     exposition,
 )
-from batcomputer.streams import StreamStore
 
 metrics = Blueprint("metrics", __name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -7,9 +7,9 @@ from typing import Any
 
 import batcomputer
 from batcomputer.errors import BatcomputerError
-from batcomputer.keyspace import DEFAULT_ALIAS, STATES
-from batcomputer.registry import MAX_REASON_CHARS, MAX_VERSION, NAME, Registry
-from batcomputer.schema import CATEGORICAL, PROBLEM_CODES, Field, Schema
+from batcomputer.jobqueue.keyspace import DEFAULT_ALIAS, STATES
+from batcomputer.models.registry import MAX_REASON_CHARS, MAX_VERSION, NAME, Registry
+from batcomputer.models.schema import CATEGORICAL, PROBLEM_CODES, Field, Schema
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
 NAME_SCHEMA = {"type": "string", "pattern": NAME.pattern}  # model and alias names (anything else is a 400)

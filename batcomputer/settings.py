@@ -9,7 +9,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from batcomputer.errors import ConfigurationError
-from batcomputer.keyspace import DEFAULT_ALIAS
+from batcomputer.jobqueue.keyspace import DEFAULT_ALIAS
 
 PREFIX = "BATCOMPUTER_"
 

@@ -7,7 +7,7 @@ import os
 import pandas as pd
 from flask import Flask, jsonify, request
 
-from batcomputer.registry import Registry
+from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
 
 

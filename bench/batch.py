@@ -32,15 +32,15 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from batcomputer.client import Client  # noqa: E402
-from batcomputer.redis_server import free_port, start_redis_server  # noqa: E402
-from batcomputer.registry import Registry  # noqa: E402
+from batcomputer.files.client import Client  # noqa: E402
+from batcomputer.models.registry import Registry  # noqa: E402
 from batcomputer.settings import Settings, per_core  # noqa: E402
+from cli.launchers.redis_server import free_port, start_redis_server  # noqa: E402
 
 BASELINE = """
 import sys, time
 import pyarrow as pa, pyarrow.parquet as pq
-from batcomputer.registry import Registry
+from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
 bundle = Registry.from_settings(Settings.from_env()).bundle("crime", None, pipeline=True)
 start = time.perf_counter()
@@ -55,10 +55,10 @@ print(time.perf_counter() - start)
 
 LOCAL = """
 import sys, time
-from batcomputer.registry import Registry
+from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
-from batcomputer.storage import local_location
-from worker.chunks import score_file
+from batcomputer.files.storage import local_location
+from worker.parquet.runner import score_file
 settings = Settings.from_env()
 bundle = Registry.from_settings(settings).bundle("crime", None, pipeline=True)
 start = time.perf_counter()

@@ -13,8 +13,8 @@ from mlserver import MLModel
 from mlserver.codecs import PandasCodec
 from mlserver.types import InferenceRequest, InferenceResponse
 
-from batcomputer.registry import Registry
-from batcomputer.store import open_store
+from batcomputer.models.registry import Registry
+from batcomputer.models.registry_store import open_store
 
 
 class BundleRuntime(MLModel):  # type: ignore[misc]

@@ -29,9 +29,9 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from batcomputer.redis_server import free_port, start_redis_server  # noqa: E402
-from batcomputer.registry import Registry  # noqa: E402
+from batcomputer.models.registry import Registry  # noqa: E402
 from batcomputer.settings import Settings, per_core  # noqa: E402
+from cli.launchers.redis_server import free_port, start_redis_server  # noqa: E402
 
 LUA = """
 local bodies = {BODIES}

@@ -28,12 +28,12 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from batcomputer.redis_server import start_redis_server  # noqa: E402
-from batcomputer.registry import Registry  # noqa: E402
-from batcomputer.scoring import score  # noqa: E402
+from batcomputer.jobqueue.streams import StreamStore  # noqa: E402
+from batcomputer.models.registry import Registry  # noqa: E402
+from batcomputer.models.scoring import score  # noqa: E402
 from batcomputer.settings import Settings  # noqa: E402
-from batcomputer.streams import StreamStore  # noqa: E402
 from bench.run import real_records  # noqa: E402
+from cli.launchers.redis_server import start_redis_server  # noqa: E402
 
 
 def millis(entry_id: bytes | str) -> int:

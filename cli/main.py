@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from batcomputer.errors import BatcomputerError, ValidationFailed
-from batcomputer.registry import Registry
+from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
 
 
@@ -134,8 +134,8 @@ def history(ctx: Context, model: str, alias: str | None) -> None:
 @pass_context
 def predict(ctx: Context, ref: str, assignments: tuple[str, ...]) -> None:
     """Score one record in-process: MODEL[@VERSION|@ALIAS] field=value ..."""
-    from batcomputer.schema import parse_text_record
-    from batcomputer.scoring import score
+    from batcomputer.models.schema import parse_text_record
+    from batcomputer.models.scoring import score
 
     model, version_or_alias = split_ref(ref)
     texts: dict[str, str] = {}
@@ -252,8 +252,8 @@ def score(ctx: Context, model: str, source: Path, target: Path, local: bool, wai
                         TextColumn("{task.fields[rate]} rows/s"), TimeRemainingColumn(),
                         console=Console(stderr=True), transient=True)
     if local:
-        from batcomputer.storage import local_location
-        from worker.chunks import score_file
+        from batcomputer.files.storage import local_location
+        from worker.parquet.runner import score_file
 
         bundle = ctx.registry.bundle(model, version, pipeline=True)
         import pyarrow.parquet as pq
@@ -269,7 +269,7 @@ def score(ctx: Context, model: str, source: Path, target: Path, local: bool, wai
                                       progress=lambda n: progress.update(task, advance=n))
         click.echo(f"{rows:,} rows scored by {bundle.ref} ({failed:,} failed: see error_code) -> {target}")
         return
-    from batcomputer.client import Client
+    from batcomputer.files.client import Client
 
     client = Client(ctx.settings.api_url, api_key=ctx.settings.api_key)
     job = client.submit_file(model, source, wanted, version)
@@ -300,7 +300,7 @@ def use_prefect_server(settings: Settings) -> None:
     running `batcomputer up` started (before Prefect is imported); none of them: Prefect's temporary server."""
     import os
 
-    from batcomputer.prefect_server import QUIET, discover
+    from cli.launchers.prefect_server import QUIET, discover
 
     for name, value in QUIET.items():
         os.environ.setdefault(name, value)
@@ -359,8 +359,8 @@ def stream(ctx: Context, words: tuple[str, ...], metrics_port: int | None) -> No
     if words[0] == "status":
         if len(words) != 2:
             raise click.UsageError("usage: batcomputer stream status MODEL")
-        from batcomputer.broker import redis_client
-        from batcomputer.streams import StreamStore
+        from batcomputer.jobqueue.connection import redis_client
+        from batcomputer.jobqueue.streams import StreamStore
 
         store = StreamStore(redis_client(ctx.settings), ctx.settings.key_prefix, words[1], ctx.settings.stream_maxlen)
         click.echo(json.dumps(store.status(), indent=2))
@@ -369,7 +369,7 @@ def stream(ctx: Context, words: tuple[str, ...], metrics_port: int | None) -> No
         raise click.UsageError("usage: batcomputer stream MODEL")
     from batcomputer.logs import configure_logging
     from worker.metrics import node_name, serve_metrics
-    from worker.streams import run_consumer
+    from worker.stream_consumer import run_consumer
 
     configure_logging(ctx.settings)
     ctx.registry.resolve(words[0], None, ctx.settings.default_alias)  # an unknown model stops here, named
@@ -384,8 +384,8 @@ def jobs() -> None:
 
 
 def _job_store(settings: Settings) -> Any:
-    from batcomputer.broker import redis_client
-    from batcomputer.jobs import JobStore
+    from batcomputer.jobqueue.connection import redis_client
+    from batcomputer.jobqueue.jobs import JobStore
 
     return JobStore.from_settings(redis_client(settings), settings)
 
@@ -421,7 +421,7 @@ def jobs_replay(ctx: Context, job_id: str) -> None:
 @pass_context
 def redis_url_command(ctx: Context) -> None:
     """Print the Redis URL the commands use: BATCOMPUTER_REDIS_URL, or that of the running `batcomputer up`."""
-    from batcomputer.broker import redis_url
+    from batcomputer.jobqueue.connection import redis_url
 
     click.echo(redis_url(ctx.settings))
 
@@ -431,8 +431,8 @@ def check_exposure(settings: Settings, host: str) -> None:
     profile needs keys before it serves anything."""
     import ipaddress
 
+    from batcomputer.apikeys import KeyRing
     from batcomputer.errors import ConfigurationError
-    from batcomputer.keys import KeyRing
 
     if settings.profile == "local":
         try:
@@ -457,7 +457,7 @@ def keys(click_ctx: click.Context) -> None:
 @keys.command("list")
 @pass_context
 def keys_list(ctx: Context) -> None:
-    from batcomputer.keys import KeyRing
+    from batcomputer.apikeys import KeyRing
 
     ring = KeyRing.from_settings(ctx.settings)
     rows = [[name, e.get("scope", "?"), e.get("created", "-"), "revoked " + e["revoked"] if e.get("revoked") else
@@ -471,7 +471,7 @@ def keys_list(ctx: Context) -> None:
 @pass_context
 def keys_create(ctx: Context, name: str, scope: str) -> None:
     """Create a key; it is printed once, on the last line (only its hash is kept)."""
-    from batcomputer.keys import KeyRing
+    from batcomputer.apikeys import KeyRing
 
     ring = KeyRing.from_settings(ctx.settings)
     token = ring.create(name, scope)
@@ -483,7 +483,7 @@ def keys_create(ctx: Context, name: str, scope: str) -> None:
 @click.argument("name")
 @pass_context
 def keys_revoke(ctx: Context, name: str) -> None:
-    from batcomputer.keys import KeyRing
+    from batcomputer.apikeys import KeyRing
 
     KeyRing.from_settings(ctx.settings).revoke(name)
     click.echo(f"revoked {name!r}")
@@ -540,9 +540,9 @@ def api(ctx: Context, host: str | None, port: int | None, workers: int | None, a
     """Start the gateway under gunicorn (gevent workers: waiting and slow clients never pin a thread)."""
     import os
 
-    from batcomputer.broker import redis_url
+    from batcomputer.jobqueue.connection import redis_url
+    from batcomputer.models.registry_store import is_local
     from batcomputer.settings import per_core
-    from batcomputer.store import is_local
 
     redis_url(ctx.settings)
     check_exposure(ctx.settings, host or ctx.settings.api_host)

@@ -15,10 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
-from batcomputer.prefect_server import ADDRESS_FILE, PrefectServer, prefect_env, start_prefect_server
-from batcomputer.redis_server import LocalRedis, ensure_redis, record_address
-from batcomputer.registry import Registry
+from batcomputer.jobqueue.connection import record_address
+from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings, per_core
+from cli.launchers.prefect_server import ADDRESS_FILE, PrefectServer, prefect_env, start_prefect_server
+from cli.launchers.redis_server import LocalRedis, ensure_redis
 
 Report = Callable[[str], None]
 BOOT_MODELS = ("crime", "titanic")

@@ -61,5 +61,5 @@ import api.app
 heavy = sorted({m.split(".")[0] for m in sys.modules} & {"sklearn", "pandas", "scipy", "joblib", "pyarrow", "worker"})
 sys.exit(f"the gateway imports {heavy}" if heavy else 0)
 PY
-"$py" -c 'import cli.stack, worker.app, worker.tasks, worker.streams, worker.chunks, orchestration.deployments, training.trainer'
+"$py" -c 'import cli.stack, worker.app, worker.tasks, worker.stream_consumer, worker.parquet.runner, orchestration.deployments, training.trainer'
 echo "installed Batcomputer into $venv"

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from batcomputer.schema import CATEGORICAL, Schema
+from batcomputer.models.schema import CATEGORICAL, Schema
 
 FLOOR = 1e-4  # an empty bucket on one side would make the index infinite
 MODERATE, MAJOR = 0.1, 0.25

@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from batcomputer.errors import BatcomputerError, DataError
-from batcomputer.registry import Registry
+from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
 from orchestration.drift import Drift, field_drift
 
@@ -256,7 +256,7 @@ def rollback(model: str, reason: str = "", alias: str | None = None,
 def score_batch(model: str, input_uri: str, output_uri: str | None = None, api_url: str | None = None,
                 settings: Settings | None = None) -> dict[str, Any]:
     """Submit a Parquet file in the storage roots to the gateway and wait for the batch to end."""
-    from batcomputer.client import Client
+    from batcomputer.files.client import Client
 
     settings = settings or Settings.from_env()
     client = Client(api_url or settings.api_url, api_key=settings.api_key)

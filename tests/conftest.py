@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from batcomputer.bundle import Draft
-from batcomputer.keyspace import Keys
-from batcomputer.registry import Registry
+from batcomputer.jobqueue.keyspace import Keys
+from batcomputer.models.bundle import Draft
+from batcomputer.models.registry import Registry
+from batcomputer.models.registry_store import FsspecStore, LocalStore
 from batcomputer.settings import Settings
-from batcomputer.store import FsspecStore, LocalStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -150,7 +150,8 @@ SHARED_REDIS = "redis://127.0.0.1:6379/13"
 @pytest.fixture(scope="session")
 def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The shared Redis (our own database number) when reachable, else a private one started like `up` does."""
-    from batcomputer.redis_server import ensure_redis, reachable
+    from batcomputer.jobqueue.connection import reachable
+    from cli.launchers.redis_server import ensure_redis
 
     configured = os.environ.get("BATCOMPUTER_TEST_REDIS_URL") or SHARED_REDIS
     if reachable(configured):

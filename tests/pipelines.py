@@ -9,8 +9,8 @@ from typing import Any
 
 import redis
 
-from batcomputer.bundle import Draft
-from batcomputer.registry import Registry
+from batcomputer.models.bundle import Draft
+from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
 
 

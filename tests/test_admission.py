@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 from api.app import create_app
-from batcomputer.bundle import Draft
+from batcomputer.models.bundle import Draft
 from tests.conftest import Services, wait_until
 from tests.pipelines import publish
 

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from batcomputer.registry import Registry
+from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
 from tests.conftest import Services, run_cli, settings_env, wait_until
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from batcomputer.registry import Registry
+from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
 from tests.conftest import Services, wait_until
 

@@ -6,8 +6,8 @@ import dataclasses
 from pathlib import Path
 
 from api.app import create_app
-from batcomputer.bundle import Draft
-from batcomputer.registry import Registry
+from batcomputer.models.bundle import Draft
+from batcomputer.models.registry import Registry
 from tests.conftest import Services
 
 RECORD = {"pclass": 1, "sex": "female", "age": 29.0, "sibsp": 0, "parch": 0}

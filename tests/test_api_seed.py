@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from batcomputer.registry import Registry
+from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
 from tests.conftest import Services
 

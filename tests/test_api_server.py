@@ -11,9 +11,9 @@ import pytest
 import redis
 import requests
 
-from batcomputer.bundle import Draft
-from batcomputer.keyspace import Keys
-from batcomputer.registry import Registry
+from batcomputer.jobqueue.keyspace import Keys
+from batcomputer.models.bundle import Draft
+from batcomputer.models.registry import Registry
 from tests.conftest import Services, free_port, wait_until
 
 RECORD = {"pclass": 3, "sex": "male", "age": 22.0, "sibsp": 1, "parch": 0}
@@ -80,7 +80,7 @@ def test_the_gateway_serves_from_an_azure_registry(services: Services, titanic_d
     import dataclasses
     import uuid
 
-    from batcomputer.store import FsspecStore
+    from batcomputer.models.registry_store import FsspecStore
 
     container = f"gw-{uuid.uuid4().hex[:12]}"
     store = FsspecStore(f"abfs://{container}/models", {"connection_string": azurite})

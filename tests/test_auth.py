@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from api.app import create_app
 from batcomputer.errors import ConfigurationError
-from batcomputer.registry import Registry
+from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
 from tests.conftest import Services, run_cli, settings_env
 

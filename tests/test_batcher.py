@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from batcomputer.bundle import Bundle, Draft
-from batcomputer.scoring import score
-from worker.batcher import Batcher
+from batcomputer.models.bundle import Bundle, Draft
+from batcomputer.models.scoring import score
+from worker.microbatcher import Batcher
 
 RECORDS = [{"pclass": c, "sex": s, "age": 30.0, "sibsp": 0, "parch": 0} for c in (1, 2, 3) for s in ("female", "male")]
 

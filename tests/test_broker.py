@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import redis
 
-from batcomputer.broker import make_celery, task_message
-from batcomputer.keyspace import QUEUE_BULK, QUEUE_RECORDS, TASK_SCORE, Keys
+from batcomputer.jobqueue.broker import make_celery, task_message
+from batcomputer.jobqueue.keyspace import QUEUE_BULK, QUEUE_RECORDS, TASK_SCORE, Keys
 from batcomputer.settings import Settings
 from tests.conftest import remove_keys
 

@@ -16,9 +16,9 @@ import pytest
 import redis
 import requests
 
-from batcomputer.bundle import Draft
-from batcomputer.jobs import JobStore
-from batcomputer.keyspace import FINAL, Keys
+from batcomputer.jobqueue.jobs import JobStore
+from batcomputer.jobqueue.keyspace import FINAL, Keys
+from batcomputer.models.bundle import Draft
 from batcomputer.settings import Settings
 from tests.conftest import Services, free_port, private_settings, remove_keys, wait_until
 from tests.pipelines import Gated

@@ -4,8 +4,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from batcomputer.bundle import Draft
-from batcomputer.registry import Registry
+from batcomputer.models.bundle import Draft
+from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
 from tests.conftest import env_for, run_cli
 
@@ -68,7 +68,7 @@ def test_data_sample_writes_records_the_model_takes_with_real_proportions(traine
                                                                          tmp_path: Path) -> None:
     import pyarrow.parquet as pq
 
-    from batcomputer.tables import check_columns
+    from batcomputer.files.tables import check_columns
 
     target = tmp_path / "crimes.parquet"
     done = run_cli(env_for(trained_registry), "data", "sample", "crime", str(target), "--rows", "5000")
@@ -88,7 +88,7 @@ def test_data_sample_writes_records_the_model_takes_with_real_proportions(traine
 
 
 def test_commands_beside_up_find_its_redis_and_say_so_when_none_runs(redis_base_url: str, tmp_path: Path) -> None:
-    from batcomputer.redis_server import record_address
+    from batcomputer.jobqueue.connection import record_address
 
     env = {k: v for k, v in env_for(Settings(state_dir=str(tmp_path))).items() if k != "BATCOMPUTER_REDIS_URL"}
     missing = run_cli(env, "redis-url")

@@ -10,7 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from api.app import create_app
-from batcomputer.registry import Registry
+from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
 from tests.conftest import Services
 

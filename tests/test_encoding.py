@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 
-from batcomputer.encoding import SchemaEncoder
+from batcomputer.models.encoding import SchemaEncoder
 
 FIELDS = [("crime", "categorical", ("Burglary", "Drugs", "Robbery"), True),
           ("district", "categorical", ("Leeds", "Bradford"), False),

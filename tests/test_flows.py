@@ -21,7 +21,7 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 from prefect.testing.utilities import prefect_test_harness
 
-from batcomputer.registry import Registry
+from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
 from orchestration.flows import RetrainRefused, promote, retrain, rollback, score_batch
 from tests.test_api_batches import crime_table

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from batcomputer.prefect_server import PrefectServer, prefect_env, start_prefect_server
-from batcomputer.registry import Registry
+from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
+from cli.launchers.prefect_server import PrefectServer, prefect_env, start_prefect_server
 from tests.conftest import free_port, private_settings, settings_env, wait_until
 
 POSTGRES = "postgresql://postgres:postgres@127.0.0.1:5432/postgres"

@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from batcomputer.errors import Conflict, TooManyRequests
-from batcomputer.jobs import JobStore, new_job_id
-from batcomputer.keyspace import BUSY, CANCELLED, DEAD, QUEUE_RECORDS, QUEUED, RUNNING, SUCCEEDED
+from batcomputer.jobqueue.jobs import JobStore, new_job_id
+from batcomputer.jobqueue.keyspace import BUSY, CANCELLED, DEAD, QUEUE_RECORDS, QUEUED, RUNNING, SUCCEEDED
 from tests.conftest import remove_keys
 
 RECORD = {"pclass": 1, "sex": "female", "age": 29.0, "sibsp": 0, "parch": 0}
@@ -318,8 +318,8 @@ def test_after_a_redis_restart_every_queued_job_is_sent_again_at_once(store: Job
 
 
 def test_a_batch_has_its_progress_fields_from_submission_on_totals_null_until_planned() -> None:
-    from batcomputer.jobs import decode_text
-    from batcomputer.keyspace import KIND_BATCH
+    from batcomputer.jobqueue.jobs import decode_text
+    from batcomputer.jobqueue.keyspace import KIND_BATCH
 
     queued = decode_text({"id": "b1", "kind": KIND_BATCH, "state": QUEUED, "count": "0", "attempts": "0"})
     assert {k: queued[k] for k in ("rows_total", "rows_done", "rows_failed", "chunks_total", "chunks_done",

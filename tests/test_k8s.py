@@ -25,7 +25,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from batcomputer.keyspace import QUEUES, STREAM_GROUP, Keys
+from batcomputer.jobqueue.keyspace import QUEUES, STREAM_GROUP, Keys
 from batcomputer.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent

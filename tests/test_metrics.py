@@ -10,7 +10,7 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.app import create_app
-from batcomputer.bundle import Draft
+from batcomputer.models.bundle import Draft
 from tests.conftest import Services, free_port, wait_until
 from tests.pipelines import publish
 

@@ -8,8 +8,8 @@ import dataclasses
 
 import requests
 
-from batcomputer.novelty import OUTSIDE, RARE, UNSEEN, Novelty
-from batcomputer.registry import Registry
+from batcomputer.models.novelty import OUTSIDE, RARE, UNSEEN, Novelty
+from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
 from tests.conftest import Services
 

@@ -13,10 +13,10 @@ import requests
 from redis import Redis
 
 from api.app import create_app
-from batcomputer.bundle import Draft
-from batcomputer.keyspace import Keys
-from batcomputer.redis_server import start_redis_server
-from batcomputer.registry import Registry
+from batcomputer.jobqueue.keyspace import Keys
+from batcomputer.models.bundle import Draft
+from batcomputer.models.registry import Registry
+from cli.launchers.redis_server import start_redis_server
 from tests.conftest import Services, free_port, wait_until
 
 RECORD = {"pclass": 3, "sex": "male", "age": 30.0, "sibsp": 0, "parch": 0}

@@ -77,10 +77,10 @@ def reader_session(folder: Path) -> tuple[Session, int, int]:
 
 def make_dead_job(folder: Path) -> str:
     """The fault the dead-jobs section is about: a job whose worker was lost on every delivery."""
-    from batcomputer.broker import redis_client
-    from batcomputer.jobs import JobStore, new_job_id
-    from batcomputer.keyspace import DEAD, QUEUE_RECORDS
-    from batcomputer.registry import Registry
+    from batcomputer.jobqueue.connection import redis_client
+    from batcomputer.jobqueue.jobs import JobStore, new_job_id
+    from batcomputer.jobqueue.keyspace import DEAD, QUEUE_RECORDS
+    from batcomputer.models.registry import Registry
     from batcomputer.settings import Settings
 
     settings = Settings(registry=str(folder / "var" / "registry"), state_dir=str(folder / "var"))
@@ -189,7 +189,7 @@ def test_documented_answers_are_checked_for_shape(reader: Reader) -> None:
 
 
 def test_the_webhook_check_of_the_readme_accepts_a_real_signature_and_refuses_others() -> None:
-    from batcomputer.batches import sign
+    from batcomputer.jobqueue.batches import sign
 
     block = re.search(r"```python\n(.*?)```", README.read_text(), re.S)
     assert block, "the README's webhook check is gone"

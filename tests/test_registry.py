@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from batcomputer import bundle as bundles
-from batcomputer.bundle import Draft
 from batcomputer.errors import AliasNotFound, Conflict, IncompatibleBundle, IntegrityError, ModelNotFound
-from batcomputer.registry import Registry
-from batcomputer.scoring import score
-from batcomputer.store import LocalStore
+from batcomputer.models import bundle as bundles
+from batcomputer.models.bundle import Draft
+from batcomputer.models.registry import Registry
+from batcomputer.models.registry_store import LocalStore
+from batcomputer.models.scoring import score
 
 RECORD = {"pclass": 1, "sex": "female", "age": 29.0, "sibsp": 0, "parch": 0}
 
@@ -150,7 +150,7 @@ def test_a_bundle_from_another_scikit_learn_minor_is_refused(registry: Registry,
 
 def test_alias_history_stays_bounded_and_rollback_still_works(tmp_path: Path, titanic_draft: Draft) -> None:
     from batcomputer.errors import BadRequest
-    from batcomputer.registry import MAX_HISTORY, MAX_REASON_CHARS
+    from batcomputer.models.registry import MAX_HISTORY, MAX_REASON_CHARS
 
     registry = Registry(LocalStore(tmp_path / "registry"))
     for tag in (1, 2):

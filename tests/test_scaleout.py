@@ -22,11 +22,11 @@ import pytest
 import redis
 import requests
 
-from batcomputer.bundle import Draft
-from batcomputer.jobs import JobStore
-from batcomputer.keyspace import FINAL, STAT_RESCORED, Keys
-from batcomputer.registry import Registry
-from batcomputer.scoring import score
+from batcomputer.jobqueue.jobs import JobStore
+from batcomputer.jobqueue.keyspace import FINAL, STAT_RESCORED, Keys
+from batcomputer.models.bundle import Draft
+from batcomputer.models.registry import Registry
+from batcomputer.models.scoring import score
 from batcomputer.settings import Settings
 from tests.conftest import ROOT, free_port, run_cli, settings_env, wait_until
 from tests.pipelines import HostGated

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from batcomputer.errors import BadRequest, ValidationFailed
-from batcomputer.schema import Field, Schema, parse_text_record, require_valid, validate_record, validate_records
+from batcomputer.models.schema import Field, Schema, parse_text_record, require_valid, validate_record, validate_records
 
 SCHEMA = Schema(
     model="crime",
@@ -141,7 +141,7 @@ EDGE = [
 def test_the_one_pass_decoder_accepts_only_what_validation_accepts_and_cleans_it_alike(record: object) -> None:
     import json
 
-    from batcomputer.schema import clean_json
+    from batcomputer.models.schema import clean_json
 
     raw = json.dumps(record).encode()
     fast = clean_json(SCHEMA, raw)
@@ -161,7 +161,7 @@ def test_the_one_pass_decoder_accepts_only_what_validation_accepts_and_cleans_it
 def test_the_one_pass_decoder_takes_lists_and_leaves_any_invalid_list_to_the_detailed_path() -> None:
     import json
 
-    from batcomputer.schema import clean_json
+    from batcomputer.models.schema import clean_json
 
     records = [GOOD, {**GOOD, "age": 7}, {**GOOD, "district": "Bradford"}]
     payload, count = clean_json(SCHEMA, json.dumps({"records": records}).encode()) or (b"", 0)
@@ -175,7 +175,7 @@ def test_the_one_pass_decoder_takes_lists_and_leaves_any_invalid_list_to_the_det
 def test_the_one_pass_decoder_takes_field_names_that_are_not_identifiers() -> None:
     import json
 
-    from batcomputer.schema import clean_json
+    from batcomputer.models.schema import clean_json
 
     odd = Schema(model="odd", fields=(Field("Sex Code", "categorical", categories=("f", "m")),
                                       Field("class", "numeric", required=False, nullable=True, minimum=1, maximum=3)),
@@ -195,7 +195,7 @@ def test_the_one_pass_decoder_takes_field_names_that_are_not_identifiers() -> No
 def test_the_one_pass_decoder_agrees_on_numeric_bounds_of_every_kind(field: Field, text: str) -> None:
     import json
 
-    from batcomputer.schema import clean_json
+    from batcomputer.models.schema import clean_json
 
     schema = Schema(model="n", fields=(field,), outputs=("no", "yes"), labels=("no", "yes"))
     raw = f'{{"n": {text}}}'.encode()

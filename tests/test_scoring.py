@@ -11,8 +11,8 @@ import pytest
 from sklearn.ensemble import ExtraTreesClassifier, HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.pipeline import Pipeline
 
-from batcomputer.encoding import SchemaEncoder
-from batcomputer.scoring import predict_proba
+from batcomputer.models.encoding import SchemaEncoder
+from batcomputer.models.scoring import predict_proba
 
 FIELDS = [("colour", "categorical", ("red", "green", "blue"), True), ("size", "numeric", None, False),
           ("weight", "numeric", None, True)]

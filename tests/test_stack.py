@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from batcomputer.redis_server import reachable
-from batcomputer.registry import Registry
+from batcomputer.jobqueue.connection import reachable
+from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
 from tests.conftest import ROOT, free_port, settings_env, wait_until
 

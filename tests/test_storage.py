@@ -9,7 +9,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from batcomputer.storage import Storage, StorageRefused, commit
+from batcomputer.files.storage import Storage, StorageRefused, commit
 
 
 @pytest.fixture

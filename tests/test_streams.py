@@ -14,10 +14,10 @@ import pytest
 import redis
 
 from api.app import create_app
-from batcomputer.registry import Registry
-from batcomputer.scoring import score
+from batcomputer.jobqueue.streams import StreamStore
+from batcomputer.models.registry import Registry
+from batcomputer.models.scoring import score
 from batcomputer.settings import Settings
-from batcomputer.streams import StreamStore
 from tests.conftest import Services, private_settings, remove_keys, run_cli, settings_env, wait_until
 from tests.test_api_batches import crime_table
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from batcomputer.schema import Field, Schema, validate_record
-from batcomputer.tables import BadInput, check_columns, validate_table
+from batcomputer.files.tables import BadInput, check_columns, validate_table
+from batcomputer.models.schema import Field, Schema, validate_record
 
 SCHEMA = Schema("m", (Field("colour", "categorical", categories=("red", "blue")),
                       Field("size", "numeric", minimum=0, maximum=10, integer=True),

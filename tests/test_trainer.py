@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from batcomputer.registry import Registry
-from batcomputer.scoring import score
+from batcomputer.models.registry import Registry
+from batcomputer.models.scoring import score
 from batcomputer.settings import Settings
 from training.spec import load_spec, spec_names
 from training.trainer import train

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from kombu import Connection, Exchange, Queue
 
-from batcomputer.redis_server import LocalRedis, free_port, start_redis_server
+from cli.launchers.redis_server import LocalRedis, free_port, start_redis_server
 from worker.transport import TRANSPORT
 
 PREFIX = "bct-transport:"

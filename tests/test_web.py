@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from batcomputer.registry import Registry
+from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
 from tests.conftest import ROOT, Services
 from tests.test_api_batches import crime_table

@@ -23,16 +23,16 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
-from batcomputer.batches import BatchStore
-from batcomputer.bundle import Draft
-from batcomputer.jobs import JobStore
-from batcomputer.registry import Registry
-from batcomputer.storage import Storage
+from batcomputer.files.storage import Storage
+from batcomputer.jobqueue.batches import BatchStore
+from batcomputer.jobqueue.jobs import JobStore
+from batcomputer.models.bundle import Draft
+from batcomputer.models.registry import Registry
 from tests.conftest import Services, free_port, wait_until
 from tests.parquet_footer import claim_rows
 from tests.pipelines import Gated, publish
 from tests.test_worker_recovery import _other_pipeline, client_for
-from worker.sweeper import Sweeper
+from worker.housekeeping import Sweeper
 from worker.webhooks import WebhookSender
 
 PARQUET = "application/vnd.apache.parquet"

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import redis
 
-from batcomputer.bundle import Draft
-from batcomputer.registry import Registry
-from batcomputer.store import LocalStore
+from batcomputer.models.bundle import Draft
+from batcomputer.models.registry import Registry
+from batcomputer.models.registry_store import LocalStore
 from tests.conftest import remove_keys, wait_until
 from tests.pipelines import SlowToLoad
-from worker.models import BundleCache
+from worker.bundle_cache import BundleCache
 
 
 def test_a_slow_load_blocks_neither_other_models_nor_loaded_versions(tmp_path: Path, titanic_draft: Draft,

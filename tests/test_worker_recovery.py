@@ -12,9 +12,9 @@ import redis
 from flask.testing import FlaskClient
 
 from api.app import create_app
-from batcomputer.bundle import Draft
-from batcomputer.registry import Registry
-from batcomputer.scoring import score
+from batcomputer.models.bundle import Draft
+from batcomputer.models.registry import Registry
+from batcomputer.models.scoring import score
 from tests.conftest import Services, run_cli, settings_env, wait_until
 from tests.pipelines import Broken, Gated, Killer, KillerWhileFlagged, publish
 

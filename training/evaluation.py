@@ -17,7 +17,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from batcomputer.schema import CATEGORICAL
+from batcomputer.models.schema import CATEGORICAL
 from training.spec import Spec
 
 QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)

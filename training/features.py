@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from batcomputer.errors import DataError
-from batcomputer.schema import CATEGORICAL, Field
+from batcomputer.models.schema import CATEGORICAL, Field
 from training.spec import Column, Source, Spec
 
 

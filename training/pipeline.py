@@ -8,7 +8,7 @@ from typing import Any
 
 from sklearn.pipeline import Pipeline
 
-from batcomputer.encoding import SchemaEncoder
+from batcomputer.models.encoding import SchemaEncoder
 from training.spec import Spec
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from batcomputer.errors import BadRequest, DataError, NotFound
-from batcomputer.schema import Field
+from batcomputer.models.schema import Field
 
 SPECS = Path(__file__).resolve().parent / "specs"
 DERIVES = ("month_of_year", "drop_last_word")

@@ -11,9 +11,9 @@ from typing import Any
 
 from sklearn.model_selection import train_test_split
 
-from batcomputer.bundle import Draft
-from batcomputer.registry import Published, Registry
-from batcomputer.schema import Schema
+from batcomputer.models.bundle import Draft
+from batcomputer.models.registry import Published, Registry
+from batcomputer.models.schema import Schema
 from batcomputer.settings import Settings
 from training import datasets
 from training.evaluation import evaluate, profile, time_scoring

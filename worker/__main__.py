@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from batcomputer.keyspace import QUEUE_BULK, QUEUE_RECORDS, QUEUES
+from batcomputer.jobqueue.keyspace import QUEUE_BULK, QUEUE_RECORDS, QUEUES
 from batcomputer.logs import configure_logging
 from batcomputer.settings import Settings, per_core
 from worker.app import make_worker_app

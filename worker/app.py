@@ -7,13 +7,14 @@ from typing import Any
 
 from celery import Celery, signals
 
-from batcomputer.broker import make_celery, redis_client
-from batcomputer.jobs import JobStore
-from batcomputer.keyspace import QUEUE_RECORDS
+from batcomputer.files.storage import Storage
+from batcomputer.jobqueue.broker import make_celery
+from batcomputer.jobqueue.connection import redis_client
+from batcomputer.jobqueue.jobs import JobStore
+from batcomputer.jobqueue.keyspace import QUEUE_RECORDS
 from batcomputer.logs import configure_logging
 from batcomputer.settings import Settings
-from batcomputer.storage import Storage
-from worker.sweeper import Sweeper
+from worker.housekeeping import Sweeper
 from worker.tasks import register_tasks
 from worker.transport import TRANSPORT
 

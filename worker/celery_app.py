@@ -7,7 +7,7 @@ at module level), with the broker and key prefix the workers use; the workers th
 
 from __future__ import annotations
 
-from batcomputer.keyspace import QUEUES
+from batcomputer.jobqueue.keyspace import QUEUES
 from batcomputer.settings import Settings
 from worker.app import make_worker_app
 

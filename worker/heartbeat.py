@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import redis
 
-from batcomputer.jobs import JobStore
-from batcomputer.keyspace import Keys
+from batcomputer.jobqueue.jobs import JobStore
+from batcomputer.jobqueue.keyspace import Keys
 
 log = logging.getLogger("batcomputer.worker")
 

@@ -7,8 +7,8 @@ import os
 import socket
 from typing import Any
 
-from batcomputer.broker import redis_client
-from batcomputer.keyspace import Keys
+from batcomputer.jobqueue.connection import redis_client
+from batcomputer.jobqueue.keyspace import Keys
 from batcomputer.metrics import HashCollector
 from batcomputer.settings import Settings
 

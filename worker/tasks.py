@@ -13,10 +13,10 @@ from typing import Any
 import redis
 from celery import Celery
 
-from batcomputer.broker import redis_client
 from batcomputer.errors import BatcomputerError
-from batcomputer.jobs import JobStore, Start
-from batcomputer.keyspace import BUSY, FAILED, FINAL, QUEUE_BULK, SUCCEEDED, TASK_SCORE, parent_of
+from batcomputer.jobqueue.connection import redis_client
+from batcomputer.jobqueue.jobs import JobStore, Start
+from batcomputer.jobqueue.keyspace import BUSY, FAILED, FINAL, QUEUE_BULK, SUCCEEDED, TASK_SCORE, parent_of
 from batcomputer.metrics import (
     END_TO_END,
     JOBS_SCORED,
@@ -26,12 +26,12 @@ from batcomputer.metrics import (
     SCORING,
     Recorder,
 )
-from batcomputer.registry import Registry
-from batcomputer.scoring import score
+from batcomputer.models.registry import Registry
+from batcomputer.models.scoring import score
 from batcomputer.settings import Settings
-from worker.batcher import Batcher
+from worker.bundle_cache import BundleCache
 from worker.heartbeat import Heartbeat, holder_name
-from worker.models import BundleCache
+from worker.microbatcher import Batcher
 
 log = logging.getLogger("batcomputer.worker")
 BATCH_RESULT_TIMEOUT_SECONDS = 300.0  # no job waits forever on the micro-batcher
@@ -69,8 +69,8 @@ class Scorer:
         self.holder = holder_name(self.queues)
         self.runner: Any = None
         if QUEUE_BULK in self.queues:  # files come on the bulk queue only: record workers need no pyarrow
-            from batcomputer.storage import Storage
-            from worker.chunks import BatchRunner
+            from batcomputer.files.storage import Storage
+            from worker.parquet.runner import BatchRunner
 
             self.runner = BatchRunner(self.jobs, Storage.from_settings(self.settings), self.bundles, self.holder,
                                       self.settings.batch_chunk_rows, self.settings.batch_ttl_seconds)

@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from batcomputer.batches import DELIVERY_HEADER, SIGNATURE_HEADER, WEBHOOK_BACKOFF_SECONDS, BatchStore, sign
 from batcomputer.errors import NotFound
-from batcomputer.jobs import iso
+from batcomputer.jobqueue.batches import DELIVERY_HEADER, SIGNATURE_HEADER, WEBHOOK_BACKOFF_SECONDS, BatchStore, sign
+from batcomputer.jobqueue.jobs import iso
 
 log = logging.getLogger("batcomputer.webhooks")
 TIMEOUT_SECONDS = 10.0

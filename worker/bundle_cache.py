@@ -6,8 +6,8 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import Future
 
-from batcomputer.bundle import Bundle
-from batcomputer.registry import Registry
+from batcomputer.models.bundle import Bundle
+from batcomputer.models.registry import Registry
 
 
 class BundleCache:

@@ -12,7 +12,7 @@ from importlib import metadata
 from typing import Any
 
 from batcomputer.errors import IncompatibleBundle, IntegrityError
-from batcomputer.schema import Schema
+from batcomputer.models.schema import Schema
 
 PIPELINE_FILE = "model.joblib"
 SCHEMA_FILE = "schema.json"
@@ -149,6 +149,12 @@ class Bundle:
 
 
 def load_pipeline(data: bytes) -> Any:
+    import sys
+
     import joblib
 
+    from batcomputer.models import encoding
+
+    # Bundles pickled before the core was split into packages name the encoder's old module: they load unchanged.
+    sys.modules.setdefault("batcomputer.encoding", encoding)
     return joblib.load(io.BytesIO(data))

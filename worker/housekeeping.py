@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 
-from batcomputer.batches import BatchStore
-from batcomputer.jobs import JobStore
-from batcomputer.keyspace import QUEUE_BULK
-from batcomputer.storage import Storage, StorageRefused, remove
+from batcomputer.files.storage import Storage, StorageRefused, remove
+from batcomputer.jobqueue.batches import BatchStore
+from batcomputer.jobqueue.jobs import JobStore
+from batcomputer.jobqueue.keyspace import QUEUE_BULK
 from worker.webhooks import WebhookSender
 
 log = logging.getLogger("batcomputer.sweeper")

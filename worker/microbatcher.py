@@ -11,8 +11,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from batcomputer.bundle import Bundle
 from batcomputer.metrics import MICRO_BATCH, SCORING, Recorder
+from batcomputer.models.bundle import Bundle
 
 log = logging.getLogger("batcomputer.batcher")
 

@@ -11,8 +11,8 @@ from flask import Blueprint
 from api.context import gateway
 from api.gateway import Gateway
 from batcomputer.errors import BatcomputerError, Unavailable
-from batcomputer.keyspace import QUEUES
-from batcomputer.streams import StreamStore
+from batcomputer.jobqueue.keyspace import QUEUES
+from batcomputer.jobqueue.streams import StreamStore
 
 health = Blueprint("health", __name__)
 HEARTBEAT_FRESH_SECONDS = 20

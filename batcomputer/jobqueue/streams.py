@@ -18,7 +18,7 @@ import orjson
 import redis
 
 from batcomputer.errors import TooManyRequests
-from batcomputer.keyspace import STREAM_GROUP, Keys
+from batcomputer.jobqueue.keyspace import STREAM_GROUP, Keys
 
 MIN_REDIS = (6, 2)  # XAUTOCLAIM
 

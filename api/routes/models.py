@@ -11,7 +11,7 @@ from api import auth
 from api.context import gateway, read_body
 from api.gateway import HEADLINE_METRICS, parse_json
 from batcomputer.errors import BadRequest, BatcomputerError
-from batcomputer.registry import MAX_VERSION, Registry
+from batcomputer.models.registry import MAX_VERSION, Registry
 
 models = Blueprint("models", __name__, url_prefix="/api/models")
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from batcomputer.bundle import Bundle
 from batcomputer.errors import IntegrityError
-from batcomputer.novelty import novelty_of
+from batcomputer.models.bundle import Bundle
+from batcomputer.models.novelty import novelty_of
 
-ENCODER_MODULE = "batcomputer.encoding"
+ENCODER_MODULE = "batcomputer.models.encoding"
 FOREST_MODULE, FORESTS = "sklearn.ensemble._forest", ("RandomForestClassifier", "ExtraTreesClassifier")
 
 
@@ -83,7 +83,7 @@ def score(bundle: Bundle, records: list[dict[str, Any]]) -> list[dict[str, Any]]
     """Score clean records (every field present, None where imputed) in one predict_proba call.
 
     Each result maps every output name to its probability, ``label`` to the most likely class and
-    ``warnings`` to what the training data never or rarely saw in the record (``batcomputer.novelty``).
+    ``warnings`` to what the training data never or rarely saw in the record (``batcomputer.models.novelty``).
     """
     if not records:
         return []

@@ -13,12 +13,12 @@ from flask import Blueprint, Response, request, send_file
 from api import auth
 from api.context import JSON, gateway, read_body, require_media
 from api.gateway import Gateway, Pinned, parse_json
-from api.jobs import job_response
-from batcomputer.batches import check_callback
+from api.routes.jobs import job_response
 from batcomputer.errors import BadRequest, Conflict, NotFound, TooManyRequests
-from batcomputer.jobs import Payload, new_job_id
-from batcomputer.keyspace import KIND_BATCH, QUEUE_BULK, SUCCEEDED
-from batcomputer.storage import StorageRefused, remove, write_stream
+from batcomputer.files.storage import StorageRefused, remove, write_stream
+from batcomputer.jobqueue.batches import check_callback
+from batcomputer.jobqueue.jobs import Payload, new_job_id
+from batcomputer.jobqueue.keyspace import KIND_BATCH, QUEUE_BULK, SUCCEEDED
 
 log = logging.getLogger("batcomputer.api")
 batches = Blueprint("batches", __name__, url_prefix="/api")

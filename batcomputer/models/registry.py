@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from batcomputer import bundle as bundles
-from batcomputer.bundle import Bundle, Draft
 from batcomputer.errors import (
     AliasNotFound,
     BadRequest,
@@ -20,10 +18,12 @@ from batcomputer.errors import (
     RegistryCorrupt,
     VersionNotFound,
 )
-from batcomputer.keyspace import DEFAULT_ALIAS
-from batcomputer.schema import Schema
+from batcomputer.jobqueue.keyspace import DEFAULT_ALIAS
+from batcomputer.models import bundle as bundles
+from batcomputer.models.bundle import Bundle, Draft
+from batcomputer.models.registry_store import Store, open_store, unique_name
+from batcomputer.models.schema import Schema
 from batcomputer.settings import Settings
-from batcomputer.store import Store, open_store, unique_name
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 VERSION = re.compile(r"^[0-9]{1,9}$")  # ASCII digits only: str.isdigit() also accepts '²', which int() refuses

@@ -37,9 +37,9 @@ from typing import Any
 import orjson
 import redis
 
-from batcomputer.broker import task_message
 from batcomputer.errors import Conflict, NotFound, TooManyRequests
-from batcomputer.keyspace import (
+from batcomputer.jobqueue.broker import task_message
+from batcomputer.jobqueue.keyspace import (
     BUSY,
     CANCELLED,
     DEAD,

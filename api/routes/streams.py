@@ -9,8 +9,8 @@ from flask import Blueprint, Response, jsonify
 
 from api.context import gateway, read_body
 from api.gateway import parse_json
-from batcomputer.schema import validate_records
-from batcomputer.streams import StreamStore
+from batcomputer.jobqueue.streams import StreamStore
+from batcomputer.models.schema import validate_records
 
 streams = Blueprint("streams", __name__, url_prefix="/api/models")
 

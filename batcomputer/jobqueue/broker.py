@@ -1,4 +1,4 @@
-"""The Celery app configuration and Redis connections every component shares, built from settings."""
+"""The Celery app every worker runs, and the score message publishers write themselves (Celery's format)."""
 
 from __future__ import annotations
 
@@ -8,41 +8,12 @@ import socket
 import uuid
 from typing import TYPE_CHECKING, Any
 
-import redis
-
-from batcomputer.errors import ConfigurationError
-from batcomputer.keyspace import QUEUE_RECORDS, TASK_SCORE
-from batcomputer.redis_server import discover
+from batcomputer.jobqueue.connection import redis_url
+from batcomputer.jobqueue.keyspace import QUEUE_RECORDS, TASK_SCORE
 from batcomputer.settings import Settings
 
 if TYPE_CHECKING:
     from celery import Celery
-
-
-def redis_url(settings: Settings) -> str:
-    """BATCOMPUTER_REDIS_URL, else the Redis a running ``batcomputer up`` uses (from its state folder)."""
-    if settings.redis_url:
-        return settings.redis_url
-    found = discover(settings.state_dir)
-    if found is None:
-        raise ConfigurationError("BATCOMPUTER_REDIS_URL is not set and no `batcomputer up` runs with state folder "
-                                 f"{settings.state_dir!r}; set it, or start everything with `batcomputer up`, "
-                                 "which finds or starts a Redis")
-    return found
-
-
-def redis_client(settings: Settings, pool_size: int | None = None, **options: Any) -> redis.Redis:
-    """A Redis client with short timeouts: an outage must surface as an error, not a hang. With
-    ``pool_size``, at most that many connections, and a caller beyond them waits (up to the socket timeout)
-    for a free one instead of failing: for servers with more concurrent requests than connections."""
-    options.setdefault("socket_connect_timeout", 2)
-    options.setdefault("socket_timeout", 10)
-    options.setdefault("health_check_interval", 15)
-    if pool_size is None:
-        return redis.Redis.from_url(redis_url(settings), **options)
-    pool = redis.BlockingConnectionPool.from_url(redis_url(settings), max_connections=pool_size,
-                                                 timeout=options["socket_timeout"], **options)
-    return redis.Redis(connection_pool=pool)
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -57,7 +28,7 @@ def make_celery(settings: Settings) -> Celery:
         result_serializer="json",
         accept_content=["json"],
         task_default_queue=QUEUE_RECORDS,
-        task_ignore_result=True,  # job state and results live in the job records (batcomputer.jobs)
+        task_ignore_result=True,  # job state and results live in the job records (batcomputer.jobqueue.jobs)
         result_expires=settings.job_ttl_seconds,
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from batcomputer.schema import CATEGORICAL, Schema
+from batcomputer.models.schema import CATEGORICAL, Schema
 
 RARE_SHARE = 0.001  # a category in fewer than 0.1% of the training rows is "rarely seen"
 UNSEEN, RARE, OUTSIDE = "unseen", "rare", "outside_training_range"

@@ -10,43 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from batcomputer.errors import Unavailable
-
-ADDRESS_FILE = "url"  # in <state dir>/redis/: where `up` leaves the URL of the Redis it uses, for commands beside it
+from batcomputer.jobqueue.connection import reachable
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def reachable(url: str, timeout: float = 1.0) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout).ping())
-    except redis.RedisError:
-        return False
-
-
-def discover(state_dir: str) -> str | None:
-    """The URL of the Redis a running ``batcomputer up`` uses (found or started), if it answers."""
-    try:
-        url = (Path(state_dir) / "redis" / ADDRESS_FILE).read_text().strip()
-    except OSError:
-        return None
-    return url if url and reachable(url, 0.5) else None
-
-
-def record_address(state_dir: str, url: str | None) -> None:
-    """Leave ``url`` where ``discover`` finds it (None: remove it, the stack is stopping)."""
-    path = Path(state_dir) / "redis" / ADDRESS_FILE
-    if url is None:
-        path.unlink(missing_ok=True)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(url + "\n")
 
 
 @dataclass

@@ -27,14 +27,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from batcomputer.batches import BatchStore
-from batcomputer.bundle import Bundle
 from batcomputer.errors import BatcomputerError
-from batcomputer.jobs import JobStore, Start
-from batcomputer.keyspace import CANCELLED, FAILED, KIND_BATCH, QUEUE_BULK, RUNNING, SUCCEEDED, parent_of
-from batcomputer.scoring import classes_of, score_table
-from batcomputer.storage import Location, Storage, commit, commit_file
-from batcomputer.tables import ERROR_CODE, ERROR_MESSAGE, LABEL, BadInput, check_columns, validate_table
+from batcomputer.files.storage import Location, Storage, commit, commit_file
+from batcomputer.files.tables import ERROR_CODE, ERROR_MESSAGE, LABEL, BadInput, check_columns, validate_table
+from batcomputer.jobqueue.batches import BatchStore
+from batcomputer.jobqueue.jobs import JobStore, Start
+from batcomputer.jobqueue.keyspace import CANCELLED, FAILED, KIND_BATCH, QUEUE_BULK, RUNNING, SUCCEEDED, parent_of
+from batcomputer.models.bundle import Bundle
+from batcomputer.models.scoring import classes_of, score_table
 
 log = logging.getLogger("batcomputer.chunks")
 READ_BATCH_ROWS = 65_536

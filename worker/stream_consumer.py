@@ -22,8 +22,9 @@ from typing import Any
 import orjson
 import redis
 
-from batcomputer.broker import redis_client
-from batcomputer.keyspace import Keys
+from batcomputer.jobqueue.connection import redis_client
+from batcomputer.jobqueue.keyspace import Keys
+from batcomputer.jobqueue.streams import Entry, StreamStore, check_redis
 from batcomputer.metrics import (
     MICRO_BATCH,
     MODEL_VERSION_SCORED,
@@ -33,14 +34,13 @@ from batcomputer.metrics import (
     Flusher,
     Recorder,
 )
-from batcomputer.registry import Registry
-from batcomputer.schema import decode_one, validate_record
-from batcomputer.scoring import score
+from batcomputer.models.registry import Registry
+from batcomputer.models.schema import decode_one, validate_record
+from batcomputer.models.scoring import score
 from batcomputer.settings import Settings
-from batcomputer.streams import Entry, StreamStore, check_redis
-from worker.models import BundleCache
+from worker.bundle_cache import BundleCache
 
-log = logging.getLogger("batcomputer.streams")
+log = logging.getLogger("batcomputer.jobqueue.streams")
 CLAIM_EVERY_SECONDS = 5.0
 TRIM_EVERY_SECONDS = 5.0
 

@@ -11,8 +11,8 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from api import auth
 from api.context import gateway, read_body
 from batcomputer.errors import BadRequest, Conflict
-from batcomputer.jobs import RawJSON
-from batcomputer.keyspace import KIND_BATCH, KIND_CHUNK, STATES
+from batcomputer.jobqueue.jobs import RawJSON
+from batcomputer.jobqueue.keyspace import KIND_BATCH, KIND_CHUNK, STATES
 
 jobs = Blueprint("jobs", __name__, url_prefix="/api")
 

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from batcomputer.errors import BatcomputerError
-from batcomputer.schema import CATEGORICAL, Field, Schema, check_value
+from batcomputer.models.schema import CATEGORICAL, Field, Schema, check_value
 
 ERROR_CODE, ERROR_MESSAGE, LABEL = "error_code", "error", "label"
 

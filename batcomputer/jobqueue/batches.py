@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 
 from batcomputer.errors import BatcomputerError, Conflict
-from batcomputer.jobs import JobStore
-from batcomputer.keyspace import CANCELLED, PHASE_SCORE, QUEUE_BULK, QUEUED, RUNNING, chunk_id
+from batcomputer.jobqueue.jobs import JobStore
+from batcomputer.jobqueue.keyspace import CANCELLED, PHASE_SCORE, QUEUE_BULK, QUEUED, RUNNING, chunk_id
 
 SIGNATURE_HEADER = "Batcomputer-Signature"  # t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body>
 DELIVERY_HEADER = "Batcomputer-Delivery"    # the job id and attempt: a receiver can drop repeats
@@ -114,8 +114,8 @@ class BatchStore:
              chunks: list[tuple[int, int, dict[str, Any]]]) -> list[str] | None:
         """Write the chunks ``(index, rows, what to read)`` of a batch this holder is planning; returns the
         ids to send (None: the batch is no longer this holder's)."""
-        from batcomputer.jobs import iso
-        from batcomputer.keyspace import KIND_CHUNK, QUEUE_BULK
+        from batcomputer.jobqueue.jobs import iso
+        from batcomputer.jobqueue.keyspace import KIND_CHUNK, QUEUE_BULK
 
         now = self.jobs.clock()
         common = {"state": QUEUED, "kind": KIND_CHUNK, "parent": batch_id, "model": model, "version": str(version),

@@ -1,0 +1,2 @@
+"""The gateway's HTTP routes, one blueprint per resource: health, models, jobs, batches, streams,
+retraining and the seed-compatible routes."""
