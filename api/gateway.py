@@ -17,8 +17,9 @@ from batcomputer.errors import BadRequest, TooManyRecords
 from batcomputer.files.storage import Storage
 from batcomputer.jobqueue.batches import BatchStore
 from batcomputer.jobqueue.connection import redis_client
-from batcomputer.jobqueue.jobs import JobStore, Payload, body_digest, decode_final, new_job_id
+from batcomputer.jobqueue.jobs import JobStore
 from batcomputer.jobqueue.keyspace import FINAL, QUEUE_BULK, QUEUE_RECORDS
+from batcomputer.jobqueue.records import Payload, body_digest, decode_final, new_job_id
 from batcomputer.models.registry import Registry, parse_version
 from batcomputer.models.schema import Schema, clean_json, validate_records
 from batcomputer.settings import Settings

@@ -52,27 +52,23 @@ class ClusterCollector(Collector):
         self.gw = gw
 
     def collect(self) -> Iterator[Metric]:
-        gw, keys = self.gw, self.gw.jobs.keys
+        gw, _keys = self.gw, self.gw.jobs.keys
         submitted = CounterMetricFamily(JOBS_SUBMITTED, "Jobs accepted", labels=["model", "queue"])
         ended = CounterMetricFamily(JOBS_ENDED, "Jobs that reached a final state", labels=["model", "state"])
-        stored: dict[Any, Any] = gw.redis.hgetall(keys.counters)
-        for raw_field, raw_value in sorted(stored.items()):
-            kind, _, rest = raw_field.decode().partition("|")
-            model, _, other = rest.partition("|")
-            (submitted if kind == "submitted" else ended).add_metric([model, other], float(raw_value))
+        for (kind, model, other), count in sorted(gw.jobs.counters().items()):
+            (submitted if kind == "submitted" else ended).add_metric([model, other], float(count))
         yield submitted
         yield ended
         depth = GaugeMetricFamily(QUEUE_DEPTH, "Unfinished jobs per queue (admission control's measure)",
                                   labels=["queue"])
         drain = GaugeMetricFamily(QUEUE_DRAIN, "Jobs ended per second lately, per queue", labels=["queue"])
         workers = GaugeMetricFamily(WORKERS, "Scoring processes with a fresh heartbeat, per queue", labels=["queue"])
-        fresh = time.time() - WORKER_FRESH_SECONDS
         for queue in QUEUES:
-            depth.add_metric([queue], gw.jobs.depth(queue))
-            drain.add_metric([queue], gw.jobs.drain_rate(queue))
-            workers.add_metric([queue], int(gw.redis.zcount(keys.workers(queue), fresh, "+inf")))
+            depth.add_metric([queue], gw.jobs.admission.depth(queue))
+            drain.add_metric([queue], gw.jobs.admission.drain_rate(queue))
+            workers.add_metric([queue], gw.jobs.leases.live(queue, WORKER_FRESH_SECONDS))
         yield from (depth, drain, workers)
-        yield GaugeMetricFamily(DEAD_JOBS, "Dead jobs awaiting a replay", value=int(gw.redis.zcard(keys.dead)))
+        yield GaugeMetricFamily(DEAD_JOBS, "Dead jobs awaiting a replay", value=gw.jobs.dead.count())
         versions = GaugeMetricFamily(MODEL_VERSION, "The version each alias points to", labels=["model", "alias"])
         backlog = GaugeMetricFamily(STREAM_BACKLOG, "Stream entries not yet scored", labels=["model"])
         pending = GaugeMetricFamily(STREAM_PENDING, "Stream entries read but not acknowledged", labels=["model"])
@@ -80,7 +76,7 @@ class ClusterCollector(Collector):
             for alias, version in sorted(gw.registry.aliases(model).items()):
                 versions.add_metric([model, alias], version)
             store = StreamStore(gw.redis, gw.settings.key_prefix, model)
-            if gw.redis.exists(store.input):
+            if store.exists():
                 backlog.add_metric([model], store.backlog())
                 pending.add_metric([model], store.pending())
         yield from (versions, backlog, pending)

@@ -7,7 +7,7 @@ import io
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from worker.parquet.runner import Chunk, plan_chunks
+from worker.parquet.plan import Chunk, plan_chunks
 
 
 def metadata(rows: int, row_group_size: int) -> pq.FileMetaData:

@@ -11,8 +11,9 @@ import pytest
 import redis
 
 from batcomputer.errors import Conflict, TooManyRequests
-from batcomputer.jobqueue.jobs import JobStore, new_job_id
+from batcomputer.jobqueue.jobs import JobStore
 from batcomputer.jobqueue.keyspace import BUSY, CANCELLED, DEAD, QUEUE_RECORDS, QUEUED, RUNNING, SUCCEEDED
+from batcomputer.jobqueue.records import new_job_id
 from tests.conftest import remove_keys
 
 RECORD = {"pclass": 1, "sex": "female", "age": 29.0, "sibsp": 0, "parch": 0}
@@ -58,17 +59,17 @@ def sent(store: JobStore, job_id: str) -> None:
 
 def swept(store: JobStore) -> list[str]:
     sent: list[str] = []
-    store.sweep(lambda by_queue: sent.extend(i for ids in by_queue.values() for i in ids))
+    store.sweeper.sweep(lambda by_queue: sent.extend(i for ids in by_queue.values() for i in ids))
     return sent
 
 
 def test_a_start_takes_the_job_and_a_second_delivery_is_a_duplicate(store: JobStore) -> None:
     job_id = create(store)
-    store.renew("a")
+    store.leases.renew("a")
     [first] = store.start([job_id], "a")
     assert (first.state, first.attempts, first.model, first.version, first.records) == (RUNNING, 1, "titanic", 1,
                                                                                        [RECORD])
-    store.renew("b")
+    store.leases.renew("b")
     [again] = store.start([job_id], "b")
     assert again.state == BUSY and store.get(job_id)["attempts"] == 1
     assert store.stats()["duplicates"] == 1
@@ -76,20 +77,20 @@ def test_a_start_takes_the_job_and_a_second_delivery_is_a_duplicate(store: JobSt
 
 def test_a_live_worker_keeps_its_job_however_long_it_runs(store: JobStore, clock: Clock) -> None:
     job_id = create(store)
-    store.renew("a")
+    store.leases.renew("a")
     store.start([job_id], "a")
     for _ in range(20):  # ten minutes of work, the heartbeat renewing every 5 s
         clock.advance(5)
-        store.renew("a")
+        store.leases.renew("a")
         assert swept(store) == []
-    store.renew("b")
+    store.leases.renew("b")
     assert store.start([job_id], "b")[0].state == BUSY
     assert store.get(job_id)["state"] == RUNNING
 
 
 def test_a_lost_worker_s_job_is_sent_again_once_its_lease_runs_out(store: JobStore, clock: Clock) -> None:
     job_id = create(store)
-    store.renew("a")
+    store.leases.renew("a")
     store.start([job_id], "a")
     clock.advance(14)
     assert swept(store) == []  # the lease still runs: the sweeper does nothing
@@ -97,7 +98,7 @@ def test_a_lost_worker_s_job_is_sent_again_once_its_lease_runs_out(store: JobSto
     assert swept(store) == [job_id]
     assert store.get(job_id)["state"] == QUEUED  # waiting for a worker again
     assert swept(store) == []  # not sent twice
-    store.renew("b")
+    store.leases.renew("b")
     [taken] = store.start([job_id], "b")
     assert (taken.state, taken.attempts) == (RUNNING, 2)
     assert store.end([(job_id, SUCCEEDED, {"results": [{"p": 0.5}]})]) == [True]
@@ -142,7 +143,7 @@ def test_a_sent_job_behind_a_queue_that_never_empties_is_sent_again_within_seven
 def test_a_job_given_back_is_sent_again_at_once_even_behind_a_backlog(store: JobStore, clock: Clock) -> None:
     job_id = create(store)
     sent(store, job_id)
-    store.renew("a")
+    store.leases.renew("a")
     store.start([job_id], "a")
     store.redis.rpush(store.keys.queue(QUEUE_RECORDS), "another message")
     store.give_back([job_id], "a")  # the failed delivery's message is gone: nothing else would bring it back
@@ -159,14 +160,14 @@ def test_marking_an_expired_job_sent_does_not_bring_it_back(store: JobStore) -> 
 
 def test_a_finished_job_is_finished_once_and_a_late_delivery_never_scores_it(store: JobStore, clock: Clock) -> None:
     job_id = create(store)
-    store.renew("a")
+    store.leases.renew("a")
     store.start([job_id], "a")
     assert store.end([(job_id, SUCCEEDED, {"results": [{"p": 0.25}]})]) == [True]
     assert store.end([(job_id, SUCCEEDED, {"results": [{"p": 0.75}]})]) == [False]
     assert store.get(job_id)["results"].parse() == [{"p": 0.25}]
     assert store.stats()["rescored"] == 1  # counted: the model had run twice
     clock.advance(100)
-    store.renew("b")
+    store.leases.renew("b")
     assert store.start([job_id], "b")[0].state == SUCCEEDED  # a late duplicate: nothing to score
     assert swept(store) == []
 
@@ -175,11 +176,11 @@ def test_a_job_that_loses_its_worker_too_often_ends_dead(store: JobStore, clock:
     job_id = create(store)
     for attempt in (1, 2, 3):
         holder = f"w{attempt}"
-        store.renew(holder)
+        store.leases.renew(holder)
         assert store.start([job_id], holder, max_attempts=3)[0].attempts == attempt
         clock.advance(16)  # the worker dies with it
         assert swept(store) == [job_id]
-    store.renew("w4")
+    store.leases.renew("w4")
     assert store.start([job_id], "w4", max_attempts=3)[0].state == DEAD
     job = store.get(job_id)
     assert job["state"] == DEAD and job["error"]["code"] == "dead" and job["error"]["attempts"] == 3
@@ -189,7 +190,7 @@ def test_a_job_that_loses_its_worker_too_often_ends_dead(store: JobStore, clock:
 def test_only_a_queued_job_can_be_cancelled(store: JobStore) -> None:
     queued = create(store)
     assert store.cancel(queued)["state"] == CANCELLED
-    store.renew("a")
+    store.leases.renew("a")
     assert store.start([queued], "a")[0].state == CANCELLED
     running = create(store)
     store.start([running], "a")
@@ -233,7 +234,7 @@ def test_a_key_whose_job_expired_is_claimed_again(store: JobStore) -> None:
 
 def test_listing_by_state_reads_no_results(store: JobStore) -> None:
     ids = [create(store) for _ in range(3)]
-    store.renew("a")
+    store.leases.renew("a")
     store.start(ids[:1], "a")
     store.end([(ids[0], SUCCEEDED, {"results": [{"p": 1.0}]})])
     found, _ = store.recent(state=SUCCEEDED)
@@ -243,11 +244,11 @@ def test_listing_by_state_reads_no_results(store: JobStore) -> None:
 
 
 def test_tidy_forgets_workers_gone_for_long(store: JobStore, clock: Clock) -> None:
-    store.renew("gone")
+    store.leases.renew("gone")
     store.redis.zadd(store.keys.workers(QUEUE_RECORDS), {"gone": clock()})
     clock.advance(3_700)
-    store.renew("alive")
-    store.tidy()
+    store.leases.renew("alive")
+    store.sweeper.tidy()
     assert store.redis.zrange(store.keys.holders, 0, -1) == [b"alive"]
     assert store.redis.zcard(store.keys.workers(QUEUE_RECORDS)) == 0
 
@@ -259,19 +260,19 @@ def test_a_full_queue_refuses_new_jobs_with_retry_after_from_its_drain_rate(stor
         store.create(new_job_id(), "titanic", 1, "sha", [RECORD], QUEUE_RECORDS, limit=4)
     assert idle.value.status == 429 and idle.value.retry_after == 60  # nothing drained: ask for a minute
     assert idle.value.extra["depth"] == 4 and "are its workers running" in idle.value.detail
-    assert store.depth(QUEUE_RECORDS) == 4 and store.depth("bulk") == 0
+    assert store.admission.depth(QUEUE_RECORDS) == 4 and store.admission.depth("bulk") == 0
     # Two jobs end (a third is cancelled: it leaves the queue too); 40 s later two slots are taken again.
-    store.renew("w")
+    store.leases.renew("w")
     store.start(accepted[:2], "w")
     store.end([(job_id, SUCCEEDED, {"results": []}) for job_id in accepted[:2]])
     store.cancel(accepted[2])
-    assert store.depth(QUEUE_RECORDS) == 1
+    assert store.admission.depth(QUEUE_RECORDS) == 1
     clock.advance(12)
     for _ in range(3):
         store.create(new_job_id(), "titanic", 1, "sha", [RECORD], QUEUE_RECORDS, limit=4)
     with pytest.raises(TooManyRequests) as measured:
         store.create(new_job_id(), "titanic", 1, "sha", [RECORD], QUEUE_RECORDS, limit=4)
-    rate = store.drain_rate(QUEUE_RECORDS)
+    rate = store.admission.drain_rate(QUEUE_RECORDS)
     assert rate == pytest.approx(3 / 32)  # three ended within three whole 10 s windows and 2 s of this one
     assert measured.value.retry_after == math.ceil(1 / rate)  # one job must end before one more fits
     # A repeat of an accepted request is still answered, full queue or not.
@@ -284,25 +285,25 @@ def test_a_full_queue_refuses_new_jobs_with_retry_after_from_its_drain_rate(stor
 def test_a_dead_job_keeps_its_records_and_only_a_dead_job_replays(store: JobStore, clock: Clock) -> None:
     job_id = create(store, records=3)
     for attempt in (1, 2):
-        store.renew(f"w{attempt}")
+        store.leases.renew(f"w{attempt}")
         store.start([job_id], f"w{attempt}", max_attempts=1)
         clock.advance(16)
         swept(store)
     assert store.get(job_id)["state"] == DEAD
     assert store.redis.hexists(store.keys.job(job_id), "payload")
-    assert [j["id"] for j in store.dead_jobs()[0]] == [job_id]
-    replayed = store.replay(job_id)
+    assert [j["id"] for j in store.dead.page()[0]] == [job_id]
+    replayed = store.dead.replay(job_id)
     assert (replayed["state"], replayed["attempts"], replayed["replays"]) == (QUEUED, 0, 1)
-    assert "error" not in replayed and store.dead_jobs()[0] == [] and store.depth(QUEUE_RECORDS) == 1
-    store.renew("w3")
+    assert "error" not in replayed and store.dead.page()[0] == [] and store.admission.depth(QUEUE_RECORDS) == 1
+    store.leases.renew("w3")
     start = store.start([job_id], "w3", max_attempts=1)[0]
     assert start.state == RUNNING and start.records == [RECORD] * 3
     store.end([(job_id, SUCCEEDED, {"results": []})])
     assert not store.redis.hexists(store.keys.job(job_id), "payload")
     with pytest.raises(Conflict, match="only dead jobs"):
-        store.replay(job_id)
+        store.dead.replay(job_id)
     with pytest.raises(Conflict, match="chunk"):
-        store.replay(f"{job_id}.0")
+        store.dead.replay(f"{job_id}.0")
 
 
 def test_after_a_redis_restart_every_queued_job_is_sent_again_at_once(store: JobStore, clock: Clock) -> None:
@@ -318,8 +319,8 @@ def test_after_a_redis_restart_every_queued_job_is_sent_again_at_once(store: Job
 
 
 def test_a_batch_has_its_progress_fields_from_submission_on_totals_null_until_planned() -> None:
-    from batcomputer.jobqueue.jobs import decode_text
     from batcomputer.jobqueue.keyspace import KIND_BATCH
+    from batcomputer.jobqueue.records import decode_text
 
     queued = decode_text({"id": "b1", "kind": KIND_BATCH, "state": QUEUED, "count": "0", "attempts": "0"})
     assert {k: queued[k] for k in ("rows_total", "rows_done", "rows_failed", "chunks_total", "chunks_done",

@@ -78,8 +78,9 @@ def reader_session(folder: Path) -> tuple[Session, int, int]:
 def make_dead_job(folder: Path) -> str:
     """The fault the dead-jobs section is about: a job whose worker was lost on every delivery."""
     from batcomputer.jobqueue.connection import redis_client
-    from batcomputer.jobqueue.jobs import JobStore, new_job_id
+    from batcomputer.jobqueue.jobs import JobStore
     from batcomputer.jobqueue.keyspace import DEAD, QUEUE_RECORDS
+    from batcomputer.jobqueue.records import new_job_id
     from batcomputer.models.registry import Registry
     from batcomputer.settings import Settings
 
@@ -189,7 +190,7 @@ def test_documented_answers_are_checked_for_shape(reader: Reader) -> None:
 
 
 def test_the_webhook_check_of_the_readme_accepts_a_real_signature_and_refuses_others() -> None:
-    from batcomputer.jobqueue.batches import sign
+    from batcomputer.jobqueue.webhooks import sign
 
     block = re.search(r"```python\n(.*?)```", README.read_text(), re.S)
     assert block, "the README's webhook check is gone"

@@ -13,7 +13,6 @@ from collections.abc import Callable
 import redis
 
 from batcomputer.jobqueue.jobs import JobStore
-from batcomputer.jobqueue.keyspace import Keys
 
 log = logging.getLogger("batcomputer.worker")
 
@@ -43,12 +42,7 @@ class Heartbeat:
 
     def beat(self) -> None:
         try:
-            keys: Keys = self.jobs.keys
-            self.jobs.renew(self.name)
-            with self.jobs.redis.pipeline(transaction=False) as pipe:
-                for queue in self.queues:
-                    pipe.zadd(keys.workers(queue), {self.name: self.jobs.clock()})
-                pipe.execute()
+            self.jobs.leases.renew(self.name, self.queues)
         except redis.RedisError as exc:  # Redis away: the lease may lapse; the jobs' finish-once rules hold
             log.warning("heartbeat failed: %s", exc)
             return
@@ -66,9 +60,6 @@ class Heartbeat:
         """A clean stop: leave the worker sets (jobs still held go back to the sweeper's care)."""
         self._stop.set()
         try:
-            with self.jobs.redis.pipeline(transaction=False) as pipe:
-                for queue in self.queues:
-                    pipe.zrem(self.jobs.keys.workers(queue), self.name)
-                pipe.execute()
+            self.jobs.leases.leave(self.name, self.queues)
         except redis.RedisError as exc:
             log.warning("could not remove heartbeat: %s", exc)

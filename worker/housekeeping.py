@@ -41,8 +41,8 @@ class Sweeper:
             self.jobs.publish([(queue, job_ids[start:start + size]) for start in range(0, len(job_ids), size)])
 
     def sweep(self) -> int:
-        sent = self.jobs.sweep(self.resend)
-        self.jobs.tidy()
+        sent = self.jobs.sweeper.sweep(self.resend)
+        self.jobs.sweeper.tidy()
         self.delete_files()
         self.webhooks.deliver_due()
         return sent

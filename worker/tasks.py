@@ -15,8 +15,9 @@ from celery import Celery
 
 from batcomputer.errors import BatcomputerError
 from batcomputer.jobqueue.connection import redis_client
-from batcomputer.jobqueue.jobs import JobStore, Start
+from batcomputer.jobqueue.jobs import JobStore
 from batcomputer.jobqueue.keyspace import BUSY, FAILED, FINAL, QUEUE_BULK, SUCCEEDED, TASK_SCORE, parent_of
+from batcomputer.jobqueue.records import Start
 from batcomputer.metrics import (
     END_TO_END,
     JOBS_SCORED,
@@ -61,7 +62,8 @@ class Scorer:
                 self._build()
 
     def _build(self) -> None:
-        self.jobs = JobStore.from_settings(redis_client(self.settings), self.settings)
+        self.redis = redis_client(self.settings)
+        self.jobs = JobStore.from_settings(self.redis, self.settings)
         self.bundles = BundleCache(Registry.from_settings(self.settings))
         self.recorder = Recorder()
         self.batcher = Batcher(score, self.settings.batch_max_records, self.settings.batch_window_ms / 1000,
@@ -91,7 +93,7 @@ class Scorer:
         """Add what this process counted to the cluster's metrics and its worker's."""
         keys = self.jobs.keys
         node = keys.metrics(self.node) if self.node else None
-        self.recorder.flush(self.jobs.redis, [keys.metrics(), *([node] if node else [])], node)
+        self.recorder.flush(self.redis, [keys.metrics(), *([node] if node else [])], node)
 
     def warm(self) -> None:
         """Load the current version of every model before the first job asks for it (seconds, not ms)."""

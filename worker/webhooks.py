@@ -16,8 +16,9 @@ from typing import Any
 import orjson
 
 from batcomputer.errors import NotFound
-from batcomputer.jobqueue.batches import DELIVERY_HEADER, SIGNATURE_HEADER, WEBHOOK_BACKOFF_SECONDS, BatchStore, sign
-from batcomputer.jobqueue.jobs import iso
+from batcomputer.jobqueue.batches import BatchStore
+from batcomputer.jobqueue.records import iso
+from batcomputer.jobqueue.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, WEBHOOK_BACKOFF_SECONDS, sign
 
 log = logging.getLogger("batcomputer.webhooks")
 TIMEOUT_SECONDS = 10.0

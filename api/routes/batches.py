@@ -16,9 +16,9 @@ from api.gateway import Gateway, Pinned, parse_json
 from api.routes.jobs import job_response
 from batcomputer.errors import BadRequest, Conflict, NotFound, TooManyRequests
 from batcomputer.files.storage import StorageRefused, remove, write_stream
-from batcomputer.jobqueue.batches import check_callback
-from batcomputer.jobqueue.jobs import Payload, new_job_id
 from batcomputer.jobqueue.keyspace import KIND_BATCH, QUEUE_BULK, SUCCEEDED
+from batcomputer.jobqueue.records import Payload, new_job_id
+from batcomputer.jobqueue.webhooks import check_callback
 
 log = logging.getLogger("batcomputer.api")
 batches = Blueprint("batches", __name__, url_prefix="/api")

@@ -63,10 +63,9 @@ def readyz() -> dict[str, Any]:
     except Exception as exc:
         raise Unavailable(f"Redis is unreachable: {exc}", retry_after=5) from None
     served = check_models(gw)
-    fresh = time.time() - HEARTBEAT_FRESH_SECONDS
-    keys = gw.jobs.keys
-    workers = {q: int(gw.redis.zcount(keys.workers(q), fresh, "+inf")) for q in QUEUES}
-    queues = {q: {"depth": gw.jobs.depth(q), "drain_per_second": round(gw.jobs.drain_rate(q), 2)} for q in QUEUES}
+    workers = {q: gw.jobs.leases.live(q, HEARTBEAT_FRESH_SECONDS) for q in QUEUES}
+    admission = gw.jobs.admission
+    queues = {q: {"depth": admission.depth(q), "drain_per_second": round(admission.drain_rate(q), 2)} for q in QUEUES}
     return {"status": "ready", "redis": "ok", "registry": {"url": gw.registry.store.url, "models": sorted(served),
                                                           "serving": served}, "workers": workers,
             "queues": queues, "streams": stream_lag(gw, sorted(served))}
@@ -77,6 +76,6 @@ def stream_lag(gw: Gateway, models: list[str]) -> dict[str, Any]:
     found = {}
     for model in models:
         store = StreamStore(gw.redis, gw.settings.key_prefix, model)
-        if gw.redis.exists(store.input):
+        if store.exists():
             found[model] = {"backlog": store.backlog(), "rate_per_second": round(store.rate(), 1)}
     return found

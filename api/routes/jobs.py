@@ -11,8 +11,8 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from api import auth
 from api.context import gateway, read_body
 from batcomputer.errors import BadRequest, Conflict
-from batcomputer.jobqueue.jobs import RawJSON
 from batcomputer.jobqueue.keyspace import KIND_BATCH, KIND_CHUNK, STATES
+from batcomputer.jobqueue.records import RawJSON
 
 jobs = Blueprint("jobs", __name__, url_prefix="/api")
 
@@ -97,7 +97,7 @@ def list_dead() -> dict[str, Any]:
     """Dead jobs (every key's: an operator's view), most recent first."""
     limit = _int_arg("limit", 50, 1, 500)
     offset = _int_arg("offset", 0, 0, 10**9)
-    found, next_offset = gateway().jobs.dead_jobs(offset, limit)
+    found, next_offset = gateway().jobs.dead.page(offset, limit)
     following = url_for("jobs.list_dead", limit=limit, offset=next_offset) if next_offset is not None else None
     return {"jobs": found, "next": following}
 
@@ -106,4 +106,4 @@ def list_dead() -> dict[str, Any]:
 def replay_job(job_id: str) -> Response:
     if request.content_length:
         read_body()  # a body, if any, must be JSON (no form posts from other sites); it is not used
-    return job_response(gateway().jobs.replay(job_id), 202)
+    return job_response(gateway().jobs.dead.replay(job_id), 202)

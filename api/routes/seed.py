@@ -11,7 +11,7 @@ from api import auth
 from api.context import gateway, read_body
 from api.problems import problem_response
 from batcomputer.errors import BatcomputerError, ScoringFailed, Unavailable
-from batcomputer.jobqueue.jobs import RawJSON
+from batcomputer.jobqueue.records import RawJSON
 
 seed = Blueprint("seed", __name__, url_prefix="/api")
 

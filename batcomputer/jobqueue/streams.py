@@ -19,35 +19,9 @@ import redis
 
 from batcomputer.errors import TooManyRequests
 from batcomputer.jobqueue.keyspace import STREAM_GROUP, Keys
+from batcomputer.jobqueue.lua import Scripts
 
 MIN_REDIS = (6, 2)  # XAUTOCLAIM
-
-# KEYS: input, output, dead letters, stats.  ARGV: group, output maxlen, dead-letter maxlen, then the batch as
-# one JSON array of [kind ("out" or "dead"), input entry id, [field, value, ...]] (one argument: cheaper to
-# send than thousands). Returns {written, skipped}: an entry no longer pending (another consumer wrote it)
-# is skipped. XACK says whether the entry was pending, and the script runs whole: acknowledgement and output
-# happen together.
-_DELIVER = """
-local written, skipped, dead = 0, 0, 0
-for _, item in ipairs(cjson.decode(ARGV[4])) do
-  if redis.call('XACK', KEYS[1], ARGV[1], item[2]) == 1 then  -- it was pending: this is its one outcome
-    if item[1] == 'out' then
-      redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(item[3]))
-      written = written + 1
-    else
-      redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', unpack(item[3]))
-      dead = dead + 1
-    end
-  else
-    skipped = skipped + 1
-  end
-end
-if written > 0 then redis.call('HINCRBY', KEYS[4], 'scored', written) end
-if dead > 0 then redis.call('HINCRBY', KEYS[4], 'dead', dead) end
-if skipped > 0 then redis.call('HINCRBY', KEYS[4], 'skipped', skipped) end
-return {written, skipped}
-"""
-
 
 @dataclass(frozen=True)
 class Entry:
@@ -80,9 +54,13 @@ class StreamStore:
         self.dead = keys.stream(model, "dead")
         self.stats = keys.stream(model, "stats")
         self.maxlen = maxlen
-        self._deliver = client.register_script(_DELIVER)
+        self.scripts = Scripts(client)
 
     # -- producers ---------------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        """Whether the model's input stream exists (anything was ever appended)."""
+        return bool(self.redis.exists(self.input))
 
     def backlog(self) -> int:
         """Entries not yet scored: the group's lag (entries not yet delivered) plus those pending."""
@@ -155,8 +133,8 @@ class StreamStore:
                  for kind, items in (("out", outputs), ("dead", dead)) for entry_id, fields in items]
         if not batch:
             return 0
-        written, _ = self._deliver(keys=[self.input, self.output, self.dead, self.stats],
-                                   args=[STREAM_GROUP, self.maxlen, self.maxlen, orjson.dumps(batch)])
+        written, _ = self.scripts.call("deliver", [self.input, self.output, self.dead, self.stats],
+                                       [STREAM_GROUP, self.maxlen, self.maxlen, orjson.dumps(batch)])
         return int(written)
 
     def trim_input(self) -> None:

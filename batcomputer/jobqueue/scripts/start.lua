@@ -1,0 +1,25 @@
+-- KEYS: job, pending, holders, stats.  ARGV: now, now (ISO text), lease seconds, job id, holder.
+-- Returns {state, attempts[, model, version, payload, phase, created, queue]}. A batch whose chunks are being scored is
+-- running without a holder of its own: a delivery of it then is a duplicate.
+local job = KEYS[1]
+local state = redis.call('HGET', job, 'state')
+if not state then return {false, 0} end
+local attempts = tonumber(redis.call('HGET', job, 'attempts') or '0')
+if state ~= '$queued' and state ~= '$running' then
+  redis.call('HINCRBY', KEYS[4], '$duplicates', 1)
+  return {state, attempts}
+end
+local now = tonumber(ARGV[1])
+if state == '$running' then
+  local holder = redis.call('HGET', job, 'holder')
+  local lease = holder and tonumber(redis.call('ZSCORE', KEYS[3], holder) or '0') or 0
+  if lease > now or redis.call('HGET', job, 'phase') == '$score' then
+    redis.call('HINCRBY', KEYS[4], '$duplicates', 1)
+    return {'$busy', attempts}
+  end
+end
+attempts = redis.call('HINCRBY', job, 'attempts', 1)
+redis.call('HSET', job, 'state', '$running', 'started', ARGV[2], 'holder', ARGV[5])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[4])
+local fields = redis.call('HMGET', job, 'model', 'version', 'payload', 'phase', 'created', 'queue')
+return {'$running', attempts, fields[1], fields[2], fields[3], fields[4] or '', fields[5] or '', fields[6] or ''}

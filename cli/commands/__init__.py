@@ -1,0 +1,1 @@
+"""The ``batcomputer`` commands, one module per group; ``cli.main`` registers them on the root group."""
