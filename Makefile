@@ -1,11 +1,11 @@
-# One command each: `make up` runs Batcomputer locally, `make test` runs every test.
+# One command each: `make up` runs Batcomputer locally, `make test` runs every test (`make test-fast`: unit tests only).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: install test-tools web-fonts prerequisites up test lint bench clean lock
+.PHONY: install test-tools web-fonts prerequisites up test test-fast lint bench clean lock
 
 install: $(STAMP)
 
@@ -36,10 +36,18 @@ web-fonts:
 up: install web-fonts
 	$(BIN)/batcomputer up
 
+# Unit tests: no Redis, no child process, no network (tests/unit/conftest.py refuses them).
+test-fast: install
+	$(BIN)/python -m pytest -q tests/unit
+
+# Everything: unit tests first (they fail fast), then the integration tests spread over worker processes
+# (pytest-xdist; each test file stays in one process, as its module-scoped stacks expect). The 15 slowest are listed.
+TEST_PROCESSES ?= 4
 test: prerequisites install test-tools
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests/unit
+	$(BIN)/python -m pytest -q tests/integration -n $(TEST_PROCESSES) --dist loadfile --durations=15
 
 lint: install
 	$(BIN)/ruff check .

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Install Batcomputer into a virtual environment, the way the image does (compose/Dockerfile runs this script)
-# and the way the tests check it (tests/test_compose.py runs it into a temporary venv), so the image's install
+# and the way the tests check it (tests/integration/deploy/test_compose.py runs it into a temporary venv), so the image's install
 # path is tested even where no image can be built.
 #
 #   compose/install.sh VENV REPO

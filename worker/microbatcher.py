@@ -48,8 +48,9 @@ class Batcher:
     the next ``submit`` starts a new thread."""
 
     def __init__(self, score: Score, max_records: int, window_seconds: float, log_every: float = 10.0,
-                 recorder: Recorder | None = None) -> None:
+                 recorder: Recorder | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self._score = score
+        self.clock = clock  # seconds, for the window's deadline and the periodic summary (injected by tests)
         self.recorder = recorder
         self.max_records = max_records
         self.window = window_seconds
@@ -81,14 +82,14 @@ class Batcher:
         group commit: records that arrive while a batch is being scored form the next batch, so a lone
         record never waits and batches grow with the load."""
         batch = [self._queue.get()]
-        deadline = time.monotonic() + self.window
+        deadline = self.clock() + self.window
         while len(batch) < self.max_records:
             try:
                 batch.append(self._queue.get_nowait())
                 continue
             except queue.Empty:
                 pass
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self.clock()
             if remaining <= 0 or self.window <= 0:
                 break
             try:
@@ -110,7 +111,7 @@ class Batcher:
             future.set_result(result)
 
     def _run(self) -> None:
-        last_log = time.monotonic()
+        last_log = self.clock()
         batch: list[Item] = []
         try:
             while True:
@@ -126,9 +127,9 @@ class Batcher:
                     except Exception as exc:  # every waiting task must hear about it
                         fail(items, exc)
                 batch = []
-                if time.monotonic() - last_log >= self._log_every:
+                if self.clock() - last_log >= self._log_every:
                     log.info("micro-batches: %s", self.stats.summary())
-                    last_log = time.monotonic()
+                    last_log = self.clock()
         except BaseException as exc:  # the thread is dying: nothing it held may wait forever
             log.error("the micro-batcher thread died: %r", exc)
             fail(batch, RuntimeError(f"the micro-batcher stopped ({type(exc).__name__}); the job can be retried"))

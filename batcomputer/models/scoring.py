@@ -19,7 +19,7 @@ def predict_proba(pipeline: Any, records: Any, columns: list[str]) -> Any:
     dicts in one pass; a DataFrame of strings costs more to build than the model costs to run), and a
     random forest at its end is summed tree by tree here rather than through joblib, whose dispatch costs
     more per tree than the tree does (the same trees, in the same order, the same float32 input and float64
-    sums as scikit-learn's single-job path: equal results, see tests/test_scoring.py). Any other pipeline
+    sums as scikit-learn's single-job path: equal results, see tests/unit/models/test_scoring.py). Any other pipeline
     gets a DataFrame and its own predict_proba."""
     steps = getattr(pipeline, "steps", None)
     if not (steps and _named(steps[0][1], ENCODER_MODULE, ("SchemaEncoder",))):

@@ -24,9 +24,9 @@ from prefect.testing.utilities import prefect_test_harness
 from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
 from orchestration.flows import RetrainRefused, promote, retrain, rollback, score_batch
-from tests.test_api_batches import crime_table
+from tests.integration.api.test_api_batches import crime_table
 
-SPECS = Path(__file__).resolve().parents[1] / "training" / "specs"
+SPECS = Path(__file__).resolve().parents[3] / "training" / "specs"
 MONTHS = ("2016-07-west-yorkshire-street.csv", "2017-07-west-yorkshire-street.csv",
           "2018-07-west-yorkshire-street.csv")
 

@@ -43,6 +43,6 @@ def test_every_setting_is_described() -> None:
 def test_the_readme_documents_every_setting() -> None:
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [var for var, _, _ in Settings.describe() if f"`{var}`" not in readme]
     assert missing == []

@@ -122,7 +122,7 @@ def test_the_cli_scores_files_through_a_production_gateway_with_its_key(
     import pyarrow.parquet as pq
 
     from tests.conftest import free_port
-    from tests.test_api_batches import crime_table
+    from tests.integration.api.test_api_batches import crime_table
 
     _, base, _ = stack
     settings = dataclasses.replace(base, profile="production", keys_file=str(tmp_path / "keys.json"))

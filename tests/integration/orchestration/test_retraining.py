@@ -1,6 +1,6 @@
 """Starting a retrain over HTTP survives a Prefect server that is busy for a moment, and says so when it stays
 busy. The Prefect server here is a stand-in answering its REST API's two calls (the real one is in
-tests/test_flows_server.py, where a busy SQLite database answered 503 once in CI)."""
+tests/integration/orchestration/test_flows_server.py, where a busy SQLite database answered 503 once in CI)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from batcomputer.models.registry import Registry
 from batcomputer.models.scoring import score
 from batcomputer.settings import Settings
 from tests.conftest import Services, private_settings, remove_keys, run_cli, settings_env, wait_until
-from tests.test_api_batches import crime_table
+from tests.integration.api.test_api_batches import crime_table
 
 
 @contextmanager
@@ -156,7 +156,7 @@ def test_a_promotion_is_picked_up_by_running_consumers_between_batches(
         body = orjson.dumps({"force": "West Yorkshire Police", "crime": "Burglary", "month": 10})
         store.append([body] * 50, 1_000)
         wait_until(lambda: store.redis.xlen(store.output) >= 50, 60, "the first outputs")
-        spec = (Path(__file__).resolve().parents[1] / "training" / "specs" / "crime.toml").read_text()
+        spec = (Path(__file__).resolve().parents[3] / "training" / "specs" / "crime.toml").read_text()
         (tmp_path / "crime-quick.toml").write_text(spec.replace("max_iter = 60", "max_iter = 20"))
         promoted = train(own, str(tmp_path / "crime-quick.toml"), promote=True, report=lambda line: None)
         assert promoted.published.version == 2 and promoted.promoted

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ALLOWED = {  # package -> the first-party packages it may import
     "batcomputer": {"batcomputer"},
     "api": {"api", "batcomputer"},

@@ -22,7 +22,7 @@ from batcomputer.models.bundle import Draft
 from batcomputer.settings import Settings
 from tests.conftest import Services, free_port, private_settings, remove_keys, wait_until
 from tests.pipelines import Gated
-from tests.test_worker_recovery import RECORD, publish
+from tests.integration.worker.test_worker_recovery import RECORD, publish
 
 DEFAULTS = Settings()
 

@@ -26,7 +26,7 @@ import yaml
 from batcomputer.settings import Settings
 from cli.main import cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / "compose" / ".env.example"
 DOCKERFILE = ROOT / "compose" / "Dockerfile"

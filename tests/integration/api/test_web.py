@@ -18,7 +18,7 @@ import requests
 from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
 from tests.conftest import ROOT, Services
-from tests.test_api_batches import crime_table
+from tests.integration.api.test_api_batches import crime_table
 
 Stack = tuple[str, Settings, Services]
 ARTIFACTS = ROOT / "var" / "test-artifacts" / "web"

@@ -31,7 +31,7 @@ from batcomputer.models.registry import Registry
 from tests.conftest import Services, free_port, wait_until
 from tests.parquet_footer import claim_rows
 from tests.pipelines import Gated, publish
-from tests.test_worker_recovery import _other_pipeline, client_for
+from tests.integration.worker.test_worker_recovery import _other_pipeline, client_for
 from worker.housekeeping import Sweeper
 from worker.webhooks import WebhookSender
 

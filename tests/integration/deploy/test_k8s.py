@@ -28,7 +28,7 @@ import yaml
 from batcomputer.jobqueue.keyspace import QUEUES, STREAM_GROUP, Keys
 from batcomputer.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 K8S = ROOT / "k8s"
 OVERLAYS = ("aks", "local")
 KUBERNETES_VERSION = "1.33.0"

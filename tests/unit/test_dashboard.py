@@ -8,7 +8,7 @@ from pathlib import Path
 
 from batcomputer import metrics
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "compose" / "grafana" / "batcomputer.json"
 
 
