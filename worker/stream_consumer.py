@@ -40,7 +40,7 @@ from batcomputer.models.scoring import score
 from batcomputer.settings import Settings
 from worker.bundle_cache import BundleCache
 
-log = logging.getLogger("batcomputer.jobqueue.streams")
+log = logging.getLogger("batcomputer.streams")
 CLAIM_EVERY_SECONDS = 5.0
 TRIM_EVERY_SECONDS = 5.0
 
@@ -52,9 +52,9 @@ class StreamConsumer:
         self.node = node
         self.model = model
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        client = redis_client(settings, socket_timeout=30)
-        check_redis(client)
-        self.store = StreamStore(client, settings.key_prefix, model, settings.stream_maxlen)
+        self.redis = redis_client(settings, socket_timeout=30)
+        check_redis(self.redis)
+        self.store = StreamStore(self.redis, settings.key_prefix, model, settings.stream_maxlen)
         self.registry = Registry.from_settings(settings)
         self.bundles = BundleCache(self.registry)
         self.stop = threading.Event()
@@ -65,7 +65,7 @@ class StreamConsumer:
         log.info("consumer %s reading %s", self.name, self.store.input)
         keys = Keys(self.settings.key_prefix)
         node = keys.metrics(self.node) if self.node else None
-        flusher = Flusher(self.recorder, self.store.redis, [keys.metrics(), *([node] if node else [])], node).start()
+        flusher = Flusher(self.recorder, self.redis, [keys.metrics(), *([node] if node else [])], node).start()
         try:
             self._consume()
         finally:

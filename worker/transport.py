@@ -5,8 +5,8 @@ When Redis goes away, Celery's consumer (5.7) collects the broken connection, wh
 from it, then closes it; closing the channel restores the messages it had taken but not acknowledged, which
 needs a client, which needs the detached connection: ``AttributeError: 'NoneType' object has no attribute
 'hostname'``. Celery takes that for an unrecoverable error: the worker stops consuming, and either exits or
-hangs in its shutdown (seen in tests/integration/worker/test_outage.py). Acknowledging or rejecting a message of that channel
-fails the same way. Here each is logged and skipped: the messages are still in kombu's unacknowledged hash
+hangs in its shutdown (seen in tests/integration/worker/test_outage.py). Acknowledging or rejecting a message of
+that channel fails the same way. Here each is logged and skipped: the messages are still in kombu's unacknowledged hash
 in Redis, so a live worker restores them after the visibility timeout (a job that already ended is skipped
 when its message comes back), and if Redis lost them too, the sweeper sends their jobs again.
 """

@@ -61,7 +61,8 @@ def task_message(job_ids: list[str], queue: str) -> str:
     """The broker message of one score task carrying ``job_ids``, exactly as Celery (protocol 2) and kombu's
     Redis transport would write it to the queue's list, so that publishers can push it themselves in the
     same Redis script that marks the jobs sent: one round trip, none of kombu's per-publish bookkeeping.
-    The worker side is plain Celery; ``tests/integration/jobqueue/test_broker.py`` holds this to what ``send_task`` writes."""
+    The worker side is plain Celery; ``tests/integration/jobqueue/test_broker.py`` holds this to what
+    ``send_task`` writes."""
     task_id = str(uuid.uuid4())
     args = [job_ids]
     body = json.dumps([args, {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])

@@ -644,7 +644,7 @@ def test_aks_ingress(aks: list[dict[str, Any]]) -> None:
     # The API, its documents and the web client; never /metrics, /healthz or /readyz (no catch-all prefix).
     assert ("/", "Prefix") not in paths and ("/", "Exact") in paths
     internal = routes("health") | routes("metrics")
-    everything: set[str] = set().union(*(routes(p.stem) for p in (ROOT / "api").glob("*.py")))
+    everything: set[str] = set().union(*(routes(p.stem) for p in (ROOT / "api").rglob("*.py")))
     assert {"/", "/api/predict", "/api/models/<model>/jobs", "/openapi.json", "/web/<path:filename>"} <= everything
     for route in everything - internal:
         assert any(route == p if kind == "Exact" else route == p or route.startswith(p + "/")

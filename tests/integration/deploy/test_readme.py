@@ -31,8 +31,9 @@ README = ROOT / "README.md"
 INSTALLED = (".venv", "node_modules")
 
 # Sections and commands that do not run here, and why; each must still be in the README (no stale entries).
-NOT_HERE_SECTIONS = {"With Docker": "needs a Docker engine, which this machine has not (tests/integration/deploy/test_compose.py "
-                                    "validates the compose file and runs the image's install script)"}
+NOT_HERE_SECTIONS = {"With Docker": "needs a Docker engine, which this machine has not "
+                                    "(tests/integration/deploy/test_compose.py validates the compose file and runs "
+                                    "the image's install script)"}
 NOT_HERE_COMMANDS = {"make test": "this test runs inside it"}
 NEEDS_KAGGLE = "batcomputer train titanic-kaggle --source train.csv"
 DEAD_SECTION = "Admission control and dead jobs"

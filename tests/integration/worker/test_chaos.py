@@ -21,8 +21,8 @@ from batcomputer.jobqueue.keyspace import FINAL, Keys
 from batcomputer.models.bundle import Draft
 from batcomputer.settings import Settings
 from tests.conftest import Services, free_port, private_settings, remove_keys, wait_until
-from tests.pipelines import Gated
 from tests.integration.worker.test_worker_recovery import RECORD, publish
+from tests.pipelines import Gated
 
 DEFAULTS = Settings()
 

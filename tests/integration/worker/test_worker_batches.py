@@ -29,9 +29,9 @@ from batcomputer.jobqueue.jobs import JobStore
 from batcomputer.models.bundle import Draft
 from batcomputer.models.registry import Registry
 from tests.conftest import Services, free_port, wait_until
+from tests.integration.worker.test_worker_recovery import _other_pipeline, client_for
 from tests.parquet_footer import claim_rows
 from tests.pipelines import Gated, publish
-from tests.integration.worker.test_worker_recovery import _other_pipeline, client_for
 from worker.housekeeping import Sweeper
 from worker.webhooks import WebhookSender
 

@@ -19,8 +19,8 @@ RECORDS = [{"x": float(i)} for i in range(6)]
 
 
 def bundle(version: int) -> Bundle:
-    return Bundle(model="stub", version=version, sha256=f"v{version}", manifest={}, schema=Schema("stub", (), ("y",), ("y",)),
-                  metrics={})
+    return Bundle(model="stub", version=version, sha256=f"v{version}", manifest={},
+                  schema=Schema("stub", (), ("y",), ("y",)), metrics={})
 
 
 def doubled(b: Bundle, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
