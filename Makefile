@@ -4,13 +4,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+CLIENTS_STAMP := .venv-clients/.installed
 
 .PHONY: install test-tools web-fonts prerequisites up test test-fast lint bench clean lock
 
 install: $(STAMP)
 
-# Node tools used by the tests only (Azurite, newman).
-test-tools: $(NODE_STAMP)
+# Tools used by the tests only: Node's (Azurite, newman) and the Open Inference Protocol's Python clients, in a
+# venv of their own (kserve pins pandas below 3).
+test-tools: $(NODE_STAMP) $(CLIENTS_STAMP)
+
+$(CLIENTS_STAMP): tests/clients/requirements.lock
+	$(PYTHON) -m venv .venv-clients
+	.venv-clients/bin/pip install --quiet --disable-pip-version-check -r tests/clients/requirements.lock
+	touch $(CLIENTS_STAMP)
 
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -57,7 +64,7 @@ bench: install
 	$(BIN)/python bench/run.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-clients .mypy_cache .ruff_cache .pytest_cache
 
 lock:
 	(echo "# Pinned versions, known to install together (pip freeze of a working venv). Regenerate: make lock"; \

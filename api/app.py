@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     from api.routes.retraining import retraining
     from api.routes.seed import seed
     from api.routes.streams import streams
+    from api.routes.v2 import v2
     from api.web import web
 
     settings = settings or Settings.from_env()
@@ -38,7 +39,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     install_metrics(app, gateway)
     install_cors(app, settings)
     install_auth(app, settings, gateway.redis)
-    for blueprint in (health, metrics, models, jobs, batches, retraining, streams, seed, docs, web):
+    for blueprint in (health, metrics, models, jobs, batches, retraining, streams, seed, v2, docs, web):
         app.register_blueprint(blueprint)
     if not logging.getLogger("batcomputer").handlers:  # gunicorn configures its own loggers only
         configure_logging(settings, logging.INFO, "batcomputer")

@@ -26,11 +26,13 @@ def require_media(accepted: tuple[str, ...]) -> str:
                                accepted=list(accepted))
 
 
-def read_body(accepted: tuple[str, ...] = JSON) -> bytes:
+def read_body(accepted: tuple[str, ...] = JSON, typeless: bool = False) -> bytes:
     """The request body; a body over ``BATCOMPUTER_MAX_BODY_BYTES`` is a 413, also when it comes chunked
     (the app lets the server read one byte past the limit, so that a longer stream is seen, not cut). A
-    non-empty body of another media type than ``accepted`` is a 415."""
-    if request.content_length != 0 and (request.content_length or request.headers.get("Transfer-Encoding")):
+    non-empty body of another media type than ``accepted`` is a 415; so is one without a type, unless
+    ``typeless`` (for protocols whose clients send none; other sites' pages are refused by the CORS policy)."""
+    has_body = request.content_length != 0 and (request.content_length or request.headers.get("Transfer-Encoding"))
+    if has_body and not (typeless and not request.mimetype):
         require_media(accepted)
     limit = gateway().settings.max_body_bytes
     raw = request.get_data(cache=True)

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import batcomputer
+from api.openapi_v2 import v2_paths
 from batcomputer.errors import BatcomputerError
 from batcomputer.jobqueue.keyspace import DEFAULT_ALIAS, STATES
 from batcomputer.models.registry import MAX_REASON_CHARS, MAX_VERSION, NAME, Registry
@@ -357,6 +358,7 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
                            for n in ("package", "filename")],
             "responses": {"200": {"description": "A font file"}, **errors(404)}}},
     })
+    paths.update(v2_paths(schemas, example_record, ok, errors))
     if schemas:
         paths["/api/predict"] = {"post": predict_operation(schemas, default_model)}
     for model in schemas:

@@ -1,1 +1,2 @@
-"""Celery workers on Redis: score single records, Parquet files and Redis streams."""
+"""The scoring processes: Celery workers on Redis for single records (micro-batched) and Parquet files
+(``parquet/``), the stream consumer, and the housekeeping every worker does (sweeps, files, webhooks)."""

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 from typing import Any
 
 import pytest
+
+# joblib's loky counts physical cores with a child process (lscpu); tell it the count instead.
+os.environ.setdefault("LOKY_MAX_CPU_COUNT", str(os.cpu_count() or 1))
 
 
 @pytest.fixture(autouse=True)

@@ -143,3 +143,21 @@ def test_the_cli_scores_files_through_a_production_gateway_with_its_key(
         assert key not in repr(Settings.from_env({"BATCOMPUTER_API_KEY": key}))  # never in logs
     finally:
         gateway.stop()
+
+
+def test_the_open_inference_protocol_takes_the_same_keys_and_owns_its_jobs(
+        production: tuple[FlaskClient, Settings, dict[str, str]]) -> None:
+    client, _, keys = production
+    body = {"inputs": [{"name": "force", "shape": [1], "datatype": "BYTES", "data": [RECORD["force"]]},
+                       {"name": "crime", "shape": [1], "datatype": "BYTES", "data": [RECORD["crime"]]},
+                       {"name": "month", "shape": [1], "datatype": "INT64", "data": [RECORD["month"]]}]}
+    assert client.get("/v2/health/live").status_code == 200 and client.get("/v2/health/ready").status_code == 200
+    for path in ("/v2", "/v2/models/crime", "/v2/models/crime/ready"):
+        assert client.get(path).status_code == 401, path
+    refused = client.post("/v2/models/crime/infer", json=body)
+    assert refused.status_code == 401 and "API key" in refused.get_json()["detail"]
+    answered = client.post("/v2/models/crime/infer", json=body, headers=bearer(keys["alice"]))
+    assert answered.status_code == 200, answered.get_json()
+    job = answered.get_json()["parameters"]["job"]
+    assert client.get(f"/api/jobs/{job}", headers=bearer(keys["alice"])).get_json()["owner"] == "alice"
+    assert client.get(f"/api/jobs/{job}", headers=bearer(keys["bob"])).status_code == 404

@@ -84,7 +84,8 @@ def fault(case: Case, response: Response) -> str | None:
     if status < 400:
         return None
     media = (response.headers.get("content-type") or [""])[0].split(";")[0].strip()
-    if media != "application/problem+json":
+    protocol = case.operation.path.startswith("/v2") and media == "application/json"  # the V2 routes' error shape
+    if media != "application/problem+json" and not protocol:
         return f"{status} as {media or 'no Content-Type'}, not application/problem+json: {response.content[:300]!r}"
     try:
         body: Any = response.json()
@@ -92,7 +93,7 @@ def fault(case: Case, response: Response) -> str | None:
         return f"{status} whose body is not JSON: {response.content[:300]!r}"
     if not isinstance(body, dict):
         return f"{status} whose body is not an object: {body!r}"
-    missing = [name for name in PROBLEM_FIELDS if name not in body]
+    missing = [name for name in (*PROBLEM_FIELDS, *(("error",) if protocol else ())) if name not in body]
     if missing:
         return f"{status} without {', '.join(missing)}: {body!r}"
     if body["status"] != status:
