@@ -254,6 +254,8 @@ def main() -> None:
             "mlserver /v2 infer": (peer, lua_script(folder, "mlserver", f"/v2/models/{args.model}/infer",
                                                     [v2_body(r) for r in records])),
             "batcomputer /api/predict": (gateway, lua_script(folder, "predict", "/api/predict", bodies)),
+            "batcomputer /v2 infer": (gateway, lua_script(folder, "v2", f"/v2/models/{args.model}/infer",
+                                                          [v2_body(r) for r in records])),  # MLServer's payload
             "batcomputer jobs?wait=10": (gateway, lua_script(folder, "jobs", f"/api/models/{args.model}/jobs?wait=10",
                                                              bodies)),
         }

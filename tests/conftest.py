@@ -30,6 +30,17 @@ AZURITE = ROOT / "node_modules" / ".bin" / "azurite-blob"
 AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
 
 
+# The longest test files (each over a minute or two of waiting on the shipped timeouts): under pytest-xdist a
+# long file that starts last ends the run last, so these start first (`make test` prints the slowest tests).
+LONGEST_FIRST = ("test_outage.py", "test_compose.py", "test_readme.py", "test_chaos.py", "test_worker_recovery.py",
+                 "test_flows_server.py", "test_scaleout.py", "test_stack.py", "test_worker_batches.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: every file keeps its own order
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
