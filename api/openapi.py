@@ -154,7 +154,9 @@ def batch_operation() -> dict[str, Any]:
     options = {"output_uri": {"type": "string", "description": "Where to write the output, inside the storage "
                               "roots (default: a file Batcomputer names and keeps BATCOMPUTER_BATCH_TTL_SECONDS)"},
                "callback_url": {"type": "string", "description": "POSTed the job when it ends, signed (see README)"},
-               "columns": {"type": "string", "description": "Input columns the output keeps, comma-separated"}}
+               "columns": {"type": "string", "description": "Input columns the output keeps, comma-separated"},
+               "overwrite": {"type": "string", "enum": ["true", "false"], "description": "true: replace an "
+                             "output_uri that exists (with API keys, one no other key's batch writes)"}}
     query = [{"name": name, "in": "query", "required": False, "schema": schema} for name, schema in options.items()]
     uris = {"type": "object", "required": ["input_uri"], "additionalProperties": False,
             "properties": {"input_uri": {"type": "string", "description": "A Parquet file inside the storage roots"},
@@ -174,7 +176,7 @@ def batch_operation() -> dict[str, Any]:
             "multipart/form-data": {"schema": upload},
             "application/json": {"schema": uris, "example": {"input_uri": "var/batches/in/crimes.parquet"}}}},
         "responses": {**ok("Accepted: poll the Location for progress", {"$ref": "#/components/schemas/Job"}, "202"),
-                      **errors(400, 404, 413, 415, 422)},
+                      **errors(400, 403, 404, 409, 413, 415, 422)},
     }
 
 

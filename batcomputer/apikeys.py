@@ -29,6 +29,7 @@ PREFIX = "bc_"  # keys say what they are (and secret scanners can find them)
 class Key:
     name: str
     scope: str
+    grants: tuple[str, ...] = ()  # storage prefixes beyond the key's own folder that an admin granted it
 
     def allows(self, scope: str) -> bool:
         return self.scope == "admin" or self.scope == scope
@@ -70,7 +71,7 @@ class KeyRing:
         match = None
         for name, entry in self.entries().items():
             if hmac.compare_digest(str(entry.get("sha256", "")), found) and not entry.get("revoked"):
-                match = Key(name, str(entry.get("scope", "score")))
+                match = Key(name, str(entry.get("scope", "score")), tuple(entry.get("grants", ())))
         return match
 
     def create(self, name: str, scope: str) -> str:
@@ -87,6 +88,19 @@ class KeyRing:
         keys[name] = {"scope": scope, "sha256": digest(token), "created": created}
         self._write(keys)
         return token
+
+    def grant(self, name: str, prefix: str, withdraw: bool = False) -> tuple[str, ...]:
+        """Let key ``name`` read and write batch files under ``prefix`` too (or no longer, ``withdraw``);
+        returns its grants."""
+        keys = self._file()
+        if name not in keys or keys[name].get("revoked"):
+            raise NotFound(f"no live key named {name!r} in {self.path}", field="name")
+        grants = [g for g in keys[name].get("grants", []) if g != prefix]
+        if not withdraw:
+            grants.append(prefix)
+        keys[name] = {**keys[name], "grants": grants}
+        self._write(keys)
+        return tuple(grants)
 
     def revoke(self, name: str) -> None:
         keys = self._file()

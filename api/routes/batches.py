@@ -15,7 +15,7 @@ from api.context import JSON, gateway, read_body, require_media
 from api.gateway import Gateway, Pinned, parse_json
 from api.routes.jobs import job_response
 from batcomputer.errors import BadRequest, Conflict, NotFound, TooManyRequests
-from batcomputer.files.storage import StorageRefused, remove, write_stream
+from batcomputer.files.storage import Location, StorageRefused, remove, write_stream
 from batcomputer.jobqueue.keyspace import KIND_BATCH, QUEUE_BULK, SUCCEEDED
 from batcomputer.jobqueue.records import Payload, new_job_id
 from batcomputer.jobqueue.webhooks import check_callback
@@ -26,7 +26,7 @@ PARQUET = "application/vnd.apache.parquet"
 FILE_TYPES = (PARQUET, "application/octet-stream")
 MULTIPART = "multipart/form-data"
 ACCEPTED = (*JSON, *FILE_TYPES, MULTIPART)
-OPTIONS = ("output_uri", "callback_url", "columns")
+OPTIONS = ("output_uri", "callback_url", "columns", "overwrite")
 
 
 def _columns(raw: Any) -> list[str] | None:
@@ -41,14 +41,25 @@ def _columns(raw: Any) -> list[str] | None:
 
 def _submit(gw: Gateway, pinned: Pinned, job_id: str, input_url: str, uploaded: bool,
             options: dict[str, Any]) -> Response:
-    """Create the batch job (the plan happens on a bulk worker) and send it."""
+    """Create the batch job (the plan happens on a bulk worker) and send it. In the production profile a
+    ``score`` key's files stay in its own folder and the prefixes an admin granted it, and a named output that
+    exists is replaced only when the key asks (``overwrite``), never when another key's batch wrote it."""
     storage = gw.storage
-    source = storage.confine(input_url, "input_uri")
+    caller = auth.caller()
+    owner = caller.name if caller is not None else None
+    places = None if caller is None or caller.scope == "admin" else [*storage.prefixes(caller.name), *caller.grants]
+
+    def confine(uri: str, field: str) -> Location:
+        return storage.confine(uri, field) if places is None else storage.confine_to(uri, field, places)
+
+    source = storage.confine(input_url, "input_uri") if uploaded else confine(input_url, "input_uri")
     if source.local and not uploaded and not source.fs.isfile(source.path):
         raise StorageRefused(f"input_uri: there is no file at {input_url!r}", field="input_uri", uri=input_url)
     owned = options.get("output_uri") in (None, "")
-    output = (storage.place(f"outputs/{job_id}.parquet") if owned else
-              storage.confine(options["output_uri"], "output_uri"))
+    output = (storage.place(f"outputs/{job_id}.parquet", owner) if owned else
+              confine(options["output_uri"], "output_uri"))
+    if not owned and owner is not None:
+        check_overwrite(gw, output, owner, str(options.get("overwrite", "")).lower() in ("true", "1", "yes"))
     if output.path == source.path and output.url.split("://")[0] == source.url.split("://")[0]:
         raise StorageRefused("output_uri must not be the input file", field="output_uri")
     callback = options.get("callback_url")
@@ -65,9 +76,8 @@ def _submit(gw: Gateway, pinned: Pinned, job_id: str, input_url: str, uploaded: 
         extra["upload"] = "1"
     if callback:
         extra["callback_url"] = callback
-    caller = auth.caller()
-    if caller is not None:
-        extra["owner"] = caller.name
+    if owner is not None:
+        extra["owner"] = owner
     if columns:
         extra["columns"] = ",".join(columns)
     try:
@@ -84,6 +94,16 @@ def _submit(gw: Gateway, pinned: Pinned, job_id: str, input_url: str, uploaded: 
     except Exception as exc:  # the job exists: the sweeper sends it
         log.warning("batch %s is accepted but its message could not be sent (%s); the sweeper will", job_id, exc)
     return job_response(gw.jobs.get(created.job_id), 202)
+
+
+def check_overwrite(gw: Gateway, output: Location, owner: str, overwrite: bool) -> None:
+    """A named output another key's batch writes is refused; one that exists is replaced only on request."""
+    other = gw.batches.claim_output(output.url, owner)
+    if other is not None:
+        raise Conflict(f"output_uri {output.url!r} is written by a batch of another key; name another file",
+                       field="output_uri")
+    if not overwrite and output.fs.exists(output.path):
+        raise Conflict(f"output_uri {output.url!r} exists; ?overwrite=true replaces it", field="output_uri")
 
 
 @batches.post("/models/<model>/batches")
@@ -108,7 +128,8 @@ def submit_batch(model: str) -> Response:
         return _submit(gw, pinned, job_id, body["input_uri"], False, options)
     if options.get("callback_url"):  # refuse before reading a large body, where the query says enough
         check_callback(options["callback_url"], gw.settings.webhook_hosts, gw.settings.webhook_secret)
-    pinned_upload = gw.storage.place(f"uploads/{job_id}.parquet")
+    caller = auth.caller()
+    pinned_upload = gw.storage.place(f"uploads/{job_id}.parquet", caller.name if caller else None)
     limit = gw.settings.max_upload_bytes
     request.max_content_length = limit + 1
     if kind == MULTIPART:

@@ -22,7 +22,7 @@ def seed_error(error: BatcomputerError) -> Response:
     response = problem_response(error)
     body = response.get_json()
     body["error"] = error.detail
-    if 400 <= error.status < 500 and error.status not in (404, 405, 409, 413, 415):
+    if 400 <= error.status < 500 and error.status not in (401, 403, 404, 405, 409, 413, 415, 429):
         body["status"] = 400
         response.status_code = 400
     response.set_data(jsonify(body).get_data())

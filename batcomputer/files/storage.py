@@ -12,6 +12,8 @@ from typing import Any
 from batcomputer.errors import BatcomputerError
 from batcomputer.settings import Settings
 
+TENANTS = "tenants"  # in every root: one folder per API key, the only place its files go by default
+
 
 class StorageRefused(BatcomputerError):
     """A URI outside the storage roots, with ``..``, through a link that leads out, or of another scheme."""
@@ -19,6 +21,14 @@ class StorageRefused(BatcomputerError):
     code = "storage_refused"
     status = 422
     title = "Storage location refused"
+
+
+class StorageForbidden(BatcomputerError):
+    """A URI inside the roots but outside every prefix the calling key is granted."""
+
+    code = "storage_forbidden"
+    status = 403
+    title = "Storage location forbidden to this key"
 
 
 @dataclass(frozen=True)
@@ -76,6 +86,8 @@ class Storage:
         """The location of ``uri`` if it lies within a storage root; else ``StorageRefused`` naming ``field``."""
         if not isinstance(uri, str) or not uri.strip():
             raise StorageRefused(f"{field} must be a non-empty URI or path", field=field)
+        if any(ord(c) < 32 for c in uri):
+            raise StorageRefused(f"{field} may not contain control characters (NUL, line breaks)", field=field)
         protocol, path = _split(uri.strip())
         if ".." in PurePosixPath(path).parts or ".." in path.replace("\\", "/").split("/"):
             raise StorageRefused(f"{field} may not contain '..'", field=field, uri=uri)
@@ -97,8 +109,33 @@ class Storage:
         raise StorageRefused(f"{field} {uri!r} is outside the storage roots "
                              f"({', '.join(root.url for root in self.roots)})", field=field, uri=uri)
 
-    def place(self, name: str) -> Location:
-        """A location for ``name`` (a relative file name) in the first root: uploads and default outputs."""
+    def prefixes(self, owner: str) -> list[str]:
+        """Where ``owner``'s files live by default: its folder under ``tenants/`` in every root."""
+        return [f"{root.url.rstrip('/')}/{TENANTS}/{owner}" for root in self.roots]
+
+    def confine_to(self, uri: str, field: str, prefixes: list[str]) -> Location:
+        """``confine``, and the location must also lie under one of ``prefixes`` (themselves confined to the
+        roots); else ``StorageForbidden`` naming ``field`` and the prefixes the caller may use."""
+        location = self.confine(uri, field)
+        for prefix in prefixes:
+            try:
+                allowed = self.confine(prefix, field)
+            except StorageRefused:
+                continue
+            same_scheme = location.url.split("://")[0] == allowed.url.split("://")[0] or (
+                location.local and allowed.local)
+            if same_scheme and (location.path == allowed.path
+                                or location.path.startswith(allowed.path.rstrip("/") + "/")):
+                return location
+        raise StorageForbidden(f"{field} {uri!r} is outside the places this key may use ({', '.join(prefixes)}); "
+                               "an admin can grant a shared prefix: batcomputer keys grant NAME PREFIX",
+                               field=field, uri=uri, allowed=prefixes)
+
+    def place(self, name: str, owner: str | None = None) -> Location:
+        """A location for ``name`` (a relative file name) in the first root, inside ``owner``'s folder when
+        there is one: uploads and default outputs."""
+        if owner is not None:
+            name = f"{TENANTS}/{owner}/{name}"
         root = self.roots[0]
         if root.protocol == "file":
             return self.confine(os.path.join(root.path, name), "name")

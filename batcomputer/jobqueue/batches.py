@@ -83,6 +83,14 @@ class BatchStore:
         return [url.decode() for url in self.redis.zrangebyscore(self.keys.files, "-inf", self.jobs.clock(),
                                                                    start=0, num=limit)]
 
+    def claim_output(self, url: str, owner: str) -> str | None:
+        """Record ``owner`` as the writer of the output ``url`` unless another key's batch claimed it first;
+        returns that other key's name (nothing recorded), or None."""
+        if self.redis.hsetnx(self.keys.writers, url, owner):
+            return None
+        writer = self.redis.hget(self.keys.writers, url)
+        return None if writer is None or writer.decode() == owner else writer.decode()
+
     def forget_files(self, urls: list[str]) -> None:
         if urls:
             self.redis.zrem(self.keys.files, *urls)

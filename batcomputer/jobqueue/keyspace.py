@@ -95,6 +95,11 @@ class Keys:
         return f"{self.prefix}files"
 
     @property
+    def writers(self) -> str:
+        """Hash: the URL of every output a batch of a key wrote (or is writing) -> that key's name."""
+        return f"{self.prefix}writers"
+
+    @property
     def webhooks(self) -> str:
         """Sorted set: batch job ids whose webhook is due, by the time of the next delivery attempt."""
         return f"{self.prefix}webhooks"

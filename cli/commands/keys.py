@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from batcomputer.apikeys import KeyRing
+from batcomputer.files.storage import Storage
 from cli.context import Context, pass_context, table
 
 
@@ -35,6 +36,19 @@ def keys_create(ctx: Context, name: str, scope: str) -> None:
     token = ring.create(name, scope)
     click.echo(f"created {scope} key {name!r} in {ring.path}; keep it now, it is not shown again:")
     click.echo(token)
+
+
+@keys.command("grant")
+@click.argument("name")
+@click.argument("prefix")
+@click.option("--withdraw", is_flag=True, help="Take the grant back")
+@pass_context
+def keys_grant(ctx: Context, name: str, prefix: str, withdraw: bool) -> None:
+    """Let a score key read and write batch files under PREFIX (a folder in the storage roots), beside its own
+    folder (tenants/NAME in every root). Admin keys need no grants."""
+    Storage.from_settings(ctx.settings).confine(prefix, "prefix")  # inside the roots, or a clear refusal
+    grants = KeyRing.from_settings(ctx.settings).grant(name, prefix, withdraw)
+    click.echo(f"{name!r} may use: its own folder, {', '.join(grants) or 'nothing else'}")
 
 
 @keys.command("revoke")

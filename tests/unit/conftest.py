@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 from typing import Any
 
 import pytest
 
-# joblib's loky counts physical cores with a child process (lscpu); tell it the count instead.
-os.environ.setdefault("LOKY_MAX_CPU_COUNT", str(os.cpu_count() or 1))
+
+@pytest.fixture(autouse=True, scope="session")
+def cores_counted() -> None:
+    """joblib's loky counts physical cores once with a child process (lscpu), which unit tests refuse: count
+    them before any test runs (scikit-learn asks when it fits a gradient boosting model)."""
+    from joblib.externals.loky.backend.context import _count_physical_cores
+
+    _count_physical_cores()
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
 import requests
 
@@ -38,6 +41,18 @@ def test_predict_errors_are_400_with_the_seed_error_message(stack: Stack) -> Non
     assert malformed.status_code == 400 and "not valid JSON" in malformed.json()["error"]
     missing = requests.post(f"{base}/api/predict", json={"force": "West Yorkshire Police"}, timeout=15)
     assert missing.status_code == 400 and {p["field"] for p in missing.json()["problems"]} == {"crime", "month"}
+
+
+def test_predict_keeps_the_status_of_access_refusals(stack: Stack, tmp_path: Path) -> None:
+    """Only bad input becomes the seed's 400: a missing key stays 401 (issue 30 found a 400)."""
+    from api.app import create_app
+    from tests.integration.api.test_auth import create_key
+
+    _, base, _ = stack
+    settings = dataclasses.replace(base, profile="production", keys_file=str(tmp_path / "keys.json"))
+    create_key(settings, "shop", "score")
+    refused = create_app(settings).test_client().post("/api/predict", json=CRIME)
+    assert refused.status_code == 401 and refused.get_json()["code"] == "unauthorized"
 
 
 def test_params_lists_categories_or_zero(stack: Stack) -> None:

@@ -35,6 +35,7 @@ def test_paths_and_urls_inside_a_root_are_confined_to_it(storage: Storage, tmp_p
     ("http://example.org/crime.parquet", "the scheme 'http' is not allowed"),
     ("memory://elsewhere/crime.parquet", "outside the storage roots"),
     ("", "non-empty"),
+    ("{root}/in\x00.parquet", "control characters"),  # a NUL byte was a 500 (issue 30)
 ])
 def test_anything_else_is_refused_naming_the_field(storage: Storage, tmp_path: Path, uri: str, reason: str) -> None:
     (tmp_path / "outside").mkdir()
