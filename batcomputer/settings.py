@@ -184,7 +184,8 @@ class Settings:
         "help": "Web origins (scheme://host[:port], comma-separated) whose pages may call the API from a browser; "
                 "never with credentials. Other origins may not change anything"})
     webhook_hosts: str = field(default="", metadata={"parse": _optional_list,
-        "help": "Hosts a batch's callback_url may name, comma-separated (host or host:port); empty: no callbacks"})
+        "help": "Hosts a batch's callback_url may name, comma-separated (host or host:port); loopback and "
+                "private addresses only when listed by address; empty: no callbacks"})
     webhook_secret: str | None = field(default=None, repr=False, metadata={"parse": _optional_text,
         "help": "Key of the HMAC-SHA256 signature on webhook deliveries (needed for callback_url)"})
     api_key: str | None = field(default=None, repr=False, metadata={"parse": _optional_text,

@@ -33,7 +33,8 @@ def make_worker_app(settings: Settings, queues: list[str], node: str = "") -> Ce
 
     def start_sweeper(**_: Any) -> None:
         jobs = JobStore.from_settings(redis_client(settings), settings)
-        sweeper.append(Sweeper(jobs, Storage.from_settings(settings), settings.webhook_secret).start())
+        sweeper.append(Sweeper(jobs, Storage.from_settings(settings), settings.webhook_secret,
+                                     settings.webhook_hosts).start())
 
     def stop(**_: Any) -> None:
         for running in sweeper:

@@ -20,11 +20,12 @@ class Sweeper:
     It runs every third of the lease, so a lost worker's running jobs are sent again within
     ``lease_seconds`` plus a third of it, and stranded queued jobs within the visibility timeout plus that."""
 
-    def __init__(self, jobs: JobStore, storage: Storage | None = None, webhook_secret: str | None = None) -> None:
+    def __init__(self, jobs: JobStore, storage: Storage | None = None, webhook_secret: str | None = None,
+                 webhook_hosts: str = "") -> None:
         self.jobs = jobs
         self.batches = BatchStore(jobs)
         self.storage = storage
-        self.webhooks = WebhookSender(self.batches, webhook_secret)
+        self.webhooks = WebhookSender(self.batches, webhook_secret, webhook_hosts)
         self.interval = max(0.2, jobs.lease / 3)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sweeper", daemon=True)
