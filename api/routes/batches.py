@@ -62,6 +62,9 @@ def _submit(gw: Gateway, pinned: Pinned, job_id: str, input_url: str, uploaded: 
         check_overwrite(gw, output, owner, str(options.get("overwrite", "")).lower() in ("true", "1", "yes"))
     if output.path == source.path and output.url.split("://")[0] == source.url.split("://")[0]:
         raise StorageRefused("output_uri must not be the input file", field="output_uri")
+    if output.fs.isdir(output.path):
+        raise StorageRefused(f"output_uri {output.url!r} is a folder; name a file in it", field="output_uri",
+                             uri=output.url)
     callback = options.get("callback_url")
     if callback not in (None, ""):
         callback = check_callback(callback, gw.settings.webhook_hosts, gw.settings.webhook_secret)

@@ -146,6 +146,10 @@ class BatchRunner:
         return SUCCEEDED, {"scoring_finished": str(self.jobs.clock()), **({} if total else {"rows_total": "0"})}
 
     def ended(self, batch_id: str) -> None:
-        """A batch is final: its webhook, if it has one, is due now."""
-        if self.jobs.fields(batch_id, "callback_url")[0]:
+        """A batch is final: its webhook, if it has one, is due now; unless it succeeded (whose merge scheduled
+        its parts already), what it wrote is deleted at once, whatever failed (the plan, a chunk, the merge)."""
+        state, callback = self.jobs.fields(batch_id, "state", "callback_url")
+        if state != SUCCEEDED:
+            self.batches.discard(batch_id)
+        if callback:
             self.batches.schedule_webhook(batch_id)

@@ -243,3 +243,22 @@ def test_a_million_row_file_through_the_api_equals_in_process_scoring(stack: Sta
     for name, label in (("notCaughtProb", "notCaught"), ("caughtProb", "caught")):
         got = np.asarray(output.column(name).filter(pa.array(good)))
         np.testing.assert_allclose(got, expected[:, labels.index(label)], rtol=0, atol=1e-9)
+
+
+def test_a_failed_merge_leaves_no_parts_and_a_folder_is_no_output(stack: Stack) -> None:
+    base, settings, _ = stack
+    root = Path(settings.storage_roots)
+    registry = Registry.from_settings(settings)
+    pq.write_table(crime_table(registry, 30_000, bad=False), root / "merge-input.parquet")
+    folder = requests.post(f"{base}/api/models/crime/batches", timeout=10,
+                           json={"input_uri": str(root / "merge-input.parquet"), "output_uri": str(root)})
+    assert folder.status_code == 422 and "is a folder" in folder.json()["detail"]
+    (root / "not-a-folder").write_bytes(b"a file where the output's folder should be")
+    body = {"input_uri": str(root / "merge-input.parquet"),
+            "output_uri": str(root / "not-a-folder" / "scored.parquet")}  # only the merge can find out
+    response = requests.post(f"{base}/api/models/crime/batches", json=body, timeout=10)
+    assert response.status_code == 202, response.text
+    job = wait_job(base, response.json()["id"])
+    assert job["state"] == "failed" and job["chunks_done"] == job["chunks_total"] > 0
+    parts = root / "parts" / job["id"]
+    wait_until(lambda: not parts.exists(), 60, "the failed batch's parts to be deleted")
