@@ -47,31 +47,36 @@ def install(app: Flask, settings: Settings, redis: Any) -> None:
                                  f"NAME --scope admin` (keys file {ring.path}) or set BATCOMPUTER_API_KEYS")
     prefix = settings.key_prefix
 
+    def spend(who: str, label: str) -> None:
+        """Count a request of ``who`` in this minute; past the limit, a 429."""
+        window = int(time.time() // 60)
+        counter = f"{prefix}rate:{who}:{window}"
+        with redis.pipeline(transaction=False) as pipe:
+            pipe.incr(counter)
+            pipe.expire(counter, 120)
+            used = pipe.execute()[0]
+        if used > settings.rate_limit_per_minute:
+            raise TooManyRequests(f"{label} made more than {settings.rate_limit_per_minute} requests this "
+                                  f"minute", retry_after=max(1, 60 - int(time.time() % 60)),
+                                  limit=settings.rate_limit_per_minute)
+
     @app.before_request
     def authenticate() -> None:
         if request.endpoint in PUBLIC or request.endpoint is None:
             return
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthorized("send an API key: Authorization: Bearer <key>", field="Authorization")
-        key = ring.authenticate(token.strip())
-        if key is None:
+        key = ring.authenticate(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
+        if key is None:  # guesses are rate-limited too, per client address
+            spend(f"addr:{request.remote_addr or 'unknown'}", "this address (without a valid key)")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthorized("send an API key: Authorization: Bearer <key>", field="Authorization")
             raise Unauthorized("the API key is unknown or revoked", field="Authorization")
         needed = "admin" if request.endpoint in ADMIN else "score"
         if not key.allows(needed):
             raise Forbidden(f"this route needs a key with the {needed!r} scope; {key.name!r} has {key.scope!r}",
                             scope=needed)
-        window = int(time.time() // 60)
-        counter = f"{prefix}rate:{key.name}:{window}"
-        with redis.pipeline(transaction=False) as pipe:
-            pipe.incr(counter)
-            pipe.expire(counter, 120)
-            used = pipe.execute()[0]
-        if used > settings.rate_limit_per_minute:
-            raise TooManyRequests(f"{key.name!r} made more than {settings.rate_limit_per_minute} requests this "
-                                  f"minute", retry_after=max(1, 60 - int(time.time() % 60)),
-                                  limit=settings.rate_limit_per_minute)
+        spend(key.name, repr(key.name))
         g.key = key
 
     @app.after_request

@@ -99,9 +99,17 @@ class ValidationFailed(BatcomputerError):
     status = 422
     title = "Invalid record"
 
+    MAX_PROBLEMS = 100  # listed in the answer; the rest are counted (an error is never larger than the request)
+    MAX_SUMMARIZED = 10  # problems the detail names
+
     def __init__(self, problems: list[dict[str, Any]], detail: str | None = None) -> None:
-        summary = detail or "; ".join(p["message"] for p in problems)
-        super().__init__(summary, problems=problems)
+        summary = detail or "; ".join(p["message"] for p in problems[:self.MAX_SUMMARIZED])
+        if detail is None and len(problems) > self.MAX_SUMMARIZED:
+            summary += f"; and {len(problems) - self.MAX_SUMMARIZED} more problem(s)"
+        shown: dict[str, Any] = {"problems": problems[:self.MAX_PROBLEMS]}
+        if len(problems) > self.MAX_PROBLEMS:
+            shown["problems_total"] = len(problems)
+        super().__init__(summary, **shown)
         self.problems = problems
 
 

@@ -120,6 +120,15 @@ def _number_text(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(value)
 
 
+MAX_ECHO = 80  # characters of a client's value a problem repeats: an error is never larger than the request
+
+
+def echo(value: Any) -> str:
+    """``repr(value)``, cut to ``MAX_ECHO`` characters (saying how long it was)."""
+    text = repr(value)
+    return text if len(text) <= MAX_ECHO else f"{text[:MAX_ECHO]}... ({len(text)} characters)"
+
+
 def _problem(field_name: str, code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"field": field_name, "code": code, "message": f"{field_name}: {message}", **extra}
 
@@ -135,23 +144,23 @@ def check_value(spec: Field, value: Any) -> tuple[Any, dict[str, Any] | None]:
             return None, _problem(spec.name, "type", f"must be a string ({spec.describe_domain()}), "
                                   f"got {type(value).__name__}")
         if value not in (spec.categories or ()):
-            return None, _problem(spec.name, "category", f"{value!r} is not allowed; expected "
+            return None, _problem(spec.name, "category", f"{echo(value)} is not allowed; expected "
                                   f"{spec.describe_domain()}", allowed=list(spec.categories or ()))
         return value, None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        return None, _problem(spec.name, "type", f"must be a JSON number, got {type(value).__name__} {value!r}")
+        return None, _problem(spec.name, "type", f"must be a JSON number, got {type(value).__name__} {echo(value)}")
     try:
         finite = math.isfinite(value)
     except OverflowError:  # an integer beyond any float: no model can take it
         return None, _problem(spec.name, "range", f"an integer of {int(value).bit_length()} bits is out of range; "
                               f"expected {spec.describe_domain()}", minimum=spec.minimum, maximum=spec.maximum)
     if not finite:
-        return None, _problem(spec.name, "not_finite", f"must be a finite number, got {value!r}")
+        return None, _problem(spec.name, "not_finite", f"must be a finite number, got {echo(value)}")
     if spec.integer and not float(value).is_integer():
-        return None, _problem(spec.name, "type", f"must be a whole number, got {value!r}")
+        return None, _problem(spec.name, "type", f"must be a whole number, got {echo(value)}")
     low, high = spec.minimum, spec.maximum
     if (low is not None and value < low) or (high is not None and value > high):
-        return None, _problem(spec.name, "range", f"{value!r} is out of range; expected {spec.describe_domain()}",
+        return None, _problem(spec.name, "range", f"{echo(value)} is out of range; expected {spec.describe_domain()}",
                               minimum=low, maximum=high)
     return (int(value) if spec.integer else float(value)), None
 
@@ -229,7 +238,8 @@ def validate_record(schema: Schema, record: Any) -> tuple[dict[str, Any], list[d
     known = set(schema.field_names)
     for name in record:
         if name not in known:
-            problems.append(_problem(str(name), "unknown_field", f"is not a field of model {schema.model!r}; "
+            shown = str(name) if len(str(name)) <= MAX_ECHO else echo(str(name))
+            problems.append(_problem(shown, "unknown_field", f"is not a field of model {schema.model!r}; "
                                      f"fields are {', '.join(schema.field_names)}"))
     clean: dict[str, Any] = {}
     for spec in schema.fields:
@@ -280,7 +290,7 @@ def parse_text(spec: Field, text: str) -> tuple[Any, dict[str, Any] | None]:
     try:
         number: float = int(text) if text.strip().lstrip("+-").isdigit() else float(text)
     except ValueError:
-        return None, _problem(spec.name, "type", f"{text!r} is not a number ({spec.describe_domain()})")
+        return None, _problem(spec.name, "type", f"{echo(text)} is not a number ({spec.describe_domain()})")
     return number, None
 
 

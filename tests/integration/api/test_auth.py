@@ -161,3 +161,18 @@ def test_the_open_inference_protocol_takes_the_same_keys_and_owns_its_jobs(
     job = answered.get_json()["parameters"]["job"]
     assert client.get(f"/api/jobs/{job}", headers=bearer(keys["alice"])).get_json()["owner"] == "alice"
     assert client.get(f"/api/jobs/{job}", headers=bearer(keys["bob"])).status_code == 404
+
+
+def test_guessing_keys_is_rate_limited_per_client_address(
+        production: tuple[FlaskClient, Settings, dict[str, str]]) -> None:
+    client, settings, keys = production
+    guesser = {"REMOTE_ADDR": f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.7"}  # this test's own address
+    statuses = []
+    for attempt in range(settings.rate_limit_per_minute + 1):
+        headers = bearer(f"bc_guess-{attempt}") if attempt % 2 else {}
+        statuses.append(client.get("/api/models/crime", headers=headers, environ_base=guesser).status_code)
+        if statuses[-1] == 429:
+            break
+    assert statuses[-1] == 429 and set(statuses[:-1]) == {401}
+    assert len(statuses) >= settings.rate_limit_per_minute  # every guess within the limit got its 401
+    assert client.get("/api/models/crime", headers=bearer(keys["alice"])).status_code == 200  # others are not held
