@@ -92,11 +92,12 @@ def _submit(gw: Gateway, pinned: Pinned, job_id: str, input_url: str, uploaded: 
         raise
     if uploaded:
         gw.batches.expire_files([source.url], gw.settings.batch_ttl_seconds)
+    job = gw.jobs.get(created.job_id)  # as accepted: read before it is sent, or a fast worker's start shows
     try:
         gw.publisher.publish(job_id, QUEUE_BULK)
     except Exception as exc:  # the job exists: the sweeper sends it
         log.warning("batch %s is accepted but its message could not be sent (%s); the sweeper will", job_id, exc)
-    return job_response(gw.jobs.get(created.job_id), 202)
+    return job_response(job, 202)
 
 
 def check_overwrite(gw: Gateway, output: Location, owner: str, overwrite: bool) -> None:
