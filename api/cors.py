@@ -1,5 +1,8 @@
 """The cross-origin policy: which web pages may call the API from a browser, and that no other page changes state.
 
+In the local profile (no keys) the gateway also answers only requests that name it by a loopback name: a page
+whose DNS name is rebound to 127.0.0.1 is same-origin to the browser, and would otherwise pass.
+
 A browser sends some requests to any site without asking first (a form post, a ``text/plain`` or bodiless
 ``fetch``), with an ``Origin`` header naming the page that sent them. The gateway refuses every request that
 could change something (any method but GET, HEAD and OPTIONS) from an origin other than its own or one listed in
@@ -14,7 +17,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, request
 
-from batcomputer.errors import CrossOriginRefused
+from batcomputer.errors import CrossOriginRefused, HostRefused
 from batcomputer.settings import Settings
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -28,8 +31,19 @@ def same_origin(origin: str) -> bool:
     return urlsplit(origin).netloc.lower() == request.host.lower()
 
 
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
 def install(app: Flask, settings: Settings) -> None:
     allowed = frozenset(o.rstrip("/").lower() for o in settings.cors_origins.split(",") if o)
+
+    if settings.profile == "local":  # no keys here: a page that rebinds its own name to 127.0.0.1 must not pass
+        @app.before_request
+        def refuse_other_hosts() -> None:
+            host = (urlsplit(f"//{request.host}").hostname or "").lower()
+            if host not in LOCAL_HOSTS and host != settings.api_host.lower():
+                raise HostRefused(f"the local profile serves only 127.0.0.1, localhost and ::1, not {host!r} "
+                                  "(a page that rebinds its name to this machine would get in)", field="Host")
 
     @app.before_request
     def refuse_foreign_changes() -> Response | None:

@@ -64,6 +64,14 @@ class Forbidden(BatcomputerError):
     title = "Forbidden"
 
 
+class HostRefused(BatcomputerError):
+    """A request naming a host the local profile does not serve (a DNS-rebinding page names its own)."""
+
+    code = "host_refused"
+    status = 421
+    title = "Misdirected request"
+
+
 class CrossOriginRefused(BatcomputerError):
     """A web page of another origin asking to change something (its browser would send it without asking)."""
 

@@ -219,6 +219,9 @@ class Settings:
         "help": "Requests with more records than this go to the bulk queue"})
     worker_metrics_port: int = field(default=9100, metadata={"parse": _port,
         "help": "Port of a worker's (or stream consumer's) Prometheus /metrics (0: none)"})
+    metrics_host: str = field(default="127.0.0.1", metadata={"parse": _text,
+        "help": "Bind address of the workers' and stream consumers' /metrics (and of Flower under `up`); "
+                "0.0.0.0 in containers, where Prometheus and the kubelet reach them"})
     log_format: str = field(default="text", metadata={"parse": _log_format,
         "help": "Log lines as text or json (one JSON object per line, with job id and model version)"})
     max_queue_depth: int = field(default=50_000, metadata={"parse": _positive_int,

@@ -106,7 +106,7 @@ def run_stack(settings: Settings, port: int, report: Report = print, flower_port
                 report("Flower is not installed: pip install 'batcomputer[ops]' (or flower)")
                 return 1
             env["FLOWER_UNAUTHENTICATED_API"] = "true"  # loopback only, like the local profile's gateway
-            roles.append(("flower", flower_command(flower_port, settings.api_host)))
+            roles.append(("flower", flower_command(flower_port, settings.metrics_host)))
         registry = Registry.from_settings(settings)
         for model in registry.models():  # one stream consumer per served model
             if settings.default_alias in registry.aliases(model):
@@ -127,7 +127,7 @@ def run_stack(settings: Settings, port: int, report: Report = print, flower_port
                    "application/json' -d '{\"force\": \"West Yorkshire Police\", \"crime\": \"Burglary\", "
                    "\"month\": 10}'\n" + (f"  prefect  {prefect.ui_url} (retrain: batcomputer retrain crime)\n"
                                              if prefect else "")
-                   + (f"  flower   http://{settings.api_host}:{flower_port}/\n" if flower_port is not None else "")
+                   + (f"  flower   http://{settings.metrics_host}:{flower_port}/\n" if flower_port is not None else "")
                    + "Ctrl-C stops everything.")
         while not stopping:
             for name, process in processes:

@@ -33,9 +33,9 @@ def serve_metrics(settings: Settings, node: str, port: int | None = None) -> Any
     registry = CollectorRegistry(auto_describe=False)
     registry.register(HashCollector(redis_client(settings), Keys(settings.key_prefix).metrics(node)))
     try:
-        server, _ = start_http_server(port, addr=settings.api_host, registry=registry)
+        server, _ = start_http_server(port, addr=settings.metrics_host, registry=registry)
     except OSError as exc:
         log.warning("no /metrics for %s: port %d: %s", node, port, exc)
         return None
-    log.info("metrics of %s on http://%s:%d/metrics", node, settings.api_host, port)
+    log.info("metrics of %s on http://%s:%d/metrics", node, settings.metrics_host, port)
     return server

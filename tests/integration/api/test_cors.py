@@ -62,3 +62,14 @@ def test_the_gateways_own_pages_and_listed_origins_may_call_it(client: FlaskClie
     foreign_preflight = client.options("/api/models/crime/jobs", headers={
         "Origin": FOREIGN, "Access-Control-Request-Method": "POST"})
     assert "Access-Control-Allow-Origin" not in foreign_preflight.headers
+
+
+def test_the_local_profile_answers_only_its_loopback_names(client: FlaskClient) -> None:
+    """A page whose DNS name rebinds to 127.0.0.1 is same-origin to the browser: its Host header gives it away
+    (issue 30's probe moved an alias this way, with no key)."""
+    rebound = client.put("/api/models/crime/aliases/production", json={"version": 1},
+                         headers={"Host": "attacker.example:8000", "Origin": "http://attacker.example:8000"})
+    assert rebound.status_code == 421 and rebound.get_json()["code"] == "host_refused"
+    assert client.get("/api/models", headers={"Host": "attacker.example:8000"}).status_code == 421
+    for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000", "localhost"):
+        assert client.get("/api/models", headers={"Host": host}).status_code == 200, host
