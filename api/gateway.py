@@ -13,13 +13,13 @@ import orjson
 
 from api.inbox import Inbox
 from api.publisher import Publisher
-from batcomputer.errors import BadRequest, TooManyRecords
+from batcomputer.errors import BadRequest, ScoringFailed, TooManyRecords, Unavailable
 from batcomputer.files.storage import Storage
 from batcomputer.jobqueue.batches import BatchStore
 from batcomputer.jobqueue.connection import redis_client
 from batcomputer.jobqueue.jobs import JobStore
-from batcomputer.jobqueue.keyspace import FINAL, QUEUE_BULK, QUEUE_RECORDS
-from batcomputer.jobqueue.records import Payload, body_digest, decode_final, new_job_id
+from batcomputer.jobqueue.keyspace import FINAL, QUEUE_BULK, QUEUE_RECORDS, SUCCEEDED
+from batcomputer.jobqueue.records import Payload, RawJSON, body_digest, decode_final, new_job_id
 from batcomputer.models.registry import Registry, parse_version
 from batcomputer.models.schema import Schema, clean_json, validate_records
 from batcomputer.settings import Settings
@@ -172,6 +172,20 @@ class Gateway:
         finally:
             self.inbox.forget(job_id)
         return Submitted(job, job["state"] in FINAL)
+
+    def results_of(self, submitted: Submitted, what: str) -> list[dict[str, Any]]:
+        """The results of a job a synchronous route waited for: a 503 when no worker finished ``what`` in time
+        (the job goes on), a 502 when it failed."""
+        job = submitted.job
+        if not submitted.final:
+            raise Unavailable(f"no worker scored {what} within {self.settings.predict_timeout_seconds:g} s; "
+                              f"the job continues as /api/jobs/{job['id']}", retry_after=2, job=job["id"])
+        if job["state"] != SUCCEEDED:
+            detail = (job.get("error") or {}).get("detail", job["state"])
+            raise ScoringFailed(f"job {job['id']} ended {job['state']}: {detail}", job=job["id"])
+        stored = job["results"]
+        results: list[dict[str, Any]] = stored.parse() if isinstance(stored, RawJSON) else stored
+        return results
 
     def wait_for(self, job_id: str, timeout: float) -> dict[str, Any]:
         """The job once it is final, or as it is after ``timeout`` seconds; the wait is in this process's

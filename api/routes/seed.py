@@ -10,8 +10,7 @@ import batcomputer
 from api import auth
 from api.context import gateway, read_body
 from api.problems import problem_response
-from batcomputer.errors import BatcomputerError, ScoringFailed, Unavailable
-from batcomputer.jobqueue.records import RawJSON
+from batcomputer.errors import BatcomputerError
 
 seed = Blueprint("seed", __name__, url_prefix="/api")
 
@@ -37,15 +36,7 @@ def predict() -> dict[str, Any]:
     caller = auth.caller()
     submitted = gw.submit_body(pinned, read_body(), wait=gw.settings.predict_timeout_seconds, single=True,
                                owner=caller.name if caller else None)
-    job = submitted.job
-    if not submitted.final:
-        raise Unavailable(f"no worker scored the record within {gw.settings.predict_timeout_seconds:g} s; "
-                          f"the job continues as /api/jobs/{job['id']}", retry_after=2, job=job["id"])
-    if job["state"] != "succeeded":
-        detail = (job.get("error") or {}).get("detail", job["state"])
-        raise ScoringFailed(f"job {job['id']} ended {job['state']}: {detail}", job=job["id"])
-    results = job["results"]
-    result = dict((results.parse() if isinstance(results, RawJSON) else results)[0])
+    result = dict(gw.results_of(submitted, "the record")[0])
     result.pop("label", None)
     if request.args.get("warnings", "").lower() not in ("true", "1", "yes"):
         result.pop("warnings", None)  # the seed's shape, unless asked

@@ -21,8 +21,7 @@ from api.context import gateway, read_body
 from api.gateway import Gateway, Pinned, parse_json
 from api.problems import PROBLEM_TYPE
 from api.tensors import BINARY_HEADER, decode_request
-from batcomputer.errors import BadRequest, ScoringFailed, Unavailable
-from batcomputer.jobqueue.records import RawJSON
+from batcomputer.errors import BadRequest, Unavailable
 from batcomputer.models.schema import CATEGORICAL, Field
 
 v2 = Blueprint("v2", __name__, url_prefix="/v2")
@@ -119,15 +118,8 @@ def infer(model: str, version: str | None = None) -> Response:
     caller = auth.caller()
     submitted = gw.submit(pinned, inference.records, wait=gw.settings.predict_timeout_seconds,
                           owner=caller.name if caller else None)
+    results = gw.results_of(submitted, "the records")
     job = submitted.job
-    if not submitted.final:
-        raise Unavailable(f"no worker scored the records within {gw.settings.predict_timeout_seconds:g} s; "
-                          f"the job continues as /api/jobs/{job['id']}", retry_after=2, job=job["id"])
-    if job["state"] != "succeeded":
-        detail = (job.get("error") or {}).get("detail", job["state"])
-        raise ScoringFailed(f"job {job['id']} ended {job['state']}: {detail}", job=job["id"])
-    stored = job["results"]
-    results: list[dict[str, Any]] = stored.parse() if isinstance(stored, RawJSON) else stored
     outputs = []
     for name in wanted:
         values = [result.get(name) for result in results]
