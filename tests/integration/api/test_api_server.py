@@ -44,11 +44,11 @@ def test_a_thousand_waiting_and_a_hundred_stalled_clients_do_not_stall_the_gatew
     port = free_port()
     base = services.gateway(port)
     bulk = json.dumps({"records": [RECORD] * (services.settings.bulk_threshold_records + 1)}).encode()
-    head = (f"POST /api/models/titanic/jobs?wait=30 HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    head = (f"POST /api/models/titanic/jobs?wait=30 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(bulk)}\r\n\r\n")
     for _ in range(WAITERS):
         sockets.append(open_request(port, head, bulk))
-    stalled_head = ("POST /api/models/titanic/jobs HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    stalled_head = ("POST /api/models/titanic/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                     "Content-Length: 1000\r\n\r\n")
     for _ in range(STALLED):
         sockets.append(open_request(port, stalled_head, b'{"pclass": '))  # half a body, then nothing

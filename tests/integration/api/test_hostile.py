@@ -128,7 +128,7 @@ def test_a_chunked_body_over_the_limit_is_413_not_cut_short(stack: Stack) -> Non
             yield f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
         yield b"0\r\n\r\n"
 
-    request = (f"POST {JOBS} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+    request = (f"POST {JOBS} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode()
     status, headers, body = raw_exchange(base, request, chunks())
     assert status == 413
@@ -139,7 +139,7 @@ def test_a_chunked_body_over_the_limit_is_413_not_cut_short(stack: Stack) -> Non
 def test_a_chunked_body_within_the_limit_is_accepted(stack: Stack) -> None:
     base, _, _ = stack
     payload = json.dumps(TITANIC).encode()
-    request = (f"POST {JOBS} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+    request = (f"POST {JOBS} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n").encode()
     halves = [payload[:10], payload[10:]]
     status, _, body = raw_exchange(base, request, iter([f"{len(h):x}\r\n".encode() + h + b"\r\n" for h in halves]

@@ -345,8 +345,10 @@ def test_a_hostile_file_fails_its_job_clearly_and_the_same_worker_scores_the_nex
     publish(services, titanic_draft, "titanic", titanic_draft.pipeline)
     client = client_for(services)
     worker = services.worker("bulk")
-    processes = descendants(worker.pid)
     valid = parquet_of(titanic_table(1_000))
+    warm = final(client, send(client, "titanic", valid)["id"], timeout=60)  # every pool process is up by now
+    assert warm["state"] == "succeeded", warm
+    processes = descendants(worker.pid)
     job = send(client, "titanic", make(valid))
     done = final(client, job["id"], timeout=120)
     assert done["state"] == "failed", done

@@ -178,9 +178,14 @@ def test_json_logs_name_the_job_model_and_version(services: Services, titanic_dr
     services.worker("records")
     job = client.post("/api/models/broken/jobs?wait=20", json=RECORD).get_json()
     assert job["state"] == "failed"
-    lines = next(services.logs.glob("worker-records-*.log")).read_text().splitlines()
-    entries = [json.loads(line) for line in lines if line.startswith("{")]
-    assert entries and all({"time", "level", "logger", "message"} <= set(e) for e in entries)
+
+    def logged() -> list[dict[str, Any]] | None:  # the worker logs the outcome just after it records it
+        lines = next(services.logs.glob("worker-records-*.log")).read_text().splitlines()
+        found = [json.loads(line) for line in lines if line.startswith("{")]
+        return found if any(e.get("job_id") == job["id"] and e.get("state") == "failed" for e in found) else None
+
+    entries = wait_until(logged, 30, "the worker to log the failed job")
+    assert all({"time", "level", "logger", "message"} <= set(e) for e in entries)
     about = [e for e in entries if e.get("job_id") == job["id"]]
     assert any(e["level"] == "WARNING" and e["model"] == "broken" and e["version"] == version
                and e["state"] == "failed" for e in about), about
@@ -197,5 +202,9 @@ def test_a_failed_job_tells_the_client_a_code_and_a_message_never_a_traceback(se
     assert set(job["error"]) == {"code", "detail"} and job["error"]["code"] == "scoring_error"
     assert "ValueError: the model broke" in job["error"]["detail"]
     assert "File " not in job["error"]["detail"] and "Traceback" not in json.dumps(job)
-    log = next(services.logs.glob("worker-records-*.log")).read_text()
-    assert f"job {job['id']} failed" in log and "Traceback" in log  # the details are in the worker's log
+    def logged() -> str | None:  # the worker logs the outcome just after it records it
+        text = next(services.logs.glob("worker-records-*.log")).read_text()
+        return text if f"job {job['id']} failed" in text else None
+
+    log = wait_until(logged, 30, "the worker to log the failed job")
+    assert "Traceback" in log  # the details are in the worker's log (written just after the outcome)
