@@ -49,8 +49,9 @@ class DeadJobs:
             raise Conflict(f"job {job_id} is {state}; only dead jobs can be replayed", state=state, job=job_id)
         if outcome == "gone":
             raise Conflict(f"job {job_id} died without its records kept; it cannot be replayed", job=job_id)
+        job = self.jobs.get(job_id)  # as replayed (queued): read before it is sent, or a fast worker's start shows
         self.jobs.publish([(reply[1].decode(), [job_id])])
-        return self.jobs.get(job_id)
+        return job
 
     def count(self) -> int:
         return int(self.jobs.redis.zcard(self.jobs.keys.dead))
