@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from batcomputer.models.schema import CATEGORICAL, Schema
+from api.tensors import datatype
+from batcomputer.models.schema import Schema
 
 DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32",
              "FP64", "BYTES"]
@@ -38,8 +39,7 @@ def example_inputs(schema: Schema, record: dict[str, Any]) -> dict[str, Any]:
     inputs = []
     for field in schema.fields:
         if field.name in record:
-            kind = "BYTES" if field.kind == CATEGORICAL else ("INT64" if field.integer else "FP64")
-            inputs.append({"name": field.name, "shape": [1], "datatype": kind, "data": [record[field.name]]})
+            inputs.append({"name": field.name, "shape": [1], "datatype": datatype(field), "data": [record[field.name]]})
     return {"inputs": inputs}
 
 

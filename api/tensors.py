@@ -13,12 +13,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from batcomputer.errors import BadRequest
+from batcomputer.models.schema import CATEGORICAL, Field
 
 BINARY_HEADER = "Inference-Header-Content-Length"  # Triton's binary tensor extension
 # Fixed-size datatypes of the protocol and their struct codes (little-endian, as the extension specifies).
 FIXED = {"BOOL": "?", "UINT8": "B", "UINT16": "H", "UINT32": "I", "UINT64": "Q", "INT8": "b", "INT16": "h",
          "INT32": "i", "INT64": "q", "FP16": "e", "FP32": "f", "FP64": "d"}
 DATATYPES = (*FIXED, "BYTES")
+
+
+def datatype(field: Field) -> str:
+    """The tensor datatype of a field: BYTES for categories, INT64 or FP64 for numbers."""
+    if field.kind == CATEGORICAL:
+        return "BYTES"
+    return "INT64" if field.integer else "FP64"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from batcomputer.jobqueue.jobs import JobStore
 from batcomputer.jobqueue.keyspace import QUEUE_RECORDS
 from batcomputer.logs import configure_logging
 from batcomputer.settings import Settings
-from worker.housekeeping import Sweeper
+from worker.housekeeping import Housekeeper
 from worker.tasks import register_tasks
 from worker.transport import TRANSPORT
 
@@ -26,14 +26,14 @@ def make_worker_app(settings: Settings, queues: list[str], node: str = "") -> Ce
     app = make_celery(settings)
     app.conf.broker_transport = TRANSPORT  # kombu's Redis transport, repaired for closing after an outage
     scorer = register_tasks(app, settings, queues, node)
-    sweeper: list[Sweeper] = []
+    sweeper: list[Housekeeper] = []
 
     def warm(**_: Any) -> None:
         threading.Thread(target=scorer.warm, name="warm", daemon=True).start()
 
     def start_sweeper(**_: Any) -> None:
         jobs = JobStore.from_settings(redis_client(settings), settings)
-        sweeper.append(Sweeper(jobs, Storage.from_settings(settings), settings.webhook_secret,
+        sweeper.append(Housekeeper(jobs, Storage.from_settings(settings), settings.webhook_secret,
                                      settings.webhook_hosts).start())
 
     def stop(**_: Any) -> None:

@@ -15,7 +15,7 @@ log = logging.getLogger("batcomputer.sweeper")
 MAX_JOBS_PER_MESSAGE = 256
 
 
-class Sweeper:
+class Housekeeper:
     """A thread in every worker's main process; the job store's lock lets one of them sweep at a time.
     It runs every third of the lease, so a lost worker's running jobs are sent again within
     ``lease_seconds`` plus a third of it, and stranded queued jobs within the visibility timeout plus that."""
@@ -30,7 +30,7 @@ class Sweeper:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sweeper", daemon=True)
 
-    def start(self) -> Sweeper:
+    def start(self) -> Housekeeper:
         self._thread.start()
         return self
 

@@ -57,8 +57,7 @@ def listed(hosts: str) -> frozenset[str]:
 def special(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Addresses a callback may reach only when listed by address: this host, private networks, and the rest
     of what is not the public internet (link-local holds cloud metadata services)."""
-    return (address.is_loopback or address.is_private or address.is_link_local or address.is_multicast
-            or address.is_reserved or address.is_unspecified or not address.is_global)
+    return not address.is_global or address.is_multicast  # loopback, private, link-local, reserved: not global
 
 
 def resolve(host: str, port: int, allowed: frozenset[str]) -> str:

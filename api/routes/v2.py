@@ -18,11 +18,10 @@ from flask import Blueprint, Response, request
 import batcomputer
 from api import auth
 from api.context import gateway, read_body
-from api.gateway import Gateway, Pinned, parse_json
+from api.gateway import Pinned, parse_json
 from api.problems import PROBLEM_TYPE
-from api.tensors import BINARY_HEADER, decode_request
+from api.tensors import BINARY_HEADER, datatype, decode_request
 from batcomputer.errors import BadRequest, Unavailable
-from batcomputer.models.schema import CATEGORICAL, Field
 
 v2 = Blueprint("v2", __name__, url_prefix="/v2")
 LABEL = "label"
@@ -68,21 +67,11 @@ def server_metadata() -> Response:
     return as_json({"name": "batcomputer", "version": batcomputer.__version__, "extensions": ["binary_tensor_data"]})
 
 
-def pin(gw: Gateway, model: str, version: str | None) -> Pinned:
-    return gw.pin(model, version)
-
-
-def datatype(field: Field) -> str:
-    if field.kind == CATEGORICAL:
-        return "BYTES"
-    return "INT64" if field.integer else "FP64"
-
-
 @v2.get("/models/<model>")
 @v2.get("/models/<model>/versions/<version>")
 def model_metadata(model: str, version: str | None = None) -> Response:
     gw = gateway()
-    pinned = pin(gw, model, version)
+    pinned = gw.pin(model, version)
     schema = pinned.schema
     versions = [str(v) for v in gw.registry.versions(model)] if version is None else [str(pinned.version)]
     return as_json({
@@ -99,7 +88,7 @@ def model_metadata(model: str, version: str | None = None) -> Response:
 def model_ready(model: str, version: str | None = None) -> Response:
     """Ready when the version resolves and its bundle verifies (every file hashed, as /readyz does)."""
     gw = gateway()
-    pinned = pin(gw, model, version)
+    pinned = gw.pin(model, version)
     gw.registry.bundle(model, pinned.version)
     return as_json({"name": model, "version": str(pinned.version), "ready": True})
 
@@ -108,7 +97,7 @@ def model_ready(model: str, version: str | None = None) -> Response:
 @v2.post("/models/<model>/versions/<version>/infer")
 def infer(model: str, version: str | None = None) -> Response:
     gw = gateway()
-    pinned = pin(gw, model, version)
+    pinned = gw.pin(model, version)
     raw = read_body(INFER_MEDIA, typeless=True)  # tritonclient sends no Content-Type
     header_length = request.headers.get(BINARY_HEADER)
     body, binary = (raw, b"") if header_length is None else split_binary(raw, header_length)

@@ -122,9 +122,7 @@ class Storage:
                 allowed = self.confine(prefix, field)
             except StorageRefused:
                 continue
-            same_scheme = location.url.split("://")[0] == allowed.url.split("://")[0] or (
-                location.local and allowed.local)
-            if same_scheme and (location.path == allowed.path
+            if _split(location.url)[0] == _split(allowed.url)[0] and (location.path == allowed.path
                                 or location.path.startswith(allowed.path.rstrip("/") + "/")):
                 return location
         raise StorageForbidden(f"{field} {uri!r} is outside the places this key may use ({', '.join(prefixes)}); "

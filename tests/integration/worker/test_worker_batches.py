@@ -32,7 +32,7 @@ from tests.conftest import Services, free_port, wait_until
 from tests.integration.worker.test_worker_recovery import _other_pipeline, client_for
 from tests.parquet_footer import claim_rows
 from tests.pipelines import Gated, publish
-from worker.housekeeping import Sweeper
+from worker.housekeeping import Housekeeper
 from worker.webhooks import WebhookSender
 
 PARQUET = "application/vnd.apache.parquet"
@@ -255,7 +255,7 @@ def test_uploads_and_outputs_are_deleted_when_their_time_is_up(services: Service
     batches = BatchStore(jobs)
     batches.expire_files([upload_file.url], services.settings.batch_ttl_seconds)
     batches.expire_files([parts.url], 0)
-    sweeper = Sweeper(jobs, storage)
+    sweeper = Housekeeper(jobs, storage)
     assert sweeper.delete_files() == 1
     assert not Path(parts.path).exists() and Path(upload_file.path).exists()
     now[0] += services.settings.batch_ttl_seconds - 1
