@@ -1,5 +1,5 @@
 """Who is calling: API keys and scopes on every route (production profile), per-key rate limits, and the
-rule that a job is visible only to the key that submitted it."""
+rule that a job is visible only to the key that submitted it (by the key's id: a name reused is another owner)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def actor() -> str:
 def check_owner(job: dict[str, Any]) -> dict[str, Any]:
     """The job if the caller may see it; another key's job is a 404, as if it did not exist."""
     key = caller()
-    if key is not None and job.get("owner") != key.name:
+    if key is not None and job.get("owner") != key.id:
         raise NotFound(f"job {job.get('id')!r} does not exist or has expired", job=job.get("id"))
     return job
 

@@ -30,6 +30,7 @@ class Key:
     name: str
     scope: str
     grants: tuple[str, ...] = ()  # storage prefixes beyond the key's own folder that an admin granted it
+    id: str = ""  # what owns jobs and files: the name and a digest of this key, so a name reused never inherits
 
     def allows(self, scope: str) -> bool:
         return self.scope == "admin" or self.scope == scope
@@ -37,6 +38,12 @@ class Key:
 
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def owner_id(name: str, sha256: str) -> str:
+    """The identity a key's jobs and files belong to: ``<name>.<8 hex of its digest>``. A key created later
+    under a revoked key's name has another digest, so it sees none of the old key's work."""
+    return f"{name}.{sha256[:8]}"
 
 
 def keys_path(settings: Settings) -> Path:
@@ -71,7 +78,8 @@ class KeyRing:
         match = None
         for name, entry in self.entries().items():
             if hmac.compare_digest(str(entry.get("sha256", "")), found) and not entry.get("revoked"):
-                match = Key(name, str(entry.get("scope", "score")), tuple(entry.get("grants", ())))
+                match = Key(name, str(entry.get("scope", "score")), tuple(entry.get("grants", ())),
+                            owner_id(name, str(entry["sha256"])))
         return match
 
     def create(self, name: str, scope: str) -> str:

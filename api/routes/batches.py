@@ -46,8 +46,8 @@ def _submit(gw: Gateway, pinned: Pinned, job_id: str, input_url: str, uploaded: 
     exists is replaced only when the key asks (``overwrite``), never when another key's batch wrote it."""
     storage = gw.storage
     caller = auth.caller()
-    owner = caller.name if caller is not None else None
-    places = None if caller is None or caller.scope == "admin" else [*storage.prefixes(caller.name), *caller.grants]
+    owner = caller.id if caller is not None else None
+    places = None if caller is None or caller.scope == "admin" else [*storage.prefixes(caller.id), *caller.grants]
 
     def confine(uri: str, field: str) -> Location:
         return storage.confine(uri, field) if places is None else storage.confine_to(uri, field, places)
@@ -133,7 +133,7 @@ def submit_batch(model: str) -> Response:
     if options.get("callback_url"):  # refuse before reading a large body, where the query says enough
         check_callback(options["callback_url"], gw.settings.webhook_hosts, gw.settings.webhook_secret)
     caller = auth.caller()
-    pinned_upload = gw.storage.place(f"uploads/{job_id}.parquet", caller.name if caller else None)
+    pinned_upload = gw.storage.place(f"uploads/{job_id}.parquet", caller.id if caller else None)
     limit = gw.settings.max_upload_bytes
     request.max_content_length = limit + 1
     if kind == MULTIPART:
@@ -162,7 +162,7 @@ def download_output(job_id: str) -> Response:
     if job["state"] != SUCCEEDED:
         raise Conflict(f"job {job_id} is {job['state']}; its output exists once it has succeeded",
                        state=job["state"], job=job_id)
-    location = gw.storage.confine(job["output"], "output_uri")
+    location = gw.storage.confine(gw.jobs.fields(job_id, "output")[0] or "", "output_uri")
     if not location.fs.exists(location.path):
         raise NotFound(f"the output of job {job_id} is gone (outputs are kept "
                        f"{gw.settings.batch_ttl_seconds} s, or it was moved)", job=job_id)

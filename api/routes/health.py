@@ -3,6 +3,7 @@ depths and stream lag in the body, for people and autoscalers; readiness never d
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -15,6 +16,7 @@ from batcomputer.jobqueue.keyspace import QUEUES
 from batcomputer.jobqueue.streams import StreamStore
 
 health = Blueprint("health", __name__)
+log = logging.getLogger("batcomputer.api")
 HEARTBEAT_FRESH_SECONDS = 20
 VERIFIED_FOR_SECONDS = 30.0  # how long a verified bundle counts as verified before /readyz hashes it again
 
@@ -27,13 +29,19 @@ def healthz() -> dict[str, Any]:
 def check_models(gw: Gateway) -> dict[str, Any]:
     """Each model's current version (the default alias), verified file by file; problems by model."""
     registry = gw.registry
+
+    def hide(text: str) -> str:  # /readyz is public: where the registry lies is the operator's (in the log)
+        return text.replace(registry.store.url, "<registry>")
+
     try:
         models = registry.models()
     except Exception as exc:
-        raise Unavailable(f"the registry {registry.store.url} is unreadable: {exc}", retry_after=10) from None
+        log.warning("the registry %s is unreadable: %s", registry.store.url, exc)
+        raise Unavailable(f"the registry is unreadable: {hide(str(exc))}", retry_after=10) from None
     if not models:
-        raise Unavailable(f"the registry {registry.store.url} holds no models (missing or empty); train one "
-                          "with `batcomputer train crime --promote`", retry_after=10, registry=registry.store.url)
+        log.warning("the registry %s holds no models", registry.store.url)
+        raise Unavailable("the registry holds no models (missing or empty); train one with `batcomputer train "
+                          "crime --promote`", retry_after=10)
     served: dict[str, Any] = {}
     problems: dict[str, Any] = {}
     now = time.monotonic()
@@ -47,7 +55,8 @@ def check_models(gw: Gateway) -> dict[str, Any]:
         except BatcomputerError as exc:
             if exc.status == 404:  # a model without the default alias is not served by default: not a fault
                 continue
-            problems[model] = {"code": exc.code, "detail": exc.detail}
+            log.warning("model %s fails verification: %s", model, exc.detail)
+            problems[model] = {"code": exc.code, "detail": hide(exc.detail)}
     if problems:
         raise Unavailable("served model(s) fail verification: " + "; ".join(f"{m}: {p['detail']}" for m, p in
                                                                           problems.items()),
@@ -66,7 +75,7 @@ def readyz() -> dict[str, Any]:
     workers = {q: gw.jobs.leases.live(q, HEARTBEAT_FRESH_SECONDS) for q in QUEUES}
     admission = gw.jobs.admission
     queues = {q: {"depth": admission.depth(q), "drain_per_second": round(admission.drain_rate(q), 2)} for q in QUEUES}
-    return {"status": "ready", "redis": "ok", "registry": {"url": gw.registry.store.url, "models": sorted(served),
+    return {"status": "ready", "redis": "ok", "registry": {"models": sorted(served),
                                                           "serving": served}, "workers": workers,
             "queues": queues, "streams": stream_lag(gw, sorted(served))}
 

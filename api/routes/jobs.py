@@ -40,7 +40,7 @@ def submit_job(model: str) -> Response:
     raw = read_body()
     key = request.headers.get("Idempotency-Key")
     caller = auth.caller()
-    submitted = gw.submit_body(pinned, raw, (key, raw) if key else None, wait, owner=caller.name if caller else None)
+    submitted = gw.submit_body(pinned, raw, (key, raw) if key else None, wait, owner=caller.id if caller else None)
     return job_response(submitted.job, 200 if submitted.final else 202)
 
 
@@ -85,7 +85,7 @@ def list_jobs() -> dict[str, Any]:
     limit = _int_arg("limit", 50, 1, 500)
     offset = _int_arg("offset", 0, 0, 10**9)
     caller = auth.caller()
-    found, next_offset = gateway().jobs.recent(state, model, offset, limit, caller.name if caller else None)
+    found, next_offset = gateway().jobs.recent(state, model, offset, limit, caller.id if caller else None)
     following = None
     if next_offset is not None and len(found) == limit:
         following = url_for("jobs.list_jobs", state=state, model=model, limit=limit, offset=next_offset)

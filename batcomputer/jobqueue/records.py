@@ -20,6 +20,7 @@ SUMMARY_FIELDS = ("id", "state", "model", "version", "bundle_sha256", "alias", "
                   "started", "finished", "attempts", "error", "kind", "owner")
 BATCH_COUNTS = ("rows_total", "rows_done", "rows_failed", "chunks_total", "chunks_done")
 BATCH_INTERNAL = ("owned", "parts", "upload", "failed_chunk")
+UPLOADED = "upload"  # a batch's ``input`` when its file was sent in the request
 
 
 def iso(seconds: float) -> str:
@@ -109,9 +110,14 @@ def progress(started: str | None, finished: str | None, job: dict[str, Any],
 
 
 def decode_text(fields: dict[str, str]) -> dict[str, Any]:
-    """A job for clients from its stored fields: numbers as numbers, internal fields dropped, its results
-    as ``RawJSON``."""
+    """A job for clients from its stored fields: numbers as numbers, internal fields dropped, a batch's own
+    files named by what they are (``upload``, its output's route) rather than where they lie, its results as
+    ``RawJSON``."""
     job: dict[str, Any] = dict(fields)
+    if job.get("upload") == "1":  # files Batcomputer named are shown by what they are, never by a server path
+        job["input"] = UPLOADED
+    if job.get("owned") == "1":
+        job["output"] = f"/api/jobs/{job.get('id', '')}/output"
     for key in ("version", "count", "attempts", "replays", *BATCH_COUNTS):
         if key in job:
             job[key] = int(job[key])

@@ -13,6 +13,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from api.app import create_app
+from batcomputer.apikeys import digest, owner_id
 from batcomputer.errors import ConfigurationError
 from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
@@ -42,6 +43,11 @@ def production(stack: tuple[str, Settings, Services], tmp_path: Path) -> Iterato
     yield create_app(settings).test_client(), settings, keys
 
 
+def owner(name: str, token: str) -> str:
+    """The id a key's jobs and files belong to."""
+    return owner_id(name, digest(token))
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
@@ -54,7 +60,7 @@ def test_every_call_needs_a_key_and_the_right_scope(production: tuple[FlaskClien
     assert client.post("/api/models/crime/jobs", json=RECORD, headers=bearer("bc_not-a-key")).status_code == 401
     assert client.get("/healthz").status_code == 200 and client.get("/openapi.json").status_code == 200
     accepted = client.post("/api/models/crime/jobs?wait=10", json=RECORD, headers=bearer(keys["alice"]))
-    assert accepted.status_code == 200 and accepted.get_json()["owner"] == "alice"
+    assert accepted.status_code == 200 and accepted.get_json()["owner"] == owner("alice", keys["alice"])
     for method, path in (("put", "/api/models/crime/aliases/production"), ("post", "/api/models/crime/rollback"),
                          ("post", "/api/models/crime/retrain")):
         refused = getattr(client, method)(path, json={"version": 1}, headers=bearer(keys["alice"]))
@@ -117,6 +123,20 @@ def test_revoked_keys_stop_working_and_production_needs_keys(production: tuple[F
     assert exposed.returncode != 0 and "loopback" in exposed.stderr
 
 
+def test_a_new_key_under_a_revoked_keys_name_sees_none_of_its_work(
+        production: tuple[FlaskClient, Settings, dict[str, str]]) -> None:
+    client, settings, keys = production
+    name = f"dave-{uuid.uuid4().hex[:6]}"
+    old = create_key(settings, name, "score")
+    job = client.post("/api/models/crime/jobs?wait=10", json=RECORD, headers=bearer(old)).get_json()
+    assert run_cli(settings_env(settings), "keys", "revoke", name).returncode == 0
+    new = create_key(settings, name, "score")
+    assert client.get(f"/api/jobs/{job['id']}", headers=bearer(new)).status_code == 404
+    assert client.get("/api/jobs", headers=bearer(new)).get_json()["jobs"] == []
+    mine = client.post("/api/models/crime/jobs?wait=10", json=RECORD, headers=bearer(new)).get_json()
+    assert mine["owner"] == owner(name, new) != job["owner"]
+
+
 def test_the_cli_scores_files_through_a_production_gateway_with_its_key(
         stack: tuple[str, Settings, Services], tmp_path: Path) -> None:
     import pyarrow.parquet as pq
@@ -159,7 +179,7 @@ def test_the_open_inference_protocol_takes_the_same_keys_and_owns_its_jobs(
     answered = client.post("/v2/models/crime/infer", json=body, headers=bearer(keys["alice"]))
     assert answered.status_code == 200, answered.get_json()
     job = answered.get_json()["parameters"]["job"]
-    assert client.get(f"/api/jobs/{job}", headers=bearer(keys["alice"])).get_json()["owner"] == "alice"
+    assert client.get(f"/api/jobs/{job}", headers=bearer(keys["alice"])).get_json()["owner"] == owner("alice", keys["alice"])
     assert client.get(f"/api/jobs/{job}", headers=bearer(keys["bob"])).status_code == 404
 
 

@@ -1,5 +1,5 @@
 """Batch files belong to their key in the production profile: a score key reads and writes only its own folder
-(tenants/<key> in every root) and the prefixes an admin granted it; an output that exists is replaced only when
+(tenants/<key id> in every root) and the prefixes an admin granted it; an output that exists is replaced only when
 its key asks, never when another key's batch writes it. (The probe of issue 30 found any key reading another's
 secret columns and replacing another's output.)"""
 
@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 from api.app import create_app
 from batcomputer.settings import Settings
 from tests.conftest import Services, remove_keys, run_cli, settings_env
-from tests.integration.api.test_auth import bearer, create_key
+from tests.integration.api.test_auth import bearer, create_key, owner
 
 PARQUET = "application/vnd.apache.parquet"
 Tenants = tuple[FlaskClient, Settings, dict[str, str], Path]
@@ -53,28 +53,36 @@ def place(path: Path, data: bytes) -> str:
     return str(path)
 
 
-def test_uploads_and_named_outputs_live_in_the_keys_own_folder(tenants: Tenants) -> None:
-    client, _, keys, root = tenants
+def test_uploads_and_named_outputs_live_in_the_keys_own_folder_and_no_server_path_is_shown(
+        tenants: Tenants) -> None:
+    client, settings, keys, root = tenants
     uploaded = client.post("/api/models/crime/batches", data=crimes(), content_type=PARQUET,
                            headers=bearer(keys["victim"]))
     assert uploaded.status_code == 202, uploaded.get_json()
     job = uploaded.get_json()
-    assert job["input"].startswith(str(root / "tenants" / "victim" / "uploads"))
-    assert job["output"].startswith(str(root / "tenants" / "victim" / "outputs"))
+    folder = root / "tenants" / owner("victim", keys["victim"])
+    assert (folder / "uploads" / f"{job['id']}.parquet").is_file()
+    assert job["input"] == "upload" and job["output"] == f"/api/jobs/{job['id']}/output"
+    shown = [uploaded.get_data(as_text=True), client.get(f"/api/jobs/{job['id']}", headers=bearer(keys["victim"]))
+             .get_data(as_text=True), client.get("/readyz").get_data(as_text=True)]
+    for text in shown:  # nothing a client sees says where the server keeps its files
+        assert str(root) not in text and str(Path(settings.registry).resolve()) not in text
+        assert settings.registry not in text
 
 
 def test_a_key_cannot_read_or_write_another_keys_files(tenants: Tenants) -> None:
     client, _, keys, root = tenants
-    secret = place(root / "tenants" / "victim" / "secret.parquet", crimes())
+    victims, others = (root / "tenants" / owner(name, keys[name]) for name in ("victim", "other"))
+    secret = place(victims / "secret.parquet", crimes())
     stolen = client.post("/api/models/crime/batches", headers=bearer(keys["other"]),
                          json={"input_uri": secret, "columns": ["customer_ssn"]})
     assert stolen.status_code == 403, stolen.get_json()
     problem = stolen.get_json()
     assert problem["code"] == "storage_forbidden" and problem["field"] == "input_uri"
-    assert problem["allowed"] == [f"{root}/tenants/other"]
-    own = place(root / "tenants" / "other" / "in.parquet", crimes())
+    assert problem["allowed"] == [str(others)]
+    own = place(others / "in.parquet", crimes())
     into_victims = client.post("/api/models/crime/batches", headers=bearer(keys["other"]),
-                               json={"input_uri": own, "output_uri": str(root / "tenants/victim/scored.parquet")})
+                               json={"input_uri": own, "output_uri": str(victims / "scored.parquet")})
     assert into_victims.status_code == 403 and into_victims.get_json()["field"] == "output_uri"
     shared = place(root / "in" / "crimes.parquet", crimes())  # a root's shared folder: granted, never implied
     assert client.post("/api/models/crime/batches", headers=bearer(keys["victim"]),
