@@ -125,7 +125,7 @@ def test_revoked_keys_stop_working_and_production_needs_keys(production: tuple[F
 
 def test_a_new_key_under_a_revoked_keys_name_sees_none_of_its_work(
         production: tuple[FlaskClient, Settings, dict[str, str]]) -> None:
-    client, settings, keys = production
+    client, settings, _ = production
     name = f"dave-{uuid.uuid4().hex[:6]}"
     old = create_key(settings, name, "score")
     job = client.post("/api/models/crime/jobs?wait=10", json=RECORD, headers=bearer(old)).get_json()
@@ -179,7 +179,8 @@ def test_the_open_inference_protocol_takes_the_same_keys_and_owns_its_jobs(
     answered = client.post("/v2/models/crime/infer", json=body, headers=bearer(keys["alice"]))
     assert answered.status_code == 200, answered.get_json()
     job = answered.get_json()["parameters"]["job"]
-    assert client.get(f"/api/jobs/{job}", headers=bearer(keys["alice"])).get_json()["owner"] == owner("alice", keys["alice"])
+    shown = client.get(f"/api/jobs/{job}", headers=bearer(keys["alice"])).get_json()
+    assert shown["owner"] == owner("alice", keys["alice"])
     assert client.get(f"/api/jobs/{job}", headers=bearer(keys["bob"])).status_code == 404
 
 
