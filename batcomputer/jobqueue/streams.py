@@ -71,9 +71,8 @@ class StreamStore:
         for group in groups:
             if _text(group.get("name")) == STREAM_GROUP:
                 lag = group.get("lag")
-                if lag is None:  # lag unknown (entries deleted): count from the last delivered id
-                    lag = len(self.redis.xrange(self.input, f"({_text(group['last-delivered-id'])}", "+",
-                                                count=1_000_000))
+                if lag is None:  # Redis cannot tell (entries deleted before they were read): the length,
+                    return int(self.redis.xlen(self.input))  # which can only overstate it (as append.lua)
                 return int(lag) + int(group.get("pending", 0))
         return int(self.redis.xlen(self.input))
 
@@ -86,18 +85,18 @@ class StreamStore:
         return sum(int(g.get("pending", 0)) for g in groups if _text(g.get("name")) == STREAM_GROUP)
 
     def append(self, records: list[bytes], limit: int, meta: dict[str, str] | None = None) -> list[str]:
-        """Append records (their JSON) unless the backlog has passed ``limit``: then ``TooManyRequests``
-        with a Retry-After from the rate consumers score at."""
-        backlog = self.backlog()
-        if backlog + len(records) > limit:
+        """Append records (their JSON) unless the backlog would pass ``limit``: then ``TooManyRequests`` with a
+        Retry-After from the rate consumers score at. Checked and appended in one script (``append.lua``), so
+        concurrent producers never pass the limit together, in one round trip however many records."""
+        pairs = [part for pair in (meta or {}).items() for part in pair]
+        reply = self.scripts.call("append", [self.input], [limit, STREAM_GROUP, len(pairs) // 2, *pairs, *records])
+        if _text(reply[0]) == "full":
+            backlog = int(reply[1])
             rate = self.rate()
             wait = max(1, min(300, round((backlog + len(records) - limit) / rate))) if rate else 10
             raise TooManyRequests(f"the input stream of {self.model!r} holds {backlog} unscored entries (limit "
                                   f"{limit}); retry in {wait} s", retry_after=wait, backlog=backlog, limit=limit)
-        with self.redis.pipeline(transaction=False) as pipe:
-            for record in records:
-                pipe.xadd(self.input, {"record": record, **(meta or {})})
-            return [_text(found) for found in pipe.execute()]
+        return [_text(found) for found in reply[1:]]
 
     # -- consumers ---------------------------------------------------------------------------------
 

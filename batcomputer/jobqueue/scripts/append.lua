@@ -1,0 +1,27 @@
+-- Appends records to a model's input stream unless its backlog would pass the limit (gateway).
+-- KEYS: the input stream.  ARGV: the backlog limit, the consumer group, the number of metadata fields m, then
+-- m field/value pairs every entry carries, then the records (their JSON, one per entry).
+-- The backlog is the group's lag (entries not yet delivered) plus its pending entries, as XINFO GROUPS tells;
+-- before a consumer made the group, or when Redis cannot tell the lag (entries deleted before they were read),
+-- it is the stream's length, which can only overstate it. Checked and appended in one step, so concurrent
+-- appends never pass the limit together. Returns {'full', backlog} or {'added', id, ...}.
+local limit = tonumber(ARGV[1])
+local backlog = redis.call('XLEN', KEYS[1])
+if backlog > 0 then
+  for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local info = {}
+    for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+    if info['name'] == ARGV[2] and type(info['lag']) == 'number' then backlog = info['lag'] + info['pending'] end
+  end
+end
+local meta = tonumber(ARGV[3])
+local first = 4 + 2 * meta
+if backlog + #ARGV - first + 1 > limit then return {'full', backlog} end
+local fields = {'record', ''}
+for i = 4, first - 1 do fields[#fields + 1] = ARGV[i] end
+local added = {'added'}
+for i = first, #ARGV do
+  fields[2] = ARGV[i]
+  added[#added + 1] = redis.call('XADD', KEYS[1], '*', unpack(fields))
+end
+return added
