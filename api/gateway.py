@@ -13,12 +13,14 @@ import orjson
 
 from api.inbox import Inbox
 from api.publisher import Publisher
+from batcomputer.apikeys import Key
 from batcomputer.errors import BadRequest, ScoringFailed, TooManyRecords, Unavailable
 from batcomputer.files.storage import Storage
+from batcomputer.jobqueue.admission import Share, share_of
 from batcomputer.jobqueue.batches import BatchStore
 from batcomputer.jobqueue.connection import redis_client
 from batcomputer.jobqueue.jobs import JobStore
-from batcomputer.jobqueue.keyspace import FINAL, QUEUE_BULK, QUEUE_RECORDS, SUCCEEDED
+from batcomputer.jobqueue.keyspace import FINAL, QUEUE_BULK, QUEUE_RECORDS, SUCCEEDED, lane_for
 from batcomputer.jobqueue.records import Payload, RawJSON, body_digest, decode_final, new_job_id
 from batcomputer.models.registry import Registry, parse_version
 from batcomputer.models.schema import Schema, clean_json, validate_records
@@ -111,7 +113,7 @@ class Gateway:
         return [body]
 
     def submit_body(self, pinned: Pinned, raw: bytes, idempotency: tuple[str, bytes] | None = None,
-                    wait: float = 0.0, single: bool = False, owner: str | None = None) -> Submitted:
+                    wait: float = 0.0, single: bool = False, owner: Key | None = None) -> Submitted:
         """Submit a request body: one record, or ``{"records": [...]}`` (only one record when ``single``).
         A plainly valid body is decoded and validated in one pass (``clean_json``); anything else takes
         the detailed path, whose errors name every field and reason."""
@@ -126,43 +128,49 @@ class Gateway:
         self.check_count(count)
         return self._enqueue(pinned, Payload(payload, count), idempotency, wait, owner)
 
+    def share(self) -> Share:
+        """What one key may hold of a queue (``BATCOMPUTER_KEY_SHARE``, ``BATCOMPUTER_KEY_RESERVE``)."""
+        return share_of(self.settings.max_queue_depth, self.settings.key_share, self.settings.key_reserve)
+
     def check_count(self, count: int) -> None:
         if count > self.settings.max_records:
             raise TooManyRecords(f"{count} records in one request; the limit is {self.settings.max_records}",
                                  field="records", limit=self.settings.max_records)
 
     def submit(self, pinned: Pinned, records: list[Any], idempotency: tuple[str, bytes] | None = None,
-               wait: float = 0.0, owner: str | None = None) -> Submitted:
+               wait: float = 0.0, owner: Key | None = None) -> Submitted:
         """Validate, create the job record, enqueue it; optionally wait up to ``wait`` seconds for it."""
         return self._enqueue(pinned, validate_records(pinned.schema, records), idempotency, wait, owner)
 
     def _enqueue(self, pinned: Pinned, clean: list[dict[str, Any]] | Payload,
-                 idempotency: tuple[str, bytes] | None, wait: float, owner: str | None = None) -> Submitted:
+                 idempotency: tuple[str, bytes] | None, wait: float, owner: Key | None = None) -> Submitted:
         """Create the job record, enqueue it; optionally wait up to ``wait`` seconds for it.
 
         The job record is the commitment: once it exists the job will run. If the message cannot be sent
         afterwards, the answer is still the job (202): the sweeper sends it within the visibility timeout.
+        A key's job (``owner``) belongs to the key's id, goes on the key's lane and counts in its share.
         """
         count = clean.count if isinstance(clean, Payload) else len(clean)
         job_id = new_job_id()
         claim = None
         if idempotency is not None:
             key, raw = idempotency
-            key = f"{owner}\0{key}" if owner else key  # one client's key never finds another's job
+            key = f"{owner.id}\0{key}" if owner else key  # one client's key never finds another's job
             claim = (key, body_digest(pinned.model, str(pinned.version), raw))
         queue = QUEUE_RECORDS if count <= self.settings.bulk_threshold_records else QUEUE_BULK
+        lane = lane_for(queue, owner.ordinal if owner else 0)
         finished = self.inbox.expect(job_id) if wait > 0 else None
         try:
             created = self.jobs.create(job_id, pinned.model, pinned.version, pinned.sha256, clean, queue,
                                        pinned.alias, self.inbox.key if finished else None, claim,
-                                       extra={"owner": owner} if owner else None,
-                                       limit=self.settings.max_queue_depth)
+                                       extra={"owner": owner.id} if owner else None,
+                                       limit=self.settings.max_queue_depth, lane=lane, share=self.share())
             if not created.new:  # the same request came before (perhaps at this very moment)
                 job = self.wait_for(created.job_id, wait)
                 return Submitted(job, job["state"] in FINAL)
             job = created.job or {}
             try:
-                self.publisher.publish(job_id, queue)
+                self.publisher.publish(job_id, lane)
             except Exception as exc:
                 log.warning("job %s is accepted but its message could not be sent (%s); the sweeper will "
                             "send it", job_id, exc)

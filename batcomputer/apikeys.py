@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import tempfile
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ class Key:
     scope: str
     grants: tuple[str, ...] = ()  # storage prefixes beyond the key's own folder that an admin granted it
     id: str = ""  # what owns jobs and files: the name and a digest of this key, so a name reused never inherits
+    ordinal: int = 0  # its place in creation order (0: no key): which lane of each queue its work takes
 
     def allows(self, scope: str) -> bool:
         return self.scope == "admin" or self.scope == scope
@@ -78,8 +80,9 @@ class KeyRing:
         match = None
         for name, entry in self.entries().items():
             if hmac.compare_digest(str(entry.get("sha256", "")), found) and not entry.get("revoked"):
+                ordinal = int(entry.get("ordinal") or 1 + zlib.crc32(name.encode()) % 997)  # keys from the environment
                 match = Key(name, str(entry.get("scope", "score")), tuple(entry.get("grants", ())),
-                            owner_id(name, str(entry["sha256"])))
+                            owner_id(name, str(entry["sha256"])), ordinal)
         return match
 
     def create(self, name: str, scope: str) -> str:
@@ -93,7 +96,8 @@ class KeyRing:
             raise Conflict(f"a key named {name!r} exists; revoke it first", field="name")
         token = PREFIX + secrets.token_urlsafe(32)
         created = datetime.now(UTC).isoformat(timespec="seconds")
-        keys[name] = {"scope": scope, "sha256": digest(token), "created": created}
+        ordinal = 1 + max((int(entry.get("ordinal", 0)) for entry in keys.values()), default=len(keys))
+        keys[name] = {"scope": scope, "sha256": digest(token), "created": created, "ordinal": ordinal}
         self._write(keys)
         return token
 

@@ -43,6 +43,13 @@ def _non_negative_float(name: str, raw: str) -> float:
     return _float(name, raw, allow_zero=True)
 
 
+def _fraction(name: str, raw: str) -> float:
+    value = _float(name, raw, allow_zero=False)
+    if value > 1:
+        raise ConfigurationError(f"{PREFIX}{name.upper()}={raw!r} is a fraction: greater than 0, at most 1")
+    return value
+
+
 def _json_object(name: str, raw: str) -> dict[str, Any]:
     try:
         value = json.loads(raw)
@@ -227,6 +234,11 @@ class Settings:
     max_queue_depth: int = field(default=50_000, metadata={"parse": _positive_int,
         "help": "Unfinished jobs a queue may hold (chunks of files count); past it submissions get 429 with a "
                 "Retry-After from the measured drain rate"})
+    key_share: float = field(default=0.5, metadata={"parse": _fraction,
+        "help": "With API keys: the fraction of a queue's depth limit one key's unfinished jobs may take"})
+    key_reserve: float = field(default=0.05, metadata={"parse": _fraction,
+        "help": "With API keys: the fraction of a queue's depth limit every key may hold even when the queue "
+                "is full"})
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

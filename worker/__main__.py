@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from batcomputer.jobqueue.keyspace import QUEUE_BULK, QUEUE_RECORDS, QUEUES
+from batcomputer.jobqueue.keyspace import QUEUE_BULK, QUEUE_RECORDS, QUEUES, lanes
 from batcomputer.logs import configure_logging
 from batcomputer.settings import Settings, per_core
 from worker.app import make_worker_app
@@ -15,7 +15,8 @@ def worker_argv(settings: Settings, queues: list[str], loglevel: str, node: str 
     """Record workers use threads (records wait together for a micro-batch); bulk workers use processes.
     Heartbeats stay on (Flower and `celery status` see the workers by them; one small message every 2 s);
     task events are off unless a monitor such as Flower turns them on (it does, by a control command)."""
-    common = ["worker", "-Q", ",".join(queues), "-l", loglevel, "--without-gossip", "--without-mingle",
+    consumed = [lane for queue in queues for lane in lanes(queue)]  # taken in turn: no key waits behind another
+    common = ["worker", "-Q", ",".join(consumed), "-l", loglevel, "--without-gossip", "--without-mingle",
               "-n", node or f"{'+'.join(queues)}-%i@%h"]
     if QUEUE_RECORDS in queues:
         return [*common, "-P", "threads", "-c", str(settings.record_threads), "--prefetch-multiplier", "2"]

@@ -8,7 +8,7 @@ import threading
 from batcomputer.files.storage import Storage, StorageRefused, remove
 from batcomputer.jobqueue.batches import BatchStore
 from batcomputer.jobqueue.jobs import JobStore
-from batcomputer.jobqueue.keyspace import QUEUE_BULK
+from batcomputer.jobqueue.keyspace import QUEUE_BULK, queue_of
 from worker.webhooks import WebhookSender
 
 log = logging.getLogger("batcomputer.sweeper")
@@ -34,11 +34,11 @@ class Housekeeper:
         self._thread.start()
         return self
 
-    def resend(self, by_queue: dict[str, list[str]]) -> None:
-        for queue, job_ids in by_queue.items():
+    def resend(self, by_lane: dict[str, list[str]]) -> None:
+        for queue, job_ids in by_lane.items():
             log.warning("sending %d job(s) again on %s (worker or message lost): %s", len(job_ids), queue,
                         " ".join(job_ids[:10]) + (" ..." if len(job_ids) > 10 else ""))
-            size = 1 if queue == QUEUE_BULK else MAX_JOBS_PER_MESSAGE  # bulk: any process takes any job
+            size = 1 if queue_of(queue) == QUEUE_BULK else MAX_JOBS_PER_MESSAGE  # bulk: any process takes any job
             self.jobs.publish([(queue, job_ids[start:start + size]) for start in range(0, len(job_ids), size)])
 
     def sweep(self) -> int:

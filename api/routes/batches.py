@@ -16,7 +16,7 @@ from api.gateway import Gateway, Pinned, parse_json
 from api.routes.jobs import job_response
 from batcomputer.errors import BadRequest, Conflict, NotFound, TooManyRequests
 from batcomputer.files.storage import Location, StorageRefused, remove, write_stream
-from batcomputer.jobqueue.keyspace import KIND_BATCH, QUEUE_BULK, SUCCEEDED
+from batcomputer.jobqueue.keyspace import KIND_BATCH, QUEUE_BULK, SUCCEEDED, lane_for
 from batcomputer.jobqueue.records import Payload, new_job_id
 from batcomputer.jobqueue.webhooks import check_callback
 
@@ -65,6 +65,7 @@ def _submit(gw: Gateway, pinned: Pinned, job_id: str, input_url: str, uploaded: 
     if output.fs.isdir(output.path):
         raise StorageRefused(f"output_uri {output.url!r} is a folder; name a file in it", field="output_uri",
                              uri=output.url)
+    lane = lane_for(QUEUE_BULK, caller.ordinal if caller is not None else 0)
     callback = options.get("callback_url")
     if callback not in (None, ""):
         callback = check_callback(callback, gw.settings.webhook_hosts, gw.settings.webhook_secret)
@@ -85,7 +86,8 @@ def _submit(gw: Gateway, pinned: Pinned, job_id: str, input_url: str, uploaded: 
         extra["columns"] = ",".join(columns)
     try:
         created = gw.jobs.create(job_id, pinned.model, pinned.version, pinned.sha256, Payload(orjson.dumps(spec), 0),
-                                 QUEUE_BULK, pinned.alias, extra=extra, limit=gw.settings.max_queue_depth)
+                                 QUEUE_BULK, pinned.alias, extra=extra, limit=gw.settings.max_queue_depth,
+                                 lane=lane, share=gw.share())
     except TooManyRequests:
         if uploaded:  # refused: the upload goes at the sweeper's next look
             gw.batches.expire_files([source.url], 0)
@@ -94,7 +96,7 @@ def _submit(gw: Gateway, pinned: Pinned, job_id: str, input_url: str, uploaded: 
         gw.batches.expire_files([source.url], gw.settings.batch_ttl_seconds)
     job = gw.jobs.get(created.job_id)  # as accepted: read before it is sent, or a fast worker's start shows
     try:
-        gw.publisher.publish(job_id, QUEUE_BULK)
+        gw.publisher.publish(job_id, lane)
     except Exception as exc:  # the job exists: the sweeper sends it
         log.warning("batch %s is accepted but its message could not be sent (%s); the sweeper will", job_id, exc)
     return job_response(job, 202)

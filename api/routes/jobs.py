@@ -40,7 +40,7 @@ def submit_job(model: str) -> Response:
     raw = read_body()
     key = request.headers.get("Idempotency-Key")
     caller = auth.caller()
-    submitted = gw.submit_body(pinned, raw, (key, raw) if key else None, wait, owner=caller.id if caller else None)
+    submitted = gw.submit_body(pinned, raw, (key, raw) if key else None, wait, owner=caller)
     return job_response(submitted.job, 200 if submitted.final else 202)
 
 

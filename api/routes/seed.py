@@ -35,7 +35,7 @@ def predict() -> dict[str, Any]:
     pinned = gw.pin(model, request.args.get("version"), request.args.get("alias"))
     caller = auth.caller()
     submitted = gw.submit_body(pinned, read_body(), wait=gw.settings.predict_timeout_seconds, single=True,
-                               owner=caller.id if caller else None)
+                               owner=caller)
     result = dict(gw.results_of(submitted, "the record")[0])
     result.pop("label", None)
     if request.args.get("warnings", "").lower() not in ("true", "1", "yes"):

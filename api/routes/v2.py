@@ -106,7 +106,7 @@ def infer(model: str, version: str | None = None) -> Response:
     wanted = requested_outputs(inference.outputs, pinned)
     caller = auth.caller()
     submitted = gw.submit(pinned, inference.records, wait=gw.settings.predict_timeout_seconds,
-                          owner=caller.id if caller else None)
+                          owner=caller)
     results = gw.results_of(submitted, "the records")
     job = submitted.job
     outputs = []

@@ -27,7 +27,7 @@ import orjson
 import redis
 
 from batcomputer.errors import Conflict, NotFound
-from batcomputer.jobqueue.admission import Admission
+from batcomputer.jobqueue.admission import NO_SHARE, Admission, Share
 from batcomputer.jobqueue.broker import task_message
 from batcomputer.jobqueue.dead import DeadJobs
 from batcomputer.jobqueue.keyspace import (
@@ -94,29 +94,35 @@ class JobStore:
     def create(self, job_id: str, model: str, version: int, bundle_sha256: str,
                records: list[dict[str, Any]] | Payload, queue: str, alias: str | None = None,
                inbox: str | None = None, idempotency: tuple[str, str] | None = None,
-               extra: dict[str, Any] | None = None, limit: int = 0) -> Created:
+               extra: dict[str, Any] | None = None, limit: int = 0, lane: str | None = None,
+               share: Share = NO_SHARE) -> Created:
         """Write a new job of clean ``records`` (or their JSON, a ``Payload``); with ``inbox``, its id is
         pushed onto that list when it ends. With ``idempotency`` (key, digest of the request), a request
         seen before returns its job instead; the key used with another request is a ``Conflict``. A queue
         already holding ``limit`` unfinished jobs refuses it: ``TooManyRequests`` with a Retry-After from
-        the queue's measured drain rate."""
+        the queue's measured drain rate. A job of a key (``extra["owner"]``) goes on the key's ``lane`` of the
+        queue, and ``share`` bounds what one key may hold of the queue and what it may always hold."""
         payload = records if isinstance(records, Payload) else Payload(orjson.dumps(records), len(records))
         now = self.clock()
+        owner = str((extra or {}).get("owner") or "")
         record: dict[str, Any] = {"id": job_id, "state": QUEUED, "model": model, "version": version,
                                   "bundle_sha256": bundle_sha256, "alias": alias or "", "count": payload.count,
                                   "queue": queue, "created": iso(now), "attempts": 0, **(extra or {})}
-        stored = {**record, **({"inbox": inbox} if inbox else {})}
+        stored = {**record, **({"inbox": inbox} if inbox else {}), **({"lane": lane} if lane and lane != queue else {})}
         keys = [self.keys.job(job_id), self.keys.jobs, self.keys.pending, self.keys.backlog(queue),
-                self.keys.counters]
+                self.keys.counters, self.keys.share(queue, owner)]
         key, digest = idempotency or ("", "")
         if idempotency is not None:
             keys.append(self.keys.idempotency(key))
+        most, reserve = share if owner else NO_SHARE
         args: list[Any] = [now, self.ttl, job_id, now + self.requeue, digest, self.keys.job_prefix,
                            orjson.dumps({name: str(value) for name, value in stored.items()}), payload.json,
-                           limit, f"submitted|{model}|{queue}"]
+                           limit, f"submitted|{model}|{queue}", most, reserve]
         outcome, found = (v.decode() for v in self.scripts.run([("create", keys, args)])[0])
         if outcome == "full":
             raise self.admission.refusal(queue, int(found), limit)
+        if outcome == "share":
+            raise self.admission.refusal_of_key(queue, int(found), most)
         if outcome == "conflict":
             raise Conflict(f"Idempotency-Key {key.split(chr(0))[-1]!r} was already used with a different request "
                            f"(job {found})", field="Idempotency-Key")
@@ -127,9 +133,10 @@ class JobStore:
         return Created(job_id, True, record)
 
     def publish(self, messages: list[tuple[str, list[str]]]) -> None:
-        """Send score messages, each ``(queue, job ids)``, and mark their jobs sent: one round trip."""
-        self.scripts.run([("publish", [self.keys.queue(queue), *map(self.keys.job, job_ids)],
-                         [task_message(job_ids, queue)]) for queue, job_ids in messages])
+        """Send score messages, each ``(lane, job ids)`` (a queue's name is its lane 0), and mark their jobs
+        sent: one round trip."""
+        self.scripts.run([("publish", [self.keys.queue(lane), *map(self.keys.job, job_ids)],
+                         [task_message(job_ids, lane)]) for lane, job_ids in messages])
 
     def get(self, job_id: str) -> dict[str, Any]:
         raw = self.redis.hgetall(self.keys.job(job_id)) if len(job_id) <= MAX_JOB_ID else {}
@@ -228,8 +235,15 @@ class JobStore:
         was is sent for its merge delivery (the sweeper sends it if this process cannot)."""
         ended = self.settle(outcomes, allowed=f"{QUEUED},{RUNNING}")
         merges = [batch for _, _, batch in ended if batch]
-        if merges:
-            self.publish([(QUEUE_BULK, merges)])
+        if merges:  # each on its batch's lane
+            with self.redis.pipeline(transaction=False) as pipe:
+                for batch in merges:
+                    pipe.hget(self.keys.job(batch), "lane")
+                found = pipe.execute()
+            by_lane: dict[str, list[str]] = {}
+            for batch, lane in zip(merges, found, strict=True):
+                by_lane.setdefault(lane.decode() if lane else QUEUE_BULK, []).append(batch)
+            self.publish(list(by_lane.items()))
         return [done for done, _, _ in ended]
 
     def settle(self, outcomes: list[Outcome], allowed: str) -> list[tuple[bool, str | None, str | None]]:

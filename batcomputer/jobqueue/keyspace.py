@@ -15,6 +15,34 @@ STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED, DEAD)
 FINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, DEAD})
 BUSY = "busy"  # not a state: what a delivery learns when another live worker holds the job
 
+# Lanes: each queue is LANES broker lists, and a worker takes from them in turn (kombu's Redis transport
+# rotates the lists it waits on after every delivery), so one key's flood of messages never stands between
+# another key's message and the next free worker. Lane 0 is the queue's own name (work without a key: the
+# local profile); each key has its own lane among the others (``batcomputer.apikeys`` assigns it).
+LANES = 8
+
+
+def lane(queue: str, index: int) -> str:
+    """The broker list of ``queue``'s lane ``index`` (``records``, ``records.1``, ... ``records.7``)."""
+    return queue if index % LANES == 0 else f"{queue}.{index % LANES}"
+
+
+def lane_for(queue: str, ordinal: int) -> str:
+    """The lane of ``queue`` a key takes: keys numbered 1, 2, ... in creation order take lanes 1 to 7 in turn;
+    0 (no key) takes lane 0."""
+    return queue if ordinal <= 0 else lane(queue, 1 + (ordinal - 1) % (LANES - 1))
+
+
+def lanes(queue: str) -> list[str]:
+    """Every lane of ``queue``: what its workers consume."""
+    return [lane(queue, index) for index in range(LANES)]
+
+
+def queue_of(lane_name: str) -> str:
+    """The queue a lane belongs to."""
+    return lane_name.partition(".")[0]
+
+
 DEFAULT_ALIAS = "production"
 STREAM_GROUP = "batcomputer"  # the consumer group every stream consumer reads in
 
@@ -118,6 +146,11 @@ class Keys:
         """Sorted set: the jobs of ``queue`` not yet final (queued or running), by creation time: the depth
         admission control limits."""
         return f"{self.prefix}backlog:{queue}"
+
+    def share(self, queue: str, owner: str) -> str:
+        """Sorted set: the jobs of ``queue`` not yet final that belong to the key ``owner``: the part of the
+        depth one key may hold (``BATCOMPUTER_KEY_SHARE``)."""
+        return f"{self.prefix}backlog:{queue}:{owner}"
 
     def drained(self, queue: str, bucket: int) -> str:
         """String: jobs of ``queue`` that ended in one ``DRAIN_BUCKET_SECONDS`` window (kept two minutes):

@@ -31,7 +31,18 @@ def read_chunk(location: Location, parquet: pq.ParquetFile, chunk: Chunk, column
     A slice of a row group streams: the rows before it are decoded and dropped batch by batch (pyarrow cannot
     seek into a row group), through a small buffer per column instead of the whole row group's bytes. What the
     rows take decoded is counted as they come (``_Budget``); text columns whose dictionaries could make a chunk
-    too big decoded are read as dictionaries, and decoded only once they are known to fit."""
+    too big decoded are read as dictionaries, and decoded only once they are known to fit. A chunk of several
+    small row groups reads each whole, under the same checks, and joins them."""
+    if chunk.groups > 1:
+        parts = [read_chunk(location, parquet, Chunk(chunk.index, group, 0, parquet.metadata.row_group(group).num_rows),
+                            columns, chunk_rows, threads, field)
+                 for group in range(chunk.group, chunk.group + chunk.groups)]
+        joined = pa.concat_tables(parts)
+        if joined.num_rows != chunk.rows:
+            raise BadInput(f"{field}: row groups {chunk.group} to {chunk.group + chunk.groups - 1} hold "
+                           f"{joined.num_rows:,} rows, not the {chunk.rows:,} planned (a file replaced during the "
+                           f"job)", field=field)
+        return joined
     check_group(parquet.metadata, chunk.group, field)
     check_sizes(parquet, columns, [chunk], chunk_rows, field)
     group_rows = parquet.metadata.row_group(chunk.group).num_rows

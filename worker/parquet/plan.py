@@ -23,12 +23,14 @@ from worker.parquet.guards import STREAM_BUFFER_BYTES, _first_line, check_metada
 
 @dataclass(frozen=True)
 class Chunk:
-    """Rows ``skip`` to ``skip + rows`` of row group ``group``: the slice of a file one chunk scores."""
+    """Rows ``skip`` to ``skip + rows`` of row group ``group``: the slice of a file one chunk scores; or, with
+    ``groups`` > 1, the whole of that many small row groups from ``group`` on."""
 
     index: int
     group: int
     skip: int
     rows: int
+    groups: int = 1
 
 
 def open_parquet(location: Location, field: str = "input_uri", metadata: pq.FileMetaData | None = None,
@@ -49,20 +51,33 @@ def open_parquet(location: Location, field: str = "input_uri", metadata: pq.File
 
 def plan_chunks(metadata: pq.FileMetaData, chunk_rows: int, processes: int = 1) -> list[Chunk]:
     """Slices of at most about ``chunk_rows`` rows, in file order, never across a row group (a chunk reads
-    only the row group it lies in). Their count is rounded up to a multiple of the bulk processes alive, so
-    that none of them idles through the last round (5 chunks on 2 processes take 3 rounds; 6 take 3 shorter
-    ones)."""
-    groups = [(group, metadata.row_group(group).num_rows) for group in range(metadata.num_row_groups)]
-    groups = [(group, rows) for group, rows in groups if rows > 0]
-    total = sum(rows for _, rows in groups)
+    only the row group it lies in), except that runs of small row groups (under half a chunk each) are scored
+    together, whole, as one chunk: a file of thousands of tiny row groups is a few chunks, not thousands of
+    jobs on the bulk queue. The count is rounded up to a multiple of the bulk processes alive, so that none
+    of them idles through the last round (5 chunks on 2 processes take 3 rounds; 6 take 3 shorter ones)."""
+    units: list[tuple[int, int, int]] = []  # (first row group, row groups, rows)
+    for group in range(metadata.num_row_groups):
+        rows = metadata.row_group(group).num_rows
+        if rows <= 0:
+            continue
+        last = units[-1] if units else None
+        if (last is not None and rows < chunk_rows / 2 and last[2] + rows <= chunk_rows
+                and last[0] + last[1] == group and (last[1] > 1 or last[2] < chunk_rows / 2)):
+            units[-1] = (last[0], last[1] + 1, last[2] + rows)
+        else:
+            units.append((group, 1, rows))
+    total = sum(rows for _, _, rows in units)
     if not total:
         return []
-    count = sum(max(1, round(rows / chunk_rows)) for _, rows in groups)
+    count = sum(max(1, round(rows / chunk_rows)) for _, _, rows in units)
     if processes > 1 and count < 8 * processes:
         count = -(-count // processes) * processes
     size = total / count
     chunks: list[Chunk] = []
-    for group, rows in groups:
+    for group, groups, rows in units:
+        if groups > 1:
+            chunks.append(Chunk(len(chunks), group, 0, rows, groups))
+            continue
         pieces = max(1, min(rows, round(rows / size)))
         base, extra = divmod(rows, pieces)
         skip = 0

@@ -92,11 +92,12 @@ class BatchRunner:
         common = {"input": spec["input"], "parts": spec["parts"], "columns": kept}
         ids = self.batches.plan(batch_id, self.holder, bundle.schema.model, bundle.version, bundle.sha256,
                                 [(c.index, c.rows, {**common, "index": c.index, "group": c.group, "skip": c.skip,
-                                                    "rows": c.rows}) for c in chunks])
+                                                    "rows": c.rows, "groups": c.groups}) for c in chunks])
         if ids is None:
             log.warning("batch %s: another worker took over its plan", batch_id)
             return None
-        self.jobs.publish([(QUEUE_BULK, [chunk]) for chunk in ids])  # one message each: any worker takes any
+        lane = self.jobs.fields(batch_id, "lane")[0] or QUEUE_BULK  # the batch's key's lane
+        self.jobs.publish([(lane, [chunk]) for chunk in ids])  # one message each: any worker takes any
         log.info("batch %s: %d rows in %d chunk(s)", batch_id, parquet.metadata.num_rows, len(chunks))
         return None
 
@@ -110,7 +111,7 @@ class BatchRunner:
         source = self.storage.confine(spec["input"], "input_uri")
         parquet = open_parquet(source)
         kept = spec["columns"]
-        chunk = Chunk(spec["index"], spec["group"], spec["skip"], spec["rows"])
+        chunk = Chunk(spec["index"], spec["group"], spec["skip"], spec["rows"], spec.get("groups", 1))
         if chunk.group >= parquet.metadata.num_row_groups:
             raise BadInput(f"input_uri: chunk {chunk.index} was planned in row group {chunk.group} and the file has "
                            f"{parquet.metadata.num_row_groups}; was it replaced during the job?", field="input_uri")

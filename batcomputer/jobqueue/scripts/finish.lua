@@ -2,7 +2,8 @@
 -- (comma-separated), ttl, job id, when a batch whose chunks are all done is due, the backlog key of queue ''
 -- (a queue's name completes it), the drain counter of queue '' in this window (likewise), now, then field
 -- pairs.
--- Writes the outcome only from an allowed state; takes the job off its queue's backlog and counts it in the
+-- Writes the outcome only from an allowed state; takes the job off its queue's backlog (and its owner's share
+-- of it, ``Keys.share``) and counts it in the
 -- drain rate and the counters; a dead job keeps its records (for a replay) and joins the dead index. Wakes
 -- whoever waits: the requester's
 -- inboxes (the submitter's, and any a waiting reader added with ``watch``), which get "<job id> <the final job
@@ -31,9 +32,10 @@ else
 end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 redis.call('ZREM', KEYS[2], ARGV[3])
-local meta = redis.call('HMGET', KEYS[1], 'queue', 'model')
+local meta = redis.call('HMGET', KEYS[1], 'queue', 'model', 'owner')
 local queue = meta[1] or '$records'
 redis.call('ZREM', ARGV[5] .. queue, ARGV[3])
+if meta[3] then redis.call('ZREM', ARGV[5] .. queue .. ':' .. meta[3], ARGV[3]) end  -- the owner's share
 local drained = ARGV[6] .. queue
 redis.call('INCR', drained)
 redis.call('EXPIRE', drained, 120)

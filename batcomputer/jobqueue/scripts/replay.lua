@@ -1,7 +1,7 @@
 -- KEYS: job, pending, dead index, the job's queue's backlog of queue '' (its name completes it), stats.
 -- ARGV: now, ttl, job id, next check time.  Sends a dead job again, with its records as they were accepted
 -- and its pinned version: queued, attempts from zero, its error gone; 'replays' counts how often.
--- Returns {'replayed', queue}, {'state', state} for a job that is not dead, {'gone'} when its records were
+-- Returns {'replayed', the lane to send it on}, {'state', state} for a job that is not dead, {'gone'} when its records were
 -- not kept (it died before replays existed), false for no such job.
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return false end
@@ -15,5 +15,7 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
 redis.call('ZADD', KEYS[2], tonumber(ARGV[4]), ARGV[3])
 redis.call('ZREM', KEYS[3], ARGV[3])
 redis.call('ZADD', KEYS[4] .. queue, tonumber(ARGV[1]), ARGV[3])
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if owner then redis.call('ZADD', KEYS[4] .. queue .. ':' .. owner, tonumber(ARGV[1]), ARGV[3]) end
 redis.call('HINCRBY', KEYS[5], '$replayed', 1)
-return {'replayed', queue}
+return {'replayed', redis.call('HGET', KEYS[1], 'lane') or queue}

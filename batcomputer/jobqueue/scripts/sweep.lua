@@ -1,5 +1,5 @@
 -- KEYS: pending, holders, stats.  ARGV: now, lease seconds, requeue seconds, job key prefix, queue key prefix,
--- limit, whether Redis restarted since the last sweep ('1'/'0').  Returns a flat list {job id, queue, ...} of
+-- limit, whether Redis restarted since the last sweep ('1'/'0').  Returns a flat list {job id, lane, ...} of
 -- jobs to send again. After a restart every queued job is sent again at once, whatever its queue holds: a
 -- message a worker had popped but not yet recorded as unacknowledged when Redis went down is gone, and a busy
 -- queue would otherwise hide that for minutes (a duplicate is harmless: ``start`` skips it).
@@ -13,8 +13,8 @@ local resend = {}
 local backlog = {}
 for _, id in ipairs(due) do
   local job = ARGV[4] .. id
-  local fields = redis.call('HMGET', job, 'state', 'queue', 'holder')
-  local state, queue, holder = fields[1], fields[2] or '$records', fields[3]
+  local fields = redis.call('HMGET', job, 'state', 'queue', 'holder', 'lane')
+  local state, queue, holder = fields[1], fields[4] or fields[2] or '$records', fields[3]  -- the lane it goes on
   if state == '$running' then
     local lease = holder and tonumber(redis.call('ZSCORE', KEYS[2], holder) or '0') or 0
     if lease > now then
