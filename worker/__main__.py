@@ -19,7 +19,7 @@ def worker_argv(settings: Settings, queues: list[str], loglevel: str, node: str 
     common = ["worker", "-Q", ",".join(consumed), "-l", loglevel, "--without-gossip", "--without-mingle",
               "-n", node or f"{'+'.join(queues)}-%i@%h"]
     if QUEUE_RECORDS in queues:
-        return [*common, "-P", "threads", "-c", str(settings.record_threads), "--prefetch-multiplier", "2"]
+        return [*common, "-P", "threads", "-c", str(settings.record_threads), "--prefetch-multiplier", "1"]
     return [*common, "-P", "prefork", "-c", str(per_core(settings.worker_concurrency)), "--prefetch-multiplier", "1"]
 
 

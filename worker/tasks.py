@@ -27,15 +27,20 @@ from batcomputer.metrics import (
     SCORING,
     Recorder,
 )
+from batcomputer.models.bundle import Bundle
 from batcomputer.models.registry import Registry
 from batcomputer.models.scoring import score
 from batcomputer.settings import Settings
 from worker.bundle_cache import BundleCache
 from worker.heartbeat import Heartbeat, holder_name
 from worker.microbatcher import Batcher
+from worker.turns import Turns
 
 log = logging.getLogger("batcomputer.worker")
 BATCH_RESULT_TIMEOUT_SECONDS = 300.0  # no job waits forever on the micro-batcher
+SCORING_SLOTS = 1  # scoring calls at once in a record worker process: they hold the GIL, more only contend
+SLICE_RECORDS = 16  # records a list scores per turn while another key's work waits for one
+SINGLES = "\0singles"  # the micro-batcher's owner in the turns: single records, whoever sent them
 
 
 class Scorer:
@@ -66,7 +71,13 @@ class Scorer:
         self.jobs = JobStore.from_settings(self.redis, self.settings)
         self.bundles = BundleCache(Registry.from_settings(self.settings))
         self.recorder = Recorder()
-        self.batcher = Batcher(score, self.settings.batch_max_records, self.settings.batch_window_ms / 1000,
+        self.turns = Turns(SCORING_SLOTS)
+
+        def score_singles(bundle: Bundle, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            with self.turns.turn(SINGLES):  # single records of every key: one owner among the keys' lists
+                return score(bundle, records)
+
+        self.batcher = Batcher(score_singles, self.settings.batch_max_records, self.settings.batch_window_ms / 1000,
                                recorder=self.recorder)
         self.holder = holder_name(self.queues)
         self.runner: Any = None
@@ -131,6 +142,16 @@ class Scorer:
             self.orphans.difference_update(taken)
             log.warning("gave back any of %d job(s) this process had started but not finished", len(taken))
 
+    def score_list(self, owner: str, bundle: Bundle, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Score a job's list in turns with other keys' work: whole when nobody else waits, else in slices of
+        ``SLICE_RECORDS``, so another key's job waits for a slice, not for a whole list."""
+        results: list[dict[str, Any]] = []
+        while len(results) < len(records):
+            with self.turns.turn(owner):
+                size = SLICE_RECORDS if self.turns.others_waiting(owner) else len(records) - len(results)
+                results += score(bundle, records[len(results):len(results) + size])
+        return results
+
     def _run(self, job_ids: list[str]) -> dict[str, str]:
         outcomes: list[tuple[str, str, dict[str, Any]]] = []
         waiting: list[tuple[str, Future[dict[str, Any]]]] = []
@@ -164,7 +185,7 @@ class Scorer:
                     continue
                 # Lists are vectorised already; a redelivered record is scored alone, away from other jobs.
                 began = time.perf_counter()
-                results = score(bundle, clean)
+                results = self.score_list(start.owner, bundle, clean)
                 labels = (("model", start.model),)
                 self.recorder.observe(SCORING, labels, (time.perf_counter() - began,))
                 self.recorder.observe(MICRO_BATCH, labels, (len(clean),))

@@ -223,7 +223,8 @@ class JobStore:
                 created = reply[6].decode() if len(reply) > 6 and reply[6] else None
                 starts.append(Start(state, attempts, reply[2].decode(), int(reply[3]), orjson.loads(reply[4] or b"[]"),
                                     reply[5].decode() or None, parse_iso(created) if created else None,
-                                    reply[7].decode() if len(reply) > 7 else ""))
+                                    reply[7].decode() if len(reply) > 7 else "",
+                                    reply[8].decode() if len(reply) > 8 else ""))
         if dead:
             self.end(dead)
             self.redis.hincrby(self.keys.stats, STAT_DEAD, len(dead))

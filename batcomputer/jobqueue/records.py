@@ -55,6 +55,7 @@ class Start:
     phase: str | None = None  # a batch's: plan (no phase yet) or merge
     created: float | None = None  # when the job was accepted (seconds)
     queue: str = ""
+    owner: str = ""  # the key whose job it is ('' without keys)
 
 
 @dataclass(frozen=True)

@@ -49,11 +49,15 @@ def open_parquet(location: Location, field: str = "input_uri", metadata: pq.File
                        field=field) from None
 
 
+TINY_FRACTION = 1_000  # a row group under chunk_rows / TINY_FRACTION rows is merged with its tiny neighbours
+
+
 def plan_chunks(metadata: pq.FileMetaData, chunk_rows: int, processes: int = 1) -> list[Chunk]:
     """Slices of at most about ``chunk_rows`` rows, in file order, never across a row group (a chunk reads
-    only the row group it lies in), except that runs of small row groups (under half a chunk each) are scored
-    together, whole, as one chunk: a file of thousands of tiny row groups is a few chunks, not thousands of
-    jobs on the bulk queue. The count is rounded up to a multiple of the bulk processes alive, so that none
+    only the row group it lies in), except that runs of tiny row groups (under a thousandth of a chunk each,
+    whose per-chunk costs would dwarf their scoring) are scored together, whole, as one chunk of up to
+    ``chunk_rows``: a file of thousands of one-row groups is a few chunks, not thousands of jobs on the bulk
+    queue. The count is rounded up to a multiple of the bulk processes alive, so that none
     of them idles through the last round (5 chunks on 2 processes take 3 rounds; 6 take 3 shorter ones)."""
     units: list[tuple[int, int, int]] = []  # (first row group, row groups, rows)
     for group in range(metadata.num_row_groups):
@@ -61,8 +65,9 @@ def plan_chunks(metadata: pq.FileMetaData, chunk_rows: int, processes: int = 1) 
         if rows <= 0:
             continue
         last = units[-1] if units else None
-        if (last is not None and rows < chunk_rows / 2 and last[2] + rows <= chunk_rows
-                and last[0] + last[1] == group and (last[1] > 1 or last[2] < chunk_rows / 2)):
+        tiny = rows < max(2, chunk_rows // TINY_FRACTION)
+        if (last is not None and tiny and last[2] + rows <= chunk_rows and last[0] + last[1] == group
+                and (last[1] > 1 or last[2] < max(2, chunk_rows // TINY_FRACTION))):
             units[-1] = (last[0], last[1] + 1, last[2] + rows)
         else:
             units.append((group, 1, rows))

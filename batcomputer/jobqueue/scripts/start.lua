@@ -1,5 +1,5 @@
 -- KEYS: job, pending, holders, stats.  ARGV: now, now (ISO text), lease seconds, job id, holder.
--- Returns {state, attempts[, model, version, payload, phase, created, queue]}. A batch whose chunks are being scored is
+-- Returns {state, attempts[, model, version, payload, phase, created, queue, owner]}. A batch whose chunks are being scored is
 -- running without a holder of its own: a delivery of it then is a duplicate.
 local job = KEYS[1]
 local state = redis.call('HGET', job, 'state')
@@ -21,5 +21,6 @@ end
 attempts = redis.call('HINCRBY', job, 'attempts', 1)
 redis.call('HSET', job, 'state', '$running', 'started', ARGV[2], 'holder', ARGV[5])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[4])
-local fields = redis.call('HMGET', job, 'model', 'version', 'payload', 'phase', 'created', 'queue')
-return {'$running', attempts, fields[1], fields[2], fields[3], fields[4] or '', fields[5] or '', fields[6] or ''}
+local fields = redis.call('HMGET', job, 'model', 'version', 'payload', 'phase', 'created', 'queue', 'owner')
+return {'$running', attempts, fields[1], fields[2], fields[3], fields[4] or '', fields[5] or '', fields[6] or '',
+        fields[7] or ''}
