@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 from tests.conftest import wait_until
@@ -27,9 +28,9 @@ def test_waiting_keys_take_turns_and_one_keys_many_callers_never_starve_another(
     first.start()
     holding.wait(10)
     callers = [threading.Thread(target=take, args=("flood",)) for _ in range(5)]
-    for index, caller in enumerate(callers):
+    for count, caller in enumerate(callers, start=1):
         caller.start()
-        wait_until(lambda: turns.waiting() == index + 1, 10, "the caller to wait")
+        wait_until(lambda count=count: turns.waiting() == count, 10, "the caller to wait")
     quiet = threading.Thread(target=take, args=("quiet",))  # arrives last, behind five of the flood's
     quiet.start()
     wait_until(lambda: turns.waiting() == 6, 10, "the quiet key to wait")
@@ -53,10 +54,8 @@ def test_slots_bound_how_many_hold_a_turn_at_once() -> None:
             with lock:
                 inside += 1
                 most = max(most, inside)
-            try:
+            with contextlib.suppress(threading.BrokenBarrierError):
                 gate.wait()  # two can be inside together
-            except threading.BrokenBarrierError:
-                pass
             with lock:
                 inside -= 1
 
