@@ -76,7 +76,7 @@ def install(app: Flask, settings: Settings, redis: Any) -> None:
         if not key.allows(needed):
             raise Forbidden(f"this route needs a key with the {needed!r} scope; {key.name!r} has {key.scope!r}",
                             scope=needed)
-        spend(key.name, repr(key.name))
+        spend(key.id, repr(key.name))
         g.key = key
 
     @app.after_request

@@ -229,6 +229,9 @@ class Settings:
     metrics_host: str = field(default="127.0.0.1", metadata={"parse": _text,
         "help": "Bind address of the workers' and stream consumers' /metrics (and of Flower under `up`); "
                 "0.0.0.0 in containers, where Prometheus and the kubelet reach them"})
+    flower_password: str | None = field(default=None, metadata={"parse": _optional_text,
+        "help": "Password of Flower's basic auth (user admin) under `up --flower` and compose's flower profile; "
+                "`up` makes one up and prints it when unset"})
     log_format: str = field(default="text", metadata={"parse": _log_format,
         "help": "Log lines as text or json (one JSON object per line, with job id and model version)"})
     max_queue_depth: int = field(default=50_000, metadata={"parse": _positive_int,

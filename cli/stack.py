@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -57,6 +58,9 @@ def seed_registry(settings: Settings, env: dict[str, str], report: Report) -> No
         subprocess.run(_cli("train", model, "--promote"), env=env, check=True)
 
 
+FLOWER_USER = "admin"
+
+
 def flower_command(port: int, host: str) -> list[str]:
     """Flower on the workers' broker and key prefix (``worker.celery_app``): the same command as compose's."""
     return [sys.executable, "-m", "celery", "-A", "worker.celery_app", "flower", f"--port={port}",
@@ -101,11 +105,16 @@ def run_stack(settings: Settings, port: int, report: Report = print, flower_port
                  ("gateway", _cli("api", "--port", str(port)))]
         if prefect is not None:
             roles.append(("flow runner", _cli("flows", "serve")))
+        flower_password = ""
         if flower_port is not None:
             if importlib.util.find_spec("flower") is None:
                 report("Flower is not installed: pip install 'batcomputer[ops]' (or flower)")
                 return 1
-            env["FLOWER_UNAUTHENTICATED_API"] = "true"  # loopback only, like the local profile's gateway
+            # Flower's API can revoke and kill tasks: never without a password, even on loopback, where a web
+            # page the operator visits could post to it (the environment, not the command line, carries it).
+            flower_password = settings.flower_password or secrets.token_urlsafe(12)
+            env["FLOWER_BASIC_AUTH"] = f"{FLOWER_USER}:{flower_password}"
+            env.pop("FLOWER_UNAUTHENTICATED_API", None)
             roles.append(("flower", flower_command(flower_port, settings.metrics_host)))
         registry = Registry.from_settings(settings)
         for model in registry.models():  # one stream consumer per served model
@@ -127,7 +136,9 @@ def run_stack(settings: Settings, port: int, report: Report = print, flower_port
                    "application/json' -d '{\"force\": \"West Yorkshire Police\", \"crime\": \"Burglary\", "
                    "\"month\": 10}'\n" + (f"  prefect  {prefect.ui_url} (retrain: batcomputer retrain crime)\n"
                                              if prefect else "")
-                   + (f"  flower   http://{settings.metrics_host}:{flower_port}/\n" if flower_port is not None else "")
+                   + (f"  flower   http://{settings.metrics_host}:{flower_port}/ (user {FLOWER_USER}, password "
+                      + ("BATCOMPUTER_FLOWER_PASSWORD" if settings.flower_password else flower_password) + ")\n"
+                      if flower_port is not None else "")
                    + "Ctrl-C stops everything.")
         while not stopping:
             for name, process in processes:

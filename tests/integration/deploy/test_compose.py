@@ -130,7 +130,7 @@ def test_every_batcomputer_variable_is_a_setting() -> None:
     env = env_example()
     Settings.from_env(env)  # every value the example sets parses (an unknown name or a bad value raises)
     assert env["BATCOMPUTER_PROFILE"] == "production"
-    assert env["BATCOMPUTER_REDIS_URL"] == "redis://redis:6379/0"
+    assert "BATCOMPUTER_REDIS_URL" not in env and env["REDIS_PASSWORD"]  # docker-compose.yml writes the URL
     assert env["BATCOMPUTER_REGISTRY"] == f"{DATA}/registry"
     assert env["BATCOMPUTER_STORAGE_ROOTS"] == f"{DATA}/batches"
     assert env["BATCOMPUTER_KEYS_FILE"].startswith(f"{DATA}/")  # on the volume the gateway and `run` share
@@ -138,6 +138,19 @@ def test_every_batcomputer_variable_is_a_setting() -> None:
     assert env["BATCOMPUTER_LOG_FORMAT"] == "json"
     text = ENV_EXAMPLE.read_text()
     assert "keys create" in text and "train crime --promote" in text
+
+
+def test_redis_takes_only_its_user_with_the_password_and_flower_asks_for_one(tmp_path: Path) -> None:
+    services = resolved(tmp_path)["services"]
+    env = env_example()
+    url = f"redis://batcomputer:{env['REDIS_PASSWORD']}@redis:6379/0"
+    for name, service in services.items():
+        if service.get("image", "").startswith("batcomputer") and name != "prefect-server":
+            assert service["environment"]["BATCOMPUTER_REDIS_URL"] == url, name
+    redis = services["redis"]["command"]
+    assert redis[redis.index("default") - 1:redis.index("default") + 2] == ["--user", "default", "off"]
+    assert f">{env['REDIS_PASSWORD']}" in redis and "-@dangerous" in redis
+    assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"] == f"admin:{env['FLOWER_PASSWORD']}"
 
 
 def test_every_variable_of_the_env_example_is_explained() -> None:
@@ -232,8 +245,8 @@ def test_dependencies_wait_for_health_and_workers_for_their_work(tmp_path: Path)
             if how["condition"] == "service_healthy":
                 assert services[needed].get("healthcheck", {}).get("test", ["NONE"]) != ["NONE"], (name, needed)
     redis = services["redis"]
-    assert redis["image"].startswith("redis:7") and redis["command"][-2:] == ["--appendonly", "yes"]
-    assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert redis["image"].startswith("redis:7") and redis["command"][1:3] == ["--appendonly", "yes"]
+    assert redis["healthcheck"]["test"] == ["CMD-SHELL", "redis-cli --user batcomputer ping | grep -q PONG"]
     assert services["postgres"]["image"] == "postgres:16" and "pg_isready" in str(services["postgres"]["healthcheck"])
     assert "postgres:5432" in services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
     assert services["gateway"]["depends_on"]["redis"]["condition"] == "service_healthy"
@@ -252,7 +265,8 @@ def test_volumes_and_configuration(tmp_path: Path) -> None:
         assert f"batcomputer-data:{DATA}:rw" in services[name]["volumes"], name
         environment = services[name]["environment"]
         assert {k: v for k, v in environment.items() if k.startswith("BATCOMPUTER_")} == \
-            {k: v for k, v in env_example().items() if k.startswith("BATCOMPUTER_")}, name
+            {k: v for k, v in env_example().items() if k.startswith("BATCOMPUTER_")} | {
+                "BATCOMPUTER_REDIS_URL": f"redis://batcomputer:{env_example()['REDIS_PASSWORD']}@redis:6379/0"}, name
         Settings.from_env(environment)
     assert "redis-data:/data:rw" in services["redis"]["volumes"]
     assert "postgres-data:/var/lib/postgresql/data:rw" in services["postgres"]["volumes"]

@@ -57,10 +57,17 @@ def test_up_starts_the_stack_and_ctrl_c_stops_it(trained_registry: Settings, tmp
         ping = subprocess.run([str(Path(sys.executable).parent / "celery"), "-A", "worker.celery_app", "inspect",
                                "ping"], env=celery_env, cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert ping.returncode == 0 and f"{per_core + 1} nodes online" in ping.stdout, ping.stdout + ping.stderr
-        assert f"flower   http://127.0.0.1:{flower_port}/" in "".join(seen)
+        flower_line = next(line for line in seen if line.strip().startswith("flower "))
+        assert f"flower   http://127.0.0.1:{flower_port}/ (user admin, password " in flower_line
+        password = flower_line.rsplit("password ", 1)[1].strip().rstrip(")")
+        flower = f"http://127.0.0.1:{flower_port}"
+        # Flower's API can revoke tasks: without the password, nothing (the probe's cross-site revoke got in)
+        revoke = requests.post(f"{flower}/api/task/revoke/x", headers={"Origin": "http://evil.example"}, timeout=10)
+        assert revoke.status_code == 401
+        assert requests.get(f"{flower}/api/workers", timeout=10).status_code == 401
 
         def flower_online() -> dict[str, bool] | None:
-            found = requests.get(f"http://127.0.0.1:{flower_port}/api/workers?status=true", timeout=10).json()
+            found = requests.get(f"{flower}/api/workers?status=true", auth=("admin", password), timeout=10).json()
             return found if len(found) == per_core + 1 and all(found.values()) else None
 
         online = wait_until(flower_online, 60, "Flower to list every worker online")

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import requests
-from redis import Redis
+from redis import Redis, RedisError
 
 from api.app import create_app
 from batcomputer.jobqueue.keyspace import Keys
@@ -163,8 +163,13 @@ def test_ten_redis_outages_under_load_lose_no_job_and_stop_nothing(tmp_path: Pat
     finally:
         load.stop()
         services.stop()
+        try:
+            stats = {k.decode(): int(v) for k, v in Redis.from_url(redis.url).hgetall(keys.stats).items()}
+        except RedisError:  # the test failed during an outage: its own error says why
+            stats = {}
         redis.stop()
     print(f"\n10 outages of 10 s: {len(load.accepted)} jobs accepted, every one accepted before an outage "
-          f"succeeded ({checked} checked); answers by status: {dict(sorted(load.statuses.items()))}")
+          f"succeeded ({checked} checked); answers by status: {dict(sorted(load.statuses.items()))}; "
+          f"recovery counters {stats}")
     assert set(load.statuses) <= {0, 202, 503}, load.statuses
     assert services.server_errors() == []
