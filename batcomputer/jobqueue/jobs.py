@@ -135,8 +135,9 @@ class JobStore:
     def publish(self, messages: list[tuple[str, list[str]]]) -> None:
         """Send score messages, each ``(lane, job ids)`` (a queue's name is its lane 0), and mark their jobs
         sent: one round trip."""
+        now = self.clock()
         self.scripts.run([("publish", [self.keys.queue(lane), *map(self.keys.job, job_ids)],
-                         [task_message(job_ids, lane)]) for lane, job_ids in messages])
+                         [task_message(job_ids, lane), now]) for lane, job_ids in messages])
 
     def get(self, job_id: str) -> dict[str, Any]:
         raw = self.redis.hgetall(self.keys.job(job_id)) if len(job_id) <= MAX_JOB_ID else {}
@@ -205,7 +206,7 @@ class JobStore:
         """Start a delivery of each job for ``holder`` (one round trip for all of them). A job delivered
         more than ``max_attempts`` times (each earlier delivery lost its worker) ends ``dead`` instead."""
         now = self.clock()
-        keys = [self.keys.pending, self.keys.holders, self.keys.stats]
+        keys = [self.keys.pending, self.keys.holders, self.keys.stats, self.keys.progress]
         replies = self.scripts.run([("start", [self.keys.job(job_id), *keys], [now, iso(now), self.lease, job_id,
                                                                              holder]) for job_id in job_ids])
         starts, dead = [], []

@@ -138,6 +138,12 @@ class Keys:
         return f"{self.prefix}redis-run"
 
     @property
+    def progress(self) -> str:
+        """Hash: per lane, the latest time a job taken from it had been sent (lanes are first in, first out: a
+        queued job sent before that lost its message)."""
+        return f"{self.prefix}progress"
+
+    @property
     def sweeper(self) -> str:
         """String: the lock that lets one sweeper at a time run across all workers."""
         return f"{self.prefix}sweeper"

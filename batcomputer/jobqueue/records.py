@@ -122,7 +122,7 @@ def decode_text(fields: dict[str, str]) -> dict[str, Any]:
     for key in ("version", "count", "attempts", "replays", *BATCH_COUNTS):
         if key in job:
             job[key] = int(job[key])
-    for internal in ("payload", "holder", "inbox", "sent", *BATCH_INTERNAL):
+    for internal in ("payload", "holder", "inbox", "sent", "sent_at", "lane", *BATCH_INTERNAL):
         job.pop(internal, None)
     if "webhook" in job:
         job["webhook"] = json.loads(job["webhook"])

@@ -36,7 +36,7 @@ class Sweeper:
             return 0
         try:
             now, keys = self.jobs.clock(), self.jobs.keys
-            flat = self.jobs.scripts.call("sweep", [keys.pending, keys.holders, keys.stats],
+            flat = self.jobs.scripts.call("sweep", [keys.pending, keys.holders, keys.stats, keys.progress],
                                           [now, self.jobs.lease, self.jobs.requeue, keys.job_prefix, keys.queue(""),
                                            limit, "1" if self.restarted() else "0"])
             by_queue: dict[str, list[str]] = {}

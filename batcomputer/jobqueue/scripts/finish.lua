@@ -69,6 +69,7 @@ if inboxes then
   for i = 1, #flat, 2 do job[flat[i]] = flat[i + 1] end
   job['inbox'] = nil
   job['sent'] = nil
+  job['sent_at'] = nil
   local results = job['results'] or ''
   job['results'] = nil
   local entry = ARGV[3] .. ' ' .. cjson.encode(job) .. '\n' .. results

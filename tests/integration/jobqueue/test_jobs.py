@@ -140,6 +140,23 @@ def test_a_sent_job_behind_a_queue_that_never_empties_is_sent_again_within_seven
     assert resent_at == 7 * 30  # postponed 30, 60 and 90 s after the first check: its message may be lost
 
 
+def test_a_job_whose_message_a_later_one_overtook_is_sent_again_at_its_first_check_behind_a_backlog(
+        store: JobStore, clock: Clock) -> None:
+    lost = create(store)
+    sent(store, lost)  # its message vanished (taken by a worker that died before recording it, say)
+    clock.advance(1)
+    later = create(store)
+    store.publish([(QUEUE_RECORDS, [later])])  # sent after it, on the same lane: stays in the busy queue
+    store.redis.rpush(store.keys.queue(QUEUE_RECORDS), "another message")
+    clock.advance(31)
+    assert swept(store) == []  # a backlog, and nothing overtaken yet: both checks are postponed (by 60 s)
+    store.leases.renew("a")
+    store.start([later], "a")  # a worker takes the later job: the lost one's message is not in the queue
+    clock.advance(61)
+    store.leases.renew("a")  # its worker lives on
+    assert swept(store) == [lost]  # at its next check, however busy the queue (not after 3.5 min)
+
+
 def test_a_job_given_back_is_sent_again_at_once_even_behind_a_backlog(store: JobStore, clock: Clock) -> None:
     job_id = create(store)
     sent(store, job_id)
