@@ -40,7 +40,8 @@ def say(line: str) -> None:
     print(f"smoke: {line}", flush=True)
 
 
-def run(*args: str, check: bool = True, capture: bool = False, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+def run(*args: str, check: bool = True, capture: bool = False,
+        timeout: float = 1800) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(list(args), text=True, capture_output=capture, timeout=timeout)
     if check and done.returncode != 0:
         raise SystemExit(f"smoke: `{' '.join(args[:6])} ...` failed with {done.returncode}\n"
@@ -59,7 +60,7 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
     while time.monotonic() < deadline:
         try:
             found = check()
-        except Exception:  # noqa: BLE001 - not up yet: keep asking until the deadline
+        except Exception:  # not up yet: keep asking until the deadline
             found = None
         if found:
             return found
