@@ -12,7 +12,7 @@
 #    that the lock does not pin at the installed version fails the install.
 # 3. The app from REPO with --no-deps, editable: it runs from its source tree, where the gateway finds the web
 #    client's pages (api/web) and fonts (node_modules/@fontsource), and training finds data/sources.toml.
-# 4. Byte-compiled, and checked: `batcomputer --help` runs, the gateway imports without scikit-learn or pandas,
+# 4. Without the libraries' test suites, byte-compiled, and checked: `batcomputer --help` runs, the gateway imports without scikit-learn or pandas,
 #    and the workers, stream consumers, flows and training import.
 set -eu
 
@@ -48,6 +48,12 @@ loose = sorted(pins(sys.argv[2]) - pins(sys.argv[1]))
 sys.exit("installed but not pinned so in requirements.lock: " + ", ".join(loose) if loose else 0)
 PY
 pip check
+
+# What the runtime never runs: the libraries' own test suites and pyarrow's C++ headers (about 125 MB). The
+# imports below and the image smoke test (compose/smoke.py) check that nothing the app uses went with them.
+site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+find "$site" -mindepth 2 -maxdepth 3 -type d -name tests -prune -exec rm -rf {} +
+rm -rf "$site/pyarrow/include"
 
 for package in api batcomputer cli orchestration training worker; do
   "$py" -m compileall -q "$repo/$package"

@@ -31,7 +31,10 @@ ROOT = Path(__file__).resolve().parents[1]
 IMAGE = "localhost/batcomputer:smoke"
 PREFIX = "bcsmoke-"  # every container this script starts
 DATA = "/var/lib/batcomputer"
-ULIMITS = '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n'
+# No CAP_SYS_RESOURCE here (podman's default ulimits cannot be set), and cgroups in hybrid mode (v1 and v2),
+# which crun refuses and runc takes.
+CONTAINERS_CONF = ('[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n'
+                   '[engine]\nruntime = "runc"\n')
 GRACE = {"gateway": 30, "record-worker": 60, "bulk-worker": 120, "stream-consumer": 30}  # docker-compose.yml's
 RECORD = {"force": "West Yorkshire Police", "crime": "Burglary", "month": 10}
 
@@ -70,9 +73,9 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 def skipped() -> str | None:
     """Why this machine cannot run the smoke test (None: it can)."""
-    for tool in ("podman", "mmdebstrap"):
+    for tool in ("podman", "mmdebstrap", "runc"):
         if shutil.which(tool) is None:
-            return f"{tool} is not installed (apt-get install podman mmdebstrap catatonit)"
+            return f"{tool} is not installed (apt-get install podman mmdebstrap catatonit runc)"
     if os.geteuid() != 0:
         return "it needs root (rootful podman and mmdebstrap)"
     return None
@@ -237,7 +240,7 @@ def main() -> int:
         return 0
     keep = "--keep" in sys.argv[1:]
     conf = Path(tempfile.mkdtemp(prefix="bcsmoke-conf-")) / "containers.conf"
-    conf.write_text(ULIMITS)  # no CAP_SYS_RESOURCE here: podman's default ulimits cannot be set
+    conf.write_text(CONTAINERS_CONF)
     os.environ["CONTAINERS_CONF"] = str(conf)
     os.chdir(ROOT)
     folder = Path(tempfile.mkdtemp(prefix="bcsmoke-"))
@@ -259,6 +262,7 @@ def main() -> int:
         if not keep:
             smoke.remove()
             shutil.rmtree(folder, ignore_errors=True)
+            run("podman", "image", "prune", "--force", check=False, capture=True)  # the build's dangling stages
     say("passed")
     return 0
 
