@@ -257,9 +257,18 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
             "summary": "Point an alias at a version", "tags": ["models"],
             "parameters": [MODEL_PARAM, {"name": "alias", "in": "path", "required": True, "schema": NAME_SCHEMA}],
             "requestBody": json_body({"type": "object", "required": ["version"], "properties": {
-                "version": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}, "reason": REASON_SCHEMA},
+                "version": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}, "reason": REASON_SCHEMA,
+                "pin": {"type": "boolean", "description": "true: hold it there, retraining never moves it until it "
+                                                          "is unpinned; false: unpin it; absent: keep its pin"}},
                 "description": "Who moved it (`by` in the history) is the calling key, never a field of the body"}),
             "responses": {**ok("Moved", {"$ref": "#/components/schemas/AliasMove"}), **errors(400, 404, 409, 415)}}},
+        "/api/models/{model}/aliases/{alias}/pin": {"delete": {
+            "summary": "Unpin an alias: retraining may move it again (it stays where it points)", "tags": ["models"],
+            "parameters": [MODEL_PARAM, {"name": "alias", "in": "path", "required": True, "schema": NAME_SCHEMA}],
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"reason": REASON_SCHEMA}}}}},
+            "responses": {**ok("Unpinned", {"$ref": "#/components/schemas/AliasMove"}),
+                          **errors(400, 404, 409, 415)}}},
         "/api/models/{model}/rollback": {"post": {
             "summary": "Move an alias back to its previous target", "tags": ["models"], "parameters": [MODEL_PARAM],
             "requestBody": {"required": False, "content": {"application/json": {"schema": {

@@ -148,6 +148,20 @@ class Conflict(BatcomputerError):
     title = "Conflict"
 
 
+class AliasMoved(Conflict):
+    """An alias no longer points where its mover compared (compare-and-set)."""
+
+    code = "alias_moved"
+    title = "Alias moved meanwhile"
+
+
+class AliasPinned(Conflict):
+    """A person pinned the alias: automatic moves wait until it is unpinned."""
+
+    code = "alias_pinned"
+    title = "Alias pinned"
+
+
 class IntegrityError(BatcomputerError):
     """A bundle file or manifest does not match its recorded hash, or was built by an incompatible stack."""
 

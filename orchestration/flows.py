@@ -3,14 +3,17 @@
 ``retrain`` fetches the data, validates it (columns, rows, class balance; drift per field against the
 champion's training profile), trains a challenger, evaluates challenger and champion on the same holdout,
 publishes the challenger (identical data, spec and code publish nothing new) and moves ``production`` only
-when the policy allows: ``auto`` when the challenger is not worse than the champion by more than the spec's
-margin and accepts every field and category the champion accepts, ``always`` regardless, ``never`` not at
-all. The run leaves a markdown artifact with the comparison, the drift table and the decision.
+when the gate allows (``orchestration.gate``: ``auto`` when the challenger beats the champion by the spec's
+margin and accepts every field and category the champion accepts, or the champion is stale; ``always``
+regardless; ``never`` not at all; a pinned production never). The run leaves a markdown artifact with the
+comparison, the drift table and the decision with the rule that made it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,14 +21,17 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 
-from batcomputer.errors import BatcomputerError, DataError
+from batcomputer.errors import AliasMoved, AliasPinned, BatcomputerError, DataError
 from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
 from orchestration.drift import Drift, field_drift
+from orchestration.gate import Verdict, age_days, coverage_gaps, decide
 
 POLICIES = ("auto", "always", "never")
+MAX_COMPARISONS = 3  # times a run compares again because production moved meanwhile
 
 
 class RetrainRefused(BatcomputerError):
@@ -49,10 +55,14 @@ class Decision:
     reasons: list[str] = field(default_factory=list)
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
     drift: list[Drift] = field(default_factory=list)
+    rule: str = ""  # the gate's rule that decided (orchestration.gate)
+    comparisons: int = 1  # more than one: production moved while this run compared, and it compared again
+    held: tuple[float, float] = (0.0, 0.0)  # when this run held its model's retrain slot: from, until (epoch s)
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "policy": self.policy, "version": self.version, "created": self.created,
-                "promoted": self.promoted, "champion": self.champion, "reasons": self.reasons,
+                "promoted": self.promoted, "champion": self.champion, "rule": self.rule,
+                "comparisons": self.comparisons, "held": list(self.held), "reasons": self.reasons,
                 "metrics": self.metrics,
                 "drift": [{"field": d.field, "psi": d.psi, "level": d.level, "note": d.note} for d in self.drift]}
 
@@ -105,10 +115,6 @@ def load_and_validate(settings: Settings, spec_name: str, champion_schema: Any) 
 def train_and_compare(settings: Settings, spec_name: str, loaded: dict[str, Any], champion: int | None,
                       model: str) -> dict[str, Any]:
     """Fit the challenger; score challenger and champion on the challenger's holdout by the spec's metric."""
-    from sklearn.model_selection import train_test_split
-
-    from training.evaluation import evaluate
-    from training.features import build_table
     from training.spec import load_spec
     from training.trainer import fit
 
@@ -117,62 +123,35 @@ def train_and_compare(settings: Settings, spec_name: str, loaded: dict[str, Any]
     draft = fit(spec, loaded["raw"], source.name, loaded["data"])
     result: dict[str, Any] = {"draft": draft, "challenger": draft.metrics, "champion": None}
     if champion is not None:
-        table, y, _ = build_table(spec, source, loaded["raw"])
-        _, x_test, y_train, y_test = train_test_split(table, y, test_size=spec.holdout,
-                                                      random_state=spec.seed, stratify=y)
-        bundle = Registry.from_settings(settings).bundle(model, champion, pipeline=True)
-        result["champion"] = evaluate(bundle.pipeline, x_test, y_test, y_train, spec)
-        result["champion_schema"] = bundle.schema
+        result["champion"] = evaluate_champion(settings, spec_name, loaded, champion, model)
     result["metric"], result["lower_is_better"], result["margin"] = spec.metric, spec.lower_is_better, spec.margin
     return result
 
 
-def coverage_gaps(champion: Any, challenger: Any) -> list[str]:
-    """Fields and categories the champion accepts that the challenger would refuse."""
-    gaps = []
-    theirs = {f.name: f for f in challenger.fields}
-    for old in champion.fields:
-        new = theirs.get(old.name)
-        if new is None:
-            gaps.append(f"field {old.name!r} is gone")
-            continue
-        lost = sorted(set(old.categories or ()) - set(new.categories or ()))
-        if lost:
-            gaps.append(f"field {old.name!r} no longer accepts {', '.join(map(repr, lost))}")
-        if old.kind != new.kind:
-            gaps.append(f"field {old.name!r} changed from {old.kind} to {new.kind}")
-    return gaps
+def evaluate_champion(settings: Settings, spec_name: str, loaded: dict[str, Any], champion: int,
+                      model: str) -> dict[str, Any]:
+    """The champion's metrics on the challenger's holdout (the same split: the spec's seed and fraction)."""
+    from sklearn.model_selection import train_test_split
 
+    from training.evaluation import evaluate
+    from training.features import build_table
+    from training.spec import load_spec
 
-def decide(policy: str, compared: dict[str, Any], gaps: list[str]) -> tuple[bool, list[str]]:
-    """Whether to move production, and why."""
-    metric, lower = compared["metric"], compared["lower_is_better"]
-    challenger = float(compared["challenger"][metric])
-    if policy == "never":
-        return False, ["policy never: published without promotion"]
-    if policy == "always":
-        return True, ["policy always: promoted whatever the comparison"] + ([f"forced past: {g}" for g in gaps])
-    if compared["champion"] is None:
-        return True, ["no production version yet: the first version is promoted"]
-    champion = float(compared["champion"][metric])
-    margin = float(compared["margin"])
-    worse_by = (challenger - champion) if lower else (champion - challenger)
-    reasons = []
-    if worse_by > margin:
-        reasons.append(f"{metric} {challenger:.4f} is worse than production's {champion:.4f} by {worse_by:.4f}, "
-                       f"more than the margin {margin:g}")
-    reasons.extend(f"blocked: {gap}" for gap in gaps)
-    if reasons:
-        return False, reasons
-    verdict = "better than" if worse_by < 0 else "within the margin of"
-    return True, [f"{metric} {challenger:.4f} is {verdict} production's {champion:.4f} (margin {margin:g})"]
+    spec = load_spec(spec_name)
+    source, _ = spec.pick_source(None)
+    table, y, _ = build_table(spec, source, loaded["raw"])
+    _, x_test, y_train, y_test = train_test_split(table, y, test_size=spec.holdout, random_state=spec.seed,
+                                                  stratify=y)
+    bundle = Registry.from_settings(settings).bundle(model, champion, pipeline=True)
+    metrics: dict[str, Any] = evaluate(bundle.pipeline, x_test, y_test, y_train, spec)
+    return metrics
 
 
 def report(decision: Decision) -> str:
     lines = [f"# Retrain {decision.model}: {'promoted' if decision.promoted else 'not promoted'}", "",
              f"Policy `{decision.policy}`; published version {decision.version} "
              f"({'new' if decision.created else 'identical to an existing version: nothing new published'}); "
-             f"production was {decision.champion}.", "", "## Decision", ""]
+             f"production was {decision.champion}.", "", f"## Decision (rule `{decision.rule}`)", ""]
     lines += [f"- {reason}" for reason in decision.reasons]
     lines += ["", "## Challenger and champion on the same holdout", "", "| metric | challenger | champion |",
               "|---|---|---|"]
@@ -193,7 +172,9 @@ def report(decision: Decision) -> str:
 def retrain(model: str, policy: str = "auto", spec: str | None = None, fetch: bool = True,
             settings: Settings | None = None) -> dict[str, Any]:
     """Retrain ``model`` (from its spec, or ``spec``: another spec file of the same model) and publish it;
-    move production by ``policy``."""
+    move production by ``policy`` and the gate's rules (``orchestration.gate``). Retrains of one model run one
+    at a time (a Prefect global concurrency limit), and production moves only if it still points where the
+    flow compared; if it moved meanwhile, the flow compares with the new production again."""
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
     settings = settings or Settings.from_env()
@@ -203,9 +184,29 @@ def retrain(model: str, policy: str = "auto", spec: str | None = None, fetch: bo
     loaded_spec = load_spec(spec_name)
     if loaded_spec.name != model:
         raise ValueError(f"spec {spec_name!r} trains {loaded_spec.name!r}, not {model!r}")
+    limit = one_at_a_time(model)
+    with concurrency(limit, occupy=1, strict=True):
+        return _retrain(settings, model, policy, spec_name, loaded_spec, fetch, time.time())
+
+
+def one_at_a_time(model: str) -> str:
+    """The global concurrency limit (one slot) that retrains of ``model`` share, made if missing."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    name = f"retrain-{model}".replace("_", "-").lower()
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):  # an earlier run's
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    return name
+
+
+def _retrain(settings: Settings, model: str, policy: str, spec_name: str, loaded_spec: Any,
+             fetch: bool, since: float) -> dict[str, Any]:
     registry = Registry.from_settings(settings)
+    alias = settings.default_alias
     aliases = registry.aliases(model) if model in registry.models() else {}
-    champion = aliases.get(settings.default_alias)
+    champion = aliases.get(alias)
     champion_schema = registry.schema(model, champion) if champion is not None else None
     source, _ = loaded_spec.pick_source(None)
     if fetch and source.dataset:
@@ -215,24 +216,45 @@ def retrain(model: str, policy: str = "auto", spec: str | None = None, fetch: bo
     draft = compared["draft"]
     draft.run = {"flow": "retrain", "flow_run_id": str(flow_run.get_id() or ""), "policy": policy}
     published = registry.publish(draft)
-    gaps = coverage_gaps(champion_schema, draft.schema) if champion_schema is not None else []
-    promote, reasons = decide(policy, compared, gaps)
-    decision = Decision(model, policy, published.version, published.created, False, champion, reasons,
-                        drift=loaded["drift"])
+    promoted = False
+    comparisons = 0
+    for _ in range(MAX_COMPARISONS):
+        comparisons += 1
+        gaps = coverage_gaps(champion_schema, draft.schema) if champion_schema is not None else []
+        moves = [m for m in registry.history(model, alias) if m.get("to") == champion] if champion else []
+        verdict = decide(policy, compared, gaps, registry.pin(model, alias),
+                         age_days(registry.entry(model, champion).get("created")) if champion else None,
+                         loaded_spec.freshness_days, moves[-1]["by"] if moves else None)
+        if not verdict.promote or champion == published.version:
+            if verdict.promote:
+                verdict.reasons.append("production already is this version")
+            break
+        try:
+            registry.set_alias(model, alias, published.version, by=actor(), reason="; ".join(verdict.reasons)[:1000],
+                               expect=champion, automatic=True)
+            promoted = True
+            break
+        except AliasPinned as exc:
+            verdict = Verdict(False, "pinned", [exc.detail])
+            break
+        except AliasMoved:  # someone moved production since the comparison: compare with it instead
+            champion = registry.aliases(model).get(alias)
+            champion_schema = registry.schema(model, champion) if champion is not None else None
+            compared["champion"] = (evaluate_champion(settings, spec_name, loaded, champion, model)
+                                    if champion is not None else None)
+    else:
+        verdict = Verdict(False, "moving", [f"production moved {MAX_COMPARISONS} times while this run compared"])
+    decision = Decision(model, policy, published.version, published.created, promoted, champion, verdict.reasons,
+                        drift=loaded["drift"], rule=verdict.rule, comparisons=comparisons, held=(since, time.time()))
     metric = compared["metric"]
     for name in dict.fromkeys((metric, "log_loss", "roc_auc", "pr_auc", "accuracy")):
         decision.metrics[name] = {"challenger": float(compared["challenger"][name]),
                                   **({"champion": float(compared["champion"][name])} if compared["champion"] else {})}
-    if promote and champion == published.version:
-        decision.reasons.append("production already is this version")
-    elif promote:
-        registry.set_alias(model, settings.default_alias, published.version, by=actor(),
-                           reason="; ".join(reasons)[:1000])
-        decision.promoted = True
     create_markdown_artifact(report(decision), key=f"retrain-{model}".replace("_", "-").lower(),
                              description=f"Retrain {model}: challenger vs champion, drift, decision")
     print(f"{model}: version {published.version} ({'new' if published.created else 'unchanged'}); "
-          f"{'promoted' if decision.promoted else 'not promoted'}: {'; '.join(decision.reasons)}")
+          f"{'promoted' if decision.promoted else 'not promoted'} (rule {verdict.rule}): "
+          f"{'; '.join(decision.reasons)}")
     return decision.to_json()
 
 

@@ -50,7 +50,9 @@ class Spec:
     holdout: float
     metric: str
     raw: dict[str, Any]
-    margin: float = 0.0     # a challenger may be this much worse by the metric and still replace the champion
+    margin: float = 0.0     # a challenger must be better than the champion by this much, by the metric, to replace it
+    freshness_days: float | None = None  # a champion trained longer ago than this yields to a challenger that
+    #                                      is no worse than it by more than the margin (None: never by age)
     min_rows: int = 100     # fewer usable rows than this stop a retraining before it trains
 
     @property
@@ -120,7 +122,8 @@ def parse_spec(raw: dict[str, Any], path: Path) -> Spec:
                     outputs=outputs, sources=sources, estimator=estimator["class"],
                     estimator_params=dict(estimator.get("params", {})), seed=int(raw.get("seed", 0)),
                     holdout=float(raw.get("holdout", 0.25)), metric=raw.get("metric", "log_loss"), raw=raw,
-                    margin=float(raw.get("margin", 0.0)), min_rows=int(raw.get("min_rows", 100)))
+                    margin=float(raw.get("margin", 0.0)), min_rows=int(raw.get("min_rows", 100)),
+                    freshness_days=float(raw["freshness_days"]) if "freshness_days" in raw else None)
     except KeyError as exc:
         raise _fail(path, f"missing key {exc}") from None
     except (TypeError, ValueError) as exc:
@@ -131,6 +134,8 @@ def parse_spec(raw: dict[str, Any], path: Path) -> Spec:
         raise _fail(path, f"estimator {spec.estimator!r} is not from {ESTIMATOR_MODULES}")
     if spec.margin < 0 or spec.min_rows < 1:
         raise _fail(path, "margin must not be negative and min_rows must be at least 1")
+    if spec.freshness_days is not None and spec.freshness_days <= 0:
+        raise _fail(path, "freshness_days must be greater than zero")
     if not 0 < spec.holdout < 1:
         raise _fail(path, f"holdout must be a fraction between 0 and 1, not {spec.holdout}")
     if len(labels) != 2 or len(outputs) != 2:

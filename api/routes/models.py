@@ -85,10 +85,23 @@ def move_alias(model: str, alias: str) -> dict[str, Any]:
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
         raise BadRequest(f"version must be a whole number from 1 to {MAX_VERSION}", field="version")
     check_reason(body)
+    pin = body.get("pin")
+    if pin is not None and not isinstance(pin, bool):
+        raise BadRequest("pin must be true (hold it there against automatic moves) or false", field="pin")
     registry = gateway().registry
     move = registry.set_alias(model, alias, version, by=auth.actor(),
-                              reason=str(body.get("reason") or "PUT alias over HTTP"))
-    return {"move": move, "aliases": registry.aliases(model)}
+                              reason=str(body.get("reason") or "PUT alias over HTTP"), pin=pin)
+    return {"move": move, "aliases": registry.aliases(model), "pin": registry.pin(model, alias)}
+
+
+@models.delete("/<model>/aliases/<alias>/pin")
+def unpin_alias(model: str, alias: str) -> dict[str, Any]:
+    """Let automatic moves (retraining) move the alias again; it stays where it points."""
+    body = _body()
+    check_reason(body)
+    registry = gateway().registry
+    move = registry.unpin(model, alias, by=auth.actor(), reason=str(body.get("reason") or "unpinned over HTTP"))
+    return {"move": move, "aliases": registry.aliases(model), "pin": None}
 
 
 @models.post("/<model>/rollback")

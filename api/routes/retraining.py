@@ -83,16 +83,19 @@ def retrain(model: str) -> tuple[Response, int]:
 
 
 def decision_of(markdown: str) -> dict[str, Any]:
-    """The headline ("Retrain crime: promoted") and the reasons of a retrain artifact's markdown."""
+    """The headline ("Retrain crime: promoted"), the gate's rule and the reasons of a retrain artifact's
+    markdown."""
     lines = markdown.splitlines()
     headline = lines[0].lstrip("# ").strip() if lines else ""
-    reasons, inside = [], False
+    reasons, inside, rule = [], False, None
     for line in lines[1:]:
         if line.startswith("## "):
-            inside = line.strip() == "## Decision"
+            inside = line.strip().startswith("## Decision")
+            if inside and "rule `" in line:  # "## Decision (rule `within`)"
+                rule = line.split("rule `", 1)[1].split("`", 1)[0]
         elif inside and line.startswith("- "):
             reasons.append(line[2:].strip())
-    return {"headline": headline, "promoted": headline.endswith(": promoted"), "reasons": reasons}
+    return {"headline": headline, "promoted": headline.endswith(": promoted"), "rule": rule, "reasons": reasons}
 
 
 @retraining.get("/<model>/retrains")

@@ -346,7 +346,7 @@ async function retrainSection(name) {
     if (!found.runs.length) return element("p", { class: "hint", text: "No retrain runs yet." });
     return table(`Latest retrain runs of ${name}`, ["Started", "State", "Policy", "Decision"],
       found.runs.map((run) => [when(run.started), run.state || "–", run.policy,
-        run.decision ? `${run.decision.headline}${run.decision.reasons.length ? ": " + run.decision.reasons.join("; ") : ""}` : "–"]));
+        run.decision ? `${run.decision.headline}${run.decision.rule ? ` (rule ${run.decision.rule})` : ""}${run.decision.reasons.length ? ": " + run.decision.reasons.join("; ") : ""}` : "–"]));
   } catch (error) {
     return element("p", { class: "hint", text: `Retrain runs: ${error.message}` });
   }

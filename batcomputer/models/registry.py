@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from batcomputer.errors import (
+    AliasMoved,
     AliasNotFound,
+    AliasPinned,
     BadRequest,
     Conflict,
     IntegrityError,
@@ -56,6 +58,9 @@ def check_name(kind: str, name: str) -> str:
         raise BadRequest(f"{kind} {name!r} is not a valid name (lower-case letters, digits, '-' and '_')",
                          field=kind)
     return name
+
+
+ANY = object()  # set_alias's ``expect`` when the alias may point anywhere
 
 
 def now() -> str:
@@ -219,8 +224,10 @@ class Registry:
             moves.extend(state.get("history", []))
         return sorted(moves, key=lambda m: m["at"])
 
-    def _move(self, model: str, alias: str, choose: Any, by: str | None, reason: str, kind: str) -> dict[str, Any]:
-        """Compare-and-swap loop: ``choose(state)`` picks the new version from the current alias state."""
+    def _move(self, model: str, alias: str, choose: Any, by: str | None, reason: str, kind: str,
+              pin: bool | None = None) -> dict[str, Any]:
+        """Compare-and-swap loop: ``choose(state)`` picks the new version from the current alias state (and may
+        refuse, raising). ``pin``: True pins the alias where it now points, False unpins it, None keeps its pin."""
         key = f"{check_name('model', model)}/aliases/{check_name('alias', alias)}.json"
         by = by or getpass.getuser()
         if len(reason) > MAX_REASON_CHARS:
@@ -237,14 +244,49 @@ class Registry:
             move = {"alias": alias, "from": state["version"], "to": target, "at": now(),
                     "by": by, "reason": reason, "kind": kind}
             new_state = {"version": target, "history": bounded([*state["history"], move])}
+            pinned = {"by": by, "at": move["at"], "reason": reason}
+            held = state.get("pin") if pin is None else (pinned if pin else None)
+            if held:
+                new_state["pin"] = held
+                move["pinned"] = True
             if self.store.swap(key, bundles.dump_json(new_state), current[1] if current else None):
                 return move
         raise Conflict(f"alias {alias!r} of {model!r} is changing too fast; try again")
 
-    def set_alias(self, model: str, alias: str, version: int, by: str | None = None,
-                  reason: str = "") -> dict[str, Any]:
-        """Point ``alias`` at ``version`` (which must exist) and record the move."""
-        return self._move(model, alias, lambda state: int(version), by, reason or "promote", "move")
+    def set_alias(self, model: str, alias: str, version: int, by: str | None = None, reason: str = "",
+                  pin: bool | None = None, expect: int | object | None = ANY,
+                  automatic: bool = False) -> dict[str, Any]:
+        """Point ``alias`` at ``version`` (which must exist) and record the move. ``pin``: True holds it there
+        against every automatic move until unpinned, False unpins it. ``expect``: move only if the alias still
+        points at that version (None: at nothing), else ``AliasMoved``. ``automatic`` (a flow, not a person):
+        a pinned alias is not moved (``AliasPinned``)."""
+
+        def check(state: dict[str, Any]) -> int:
+            if expect is not ANY and state["version"] != expect:
+                raise AliasMoved(f"alias {alias!r} of {model!r} points at {state['version']}, not {expect} as "
+                                 f"compared", model=model, alias=alias, version=state["version"], expected=expect)
+            if automatic and state.get("pin"):
+                held = state["pin"]
+                raise AliasPinned(f"alias {alias!r} of {model!r} is pinned to {state['version']} by {held['by']} "
+                                  f"({held['at']}): automatic moves wait until it is unpinned", model=model,
+                                  alias=alias, version=state["version"], pinned_by=held["by"])
+            return int(version)
+
+        return self._move(model, alias, check, by, reason or "promote", "move", pin)
+
+    def unpin(self, model: str, alias: str = DEFAULT_ALIAS, by: str | None = None, reason: str = "") -> dict[str, Any]:
+        """Let automatic moves move ``alias`` again (it stays where it points)."""
+        state = self._alias_state(model, alias)
+        if state is None or state.get("version") is None:
+            raise AliasNotFound(f"model {model!r} has no alias {alias!r}", model=model, alias=alias)
+        return self._move(model, alias, lambda current: int(current["version"]), by, reason or "unpin", "unpin",
+                          pin=False)
+
+    def pin(self, model: str, alias: str = DEFAULT_ALIAS) -> dict[str, Any] | None:
+        """Who pinned ``alias``, when and why (None: not pinned)."""
+        state = self._alias_state(model, alias) or {}
+        found: dict[str, Any] | None = state.get("pin")
+        return found
 
     def rollback(self, model: str, alias: str = DEFAULT_ALIAS, by: str | None = None,
                  reason: str = "") -> dict[str, Any]:

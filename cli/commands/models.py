@@ -65,11 +65,23 @@ def models_show(ctx: Context, ref: str) -> None:
 @click.argument("version", type=int)
 @click.option("--alias", default=DEFAULT_ALIAS, show_default=True)
 @click.option("--reason", default="", help="Why, for the alias history")
+@click.option("--pin", is_flag=True, help="Hold it there: retraining never moves it until `batcomputer unpin`")
 @pass_context
-def promote(ctx: Context, model: str, version: int, alias: str, reason: str) -> None:
+def promote(ctx: Context, model: str, version: int, alias: str, reason: str, pin: bool) -> None:
     """Point an alias of MODEL at VERSION."""
-    move = ctx.registry.set_alias(model, alias, version, reason=reason or "batcomputer promote")
-    click.echo(f"{model}: {alias} {move['from'] or '-'} -> {move['to']}")
+    move = ctx.registry.set_alias(model, alias, version, reason=reason or "batcomputer promote", pin=pin or None)
+    click.echo(f"{model}: {alias} {move['from'] or '-'} -> {move['to']}" + (" (pinned)" if move.get("pinned") else ""))
+
+
+@click.command()
+@click.argument("model")
+@click.option("--alias", default=DEFAULT_ALIAS, show_default=True)
+@click.option("--reason", default="", help="Why, for the alias history")
+@pass_context
+def unpin(ctx: Context, model: str, alias: str, reason: str) -> None:
+    """Let retraining move an alias of MODEL again (it stays where it points)."""
+    move = ctx.registry.unpin(model, alias, reason=reason or "batcomputer unpin")
+    click.echo(f"{model}: {alias} {move['to']} unpinned")
 
 
 @click.command()

@@ -80,6 +80,7 @@ def test_a_served_deployment_runs_on_its_schedule_and_the_gateway_triggers_a_ret
         assert triggered["state"] == "COMPLETED" and triggered["policy"] == "never"
         assert triggered["decision"]["headline"] == "Retrain titanic: not promoted"
         assert triggered["decision"]["reasons"] and not triggered["decision"]["promoted"]
+        assert triggered["decision"]["rule"] == "never"
         assert any(r["decision"] and r["decision"]["promoted"] for r in runs)  # the scheduled run promoted v1
         refused = client.post("/api/models/titanic/retrain", json={"policy": "sometimes"})
         assert refused.status_code == 400 and refused.get_json()["field"] == "policy"
