@@ -123,10 +123,10 @@ class Gateway:
             if single and isinstance(body, dict) and "records" in body:
                 raise BadRequest("/api/predict takes one record; send lists to /api/models/{model}/jobs",
                                  field="records")
-            return self.submit(pinned, self.records_of(body), idempotency, wait, owner)
+            return self.submit(pinned, self.records_of(body), idempotency, wait, owner, "predict" if single else "job")
         payload, count = fast
         self.check_count(count)
-        return self._enqueue(pinned, Payload(payload, count), idempotency, wait, owner)
+        return self._enqueue(pinned, Payload(payload, count), idempotency, wait, owner, "predict" if single else "job")
 
     def share(self) -> Share:
         """What one key may hold of a queue (``BATCOMPUTER_KEY_SHARE``, ``BATCOMPUTER_KEY_RESERVE``)."""
@@ -138,12 +138,13 @@ class Gateway:
                                  field="records", limit=self.settings.max_records)
 
     def submit(self, pinned: Pinned, records: list[Any], idempotency: tuple[str, bytes] | None = None,
-               wait: float = 0.0, owner: Key | None = None) -> Submitted:
+               wait: float = 0.0, owner: Key | None = None, source: str = "job") -> Submitted:
         """Validate, create the job record, enqueue it; optionally wait up to ``wait`` seconds for it."""
-        return self._enqueue(pinned, validate_records(pinned.schema, records), idempotency, wait, owner)
+        return self._enqueue(pinned, validate_records(pinned.schema, records), idempotency, wait, owner, source)
 
     def _enqueue(self, pinned: Pinned, clean: list[dict[str, Any]] | Payload,
-                 idempotency: tuple[str, bytes] | None, wait: float, owner: Key | None = None) -> Submitted:
+                 idempotency: tuple[str, bytes] | None, wait: float, owner: Key | None = None,
+                 source: str = "job") -> Submitted:
         """Create the job record, enqueue it; optionally wait up to ``wait`` seconds for it.
 
         The job record is the commitment: once it exists the job will run. If the message cannot be sent
@@ -163,7 +164,8 @@ class Gateway:
         try:
             created = self.jobs.create(job_id, pinned.model, pinned.version, pinned.sha256, clean, queue,
                                        pinned.alias, self.inbox.key if finished else None, claim,
-                                       extra={"owner": owner.id} if owner else None,
+                                       extra={**({"owner": owner.id} if owner else {}),
+                                              **({"source": source} if source != "job" else {})} or None,
                                        limit=self.settings.max_queue_depth, lane=lane, share=self.share())
             if not created.new:  # the same request came before (perhaps at this very moment)
                 job = self.wait_for(created.job_id, wait)

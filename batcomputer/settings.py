@@ -229,6 +229,19 @@ class Settings:
     metrics_host: str = field(default="127.0.0.1", metadata={"parse": _text,
         "help": "Bind address of the workers' and stream consumers' /metrics (and of Flower under `up`); "
                 "0.0.0.0 in containers, where Prometheus and the kubelet reach them"})
+    capture_root: str | None = field(default=None, metadata={"parse": _optional_text,
+        "help": "Where scored records are captured as Parquet (a folder or fsspec URL, e.g. abfs://capture); "
+                "unset: no capture"})
+    capture_options: dict[str, Any] = field(default_factory=dict, metadata={"parse": _json_object,
+        "help": "JSON object of fsspec storage options for the capture root"})
+    capture_rates: str = field(default="job=1,predict=1,stream=1,batch=0.01", metadata={"parse": _text,
+        "help": "Fraction of scored records captured per source (job, predict, stream, batch)"})
+    capture_roll_mb: int = field(default=64, metadata={"parse": _positive_int,
+        "help": "A capture file is written once a process holds this many MB of a partition's rows"})
+    capture_roll_seconds: float = field(default=60.0, metadata={"parse": _positive_float,
+        "help": "... or once its oldest row is this many seconds old (what a killed process can lose)"})
+    capture_retention_days: float = field(default=30.0, metadata={"parse": _positive_float,
+        "help": "Captured partitions older than this many days are deleted by the workers' sweeper"})
     flower_password: str | None = field(default=None, metadata={"parse": _optional_text,
         "help": "Password of Flower's basic auth (user admin) under `up --flower` and compose's flower profile; "
                 "`up` makes one up and prints it when unset"})

@@ -37,6 +37,7 @@ from batcomputer.metrics import (
 from batcomputer.models.registry import Registry
 from batcomputer.models.schema import decode_one, validate_record
 from batcomputer.models.scoring import score
+from batcomputer.monitoring.capture import Capture
 from batcomputer.settings import Settings
 from worker.bundle_cache import BundleCache
 
@@ -59,6 +60,7 @@ class StreamConsumer:
         self.bundles = BundleCache(self.registry)
         self.stop = threading.Event()
         self.next_claim = time.monotonic()
+        self.capture = Capture.from_settings(settings)
 
     def run(self) -> None:
         self.store.ensure_group()
@@ -70,6 +72,8 @@ class StreamConsumer:
             self._consume()
         finally:
             flusher.stop()
+            if self.capture is not None:
+                self.capture.flush(force=True)
 
     def _consume(self) -> None:
         next_trim = time.monotonic()
@@ -79,6 +83,8 @@ class StreamConsumer:
             try:
                 window_count += self.step()
                 failing = False
+                if self.capture is not None:
+                    self.capture.flush()  # what is old enough
             except Exception as exc:  # Redis away, a bundle unreadable: the entries stay pending; try again
                 if not failing:
                     log.warning("consumer %s: %s; retrying", self.name, exc, exc_info=not isinstance(
@@ -151,6 +157,9 @@ class StreamConsumer:
             began = time.perf_counter()
             results = score(bundle, [clean for _, clean in valid])
             self.recorder.observe(SCORING, labels, (time.perf_counter() - began,))
+            if self.capture is not None:
+                self.capture.add(bundle, "stream", [entry.id for entry, _ in valid], [0] * len(valid),
+                                 [clean for _, clean in valid], results)
             self.recorder.observe(MICRO_BATCH, labels, (len(valid),))
             self.recorder.count(STREAM_RECORDS, (("model", self.model), ("outcome", "scored")), len(valid))
             self.recorder.set(MODEL_VERSION_SCORED, labels, bundle.version)

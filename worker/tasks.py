@@ -30,6 +30,7 @@ from batcomputer.metrics import (
 from batcomputer.models.bundle import Bundle
 from batcomputer.models.registry import Registry
 from batcomputer.models.scoring import score
+from batcomputer.monitoring.capture import Capture
 from batcomputer.settings import Settings
 from worker.bundle_cache import BundleCache
 from worker.heartbeat import Heartbeat, holder_name
@@ -80,14 +81,16 @@ class Scorer:
         self.batcher = Batcher(score_singles, self.settings.batch_max_records, self.settings.batch_window_ms / 1000,
                                recorder=self.recorder)
         self.holder = holder_name(self.queues)
+        self.capture = Capture.from_settings(self.settings)
         self.runner: Any = None
         if QUEUE_BULK in self.queues:  # files come on the bulk queue only: record workers need no pyarrow
             from batcomputer.files.storage import Storage
             from worker.parquet.runner import BatchRunner
 
             self.runner = BatchRunner(self.jobs, Storage.from_settings(self.settings), self.bundles, self.holder,
-                                      self.settings.batch_chunk_rows, self.settings.batch_ttl_seconds)
+                                      self.settings.batch_chunk_rows, self.settings.batch_ttl_seconds, self.capture)
         self.orphans: set[str] = set()
+        self.next_expiry = 0.0
         self.heartbeat = Heartbeat(self.jobs, self.queues, self.holder, on_beat=self.on_beat).start()
         self._pid = os.getpid()
 
@@ -95,10 +98,20 @@ class Scorer:
         if self.heartbeat is not None and self._pid == os.getpid():
             self.heartbeat.stop()
             self.flush_metrics()
+            if self.capture is not None:
+                self.capture.flush(force=True)
 
     def on_beat(self) -> None:
         self.give_back()
         self.flush_metrics()
+        if self.capture is not None:
+            self.capture.flush()
+            if time.monotonic() >= self.next_expiry:
+                self.next_expiry = time.monotonic() + 3_600
+                try:
+                    self.capture.expire(self.settings.capture_retention_days)
+                except Exception as exc:
+                    log.warning("could not delete old capture partitions: %s", exc)
 
     def flush_metrics(self) -> None:
         """Add what this process counted to the cluster's metrics and its worker's."""
@@ -206,8 +219,26 @@ class Scorer:
                 if recorded[batch_id]:
                     self.runner.ended(batch_id)
             self.record(begun, started, outcomes, recorded)
+            if self.capture is not None:
+                self.capture_outcomes(begun, outcomes, recorded)
         summary.update({job_id: state for job_id, state, _ in outcomes})
         return summary
+
+    def capture_outcomes(self, begun: dict[str, Start], outcomes: list[tuple[str, str, dict[str, Any]]],
+                         recorded: dict[str, bool]) -> None:
+        """Capture the records of each job this delivery scored (its first outcome only), by its source."""
+        assert self.capture is not None
+        for job_id, state, fields in outcomes:
+            start = begun.get(job_id)
+            if state != SUCCEEDED or not recorded.get(job_id) or start is None or not isinstance(start.records, list):
+                continue
+            try:
+                bundle = self.bundles.get(start.model, start.version)
+                count = len(start.records)
+                self.capture.add(bundle, start.source, [job_id] * count, list(range(count)), start.records,
+                                 fields["results"])
+            except Exception as exc:  # capture never fails a job
+                log.warning("could not capture job %s: %s", job_id, exc)
 
     def record(self, begun: dict[str, Start], started: float, outcomes: list[tuple[str, str, dict[str, Any]]],
                recorded: dict[str, bool]) -> None:

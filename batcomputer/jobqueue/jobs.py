@@ -225,7 +225,8 @@ class JobStore:
                 starts.append(Start(state, attempts, reply[2].decode(), int(reply[3]), orjson.loads(reply[4] or b"[]"),
                                     reply[5].decode() or None, parse_iso(created) if created else None,
                                     reply[7].decode() if len(reply) > 7 else "",
-                                    reply[8].decode() if len(reply) > 8 else ""))
+                                    reply[8].decode() if len(reply) > 8 else "",
+                                    reply[9].decode() if len(reply) > 9 else "job"))
         if dead:
             self.end(dead)
             self.redis.hincrby(self.keys.stats, STAT_DEAD, len(dead))

@@ -56,6 +56,7 @@ class Start:
     created: float | None = None  # when the job was accepted (seconds)
     queue: str = ""
     owner: str = ""  # the key whose job it is ('' without keys)
+    source: str = "job"  # how it came: a job, or /api/predict ("predict")
 
 
 @dataclass(frozen=True)

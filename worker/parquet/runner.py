@@ -20,12 +20,13 @@ import pyarrow as pa
 
 from batcomputer.errors import BatcomputerError
 from batcomputer.files.storage import Location, Storage
-from batcomputer.files.tables import BadInput
+from batcomputer.files.tables import ERROR_CODE, LABEL, BadInput
 from batcomputer.jobqueue.batches import BatchStore
 from batcomputer.jobqueue.jobs import JobStore
 from batcomputer.jobqueue.keyspace import CANCELLED, FAILED, KIND_BATCH, QUEUE_BULK, RUNNING, SUCCEEDED, parent_of
 from batcomputer.jobqueue.records import Start
 from batcomputer.models.bundle import Bundle
+from batcomputer.models.scoring import classes_of
 from worker.parquet.chunk import read_chunk, read_part, score_rows, write_part
 from worker.parquet.merge import describe, empty_output, write_output
 from worker.parquet.plan import Chunk, check_file, open_parquet, plan_file, read_columns
@@ -60,8 +61,9 @@ class BatchRunner:
     """The bulk worker's side of batches: what each delivery of a batch or a chunk does."""
 
     def __init__(self, jobs: JobStore, storage: Storage, bundles: Any, holder: str, chunk_rows: int,
-                 file_ttl: float) -> None:
+                 file_ttl: float, capture: Any = None) -> None:
         self.jobs = jobs
+        self.capture = capture  # batcomputer.monitoring.capture.Capture, or None
         self.batches = BatchStore(jobs)
         self.storage = storage
         self.bundles = bundles
@@ -122,6 +124,9 @@ class BatchRunner:
         if self._state(batch_id) != RUNNING:  # cancelled meanwhile: the cancel's clean-up may have run already
             location.fs.rm(location.path)
             return CANCELLED, {}
+        if self.capture is not None:
+            first = sum(parquet.metadata.row_group(g).num_rows for g in range(chunk.group)) + chunk.skip
+            capture_rows(self.capture, bundle, batch_id, first, table, out)
         return SUCCEEDED, {"rows_failed": str(failed)}
 
     def merge(self, batch_id: str, bundle: Bundle, spec: dict[str, Any]) -> Outcome:
@@ -154,3 +159,23 @@ class BatchRunner:
             self.batches.discard(batch_id)
         if callback:
             self.batches.schedule_webhook(batch_id)
+
+
+def capture_rows(capture: Any, bundle: Bundle, batch_id: str, first: int, table: Any, out: Any) -> int:
+    """Capture a sample of a chunk's scored rows (the ``batch`` rate): their inputs, outputs and label, each
+    with its row number in the file (``first`` is the chunk's). Rows that failed validation are not captured."""
+    import numpy as np
+
+    rate = capture.rates.get("batch", 0.0)
+    if rate <= 0 or table.num_rows == 0:
+        return 0
+    valid = np.asarray(out.column(ERROR_CODE).is_null())
+    picks = np.nonzero(valid & (np.random.default_rng().random(table.num_rows) < rate))[0]
+    if len(picks) == 0:
+        return 0
+    records = table.select(bundle.schema.field_names).take(picks).to_pylist()
+    outputs, _ = classes_of(bundle)
+    scored = out.select([*outputs, LABEL]).take(picks).to_pylist()
+    results = [{**row, "warnings": []} for row in scored]
+    return int(capture.add(bundle, "batch", [batch_id] * len(picks), [first + int(i) for i in picks], records,
+                           results, sampled=True))

@@ -1,0 +1,196 @@
+"""Capture of what production scores: every scored record (or a sample, per source) as Parquet rows under a
+capture root, partitioned Hive-style by model, version and date, in files each process writes on its own.
+
+A row: the bundle's sha256, the source (``job``, ``predict``, ``stream``, ``batch``), the job or entry id and
+the record's index in it, when it was scored, each input field (``in_<field>``), each output (``out_<name>``),
+the label and the warnings (as JSON). Rows wait in memory per partition and are written as one file when the partition
+holds ``roll_bytes`` (estimated) or its oldest row is ``roll_seconds`` old (``flush``, called by the process's
+heartbeat); each file is committed whole (a temporary file renamed, or one PUT), so a killed process loses at
+most what it had not written yet and never leaves a partial file. A root that cannot be written drops the rows
+and counts them: scoring goes on.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from batcomputer.errors import ConfigurationError
+from batcomputer.files.storage import Location, commit
+from batcomputer.settings import Settings
+
+log = logging.getLogger("batcomputer.capture")
+SOURCES = ("job", "predict", "stream", "batch")
+ROW_BYTES = 200  # an estimate of a captured row's size in memory beyond its values, for rolling files
+
+
+@dataclass
+class Partition:
+    """Rows of one model version and day waiting to be written."""
+
+    model: str
+    version: int
+    date: str
+    schema: Any  # the model's Schema: which inputs, of which kind
+    outputs: list[str]
+    columns: dict[str, list[Any]] = field(default_factory=dict)
+    rows: int = 0
+    bytes: int = 0
+    since: float = 0.0
+
+
+class Capture:
+    """One process's capture writer. ``rates``: the fraction of records captured per source."""
+
+    def __init__(self, root: str, options: dict[str, Any] | None = None, rates: dict[str, float] | None = None,
+                 roll_bytes: int = 64 << 20, roll_seconds: float = 60.0, clock: Callable[[], float] = time.time,
+                 sample: Callable[[], float] = random.random) -> None:
+        import fsspec
+
+        self.fs, self.path = fsspec.core.url_to_fs(root, **(options or {}))
+        self.root = root
+        self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        self.rates = {source: 1.0 for source in SOURCES} | (rates or {})
+        self.roll_bytes, self.roll_seconds = roll_bytes, roll_seconds
+        self.clock, self.sample = clock, sample
+        self.name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.counts = {"captured": 0, "written": 0, "dropped": 0, "files": 0}
+        self._lock = threading.Lock()
+        self._partitions: dict[tuple[str, int, str], Partition] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Capture | None:
+        """The configured capture, or None when it is off (no ``BATCOMPUTER_CAPTURE_ROOT``)."""
+        if not settings.capture_root:
+            return None
+        try:
+            rates = parse_rates(settings.capture_rates)
+        except ValueError as exc:
+            raise ConfigurationError(f"BATCOMPUTER_CAPTURE_RATES: {exc}") from None
+        return cls(settings.capture_root, settings.capture_options, rates, settings.capture_roll_mb << 20,
+                   settings.capture_roll_seconds)
+
+    def add(self, bundle: Any, source: str, ids: list[str], indexes: list[int], records: list[dict[str, Any]],
+            results: list[dict[str, Any]], sampled: bool = False) -> int:
+        """Capture scored records (their clean inputs and results), sampled at the source's rate unless the
+        caller ``sampled`` them already; returns how many were kept."""
+        rate = 1.0 if sampled else self.rates.get(source, 1.0)
+        if rate <= 0 or not records:
+            return 0
+        keep = range(len(records)) if rate >= 1 else [i for i in range(len(records)) if self.sample() < rate]
+        if not keep:
+            return 0
+        now = self.clock()
+        date = datetime.fromtimestamp(now, UTC).date().isoformat()
+        fields = bundle.schema.field_names
+        with self._lock:
+            key = (bundle.model, int(bundle.version), date)
+            part = self._partitions.get(key)
+            if part is None:
+                outputs = [name for name in results[0] if name not in ("label", "warnings")]
+                part = self._partitions[key] = Partition(bundle.model, int(bundle.version), date, bundle.schema,
+                                                         outputs, since=now)
+                part.columns = {name: [] for name in ("sha256", "source", "id", "index", "at",
+                                                      *(f"in_{f}" for f in fields),
+                                                      *(f"out_{o}" for o in outputs), "label", "warnings")}
+            columns = part.columns
+            for i in keep:
+                record, result = records[i], results[i]
+                columns["sha256"].append(bundle.sha256)
+                columns["source"].append(source)
+                columns["id"].append(ids[i])
+                columns["index"].append(indexes[i])
+                columns["at"].append(int(now * 1000))
+                for name in fields:
+                    columns[f"in_{name}"].append(record.get(name))
+                for name in part.outputs:
+                    columns[f"out_{name}"].append(result.get(name))
+                columns["label"].append(result.get("label"))
+                columns["warnings"].append(orjson.dumps(result.get("warnings") or []).decode())
+            part.rows += len(keep)
+            part.bytes += len(keep) * (ROW_BYTES + 16 * (len(fields) + len(part.outputs)))
+            self.counts["captured"] += len(keep)
+            full = part.bytes >= self.roll_bytes
+        if full:
+            self.flush(only=key)
+        return len(keep)
+
+    def flush(self, force: bool = False, only: tuple[str, int, str] | None = None) -> int:
+        """Write every partition that is full or old enough (all of them with ``force``); returns rows written."""
+        now = self.clock()
+        with self._lock:
+            due = [key for key, part in self._partitions.items()
+                   if force or key == only or part.bytes >= self.roll_bytes or now - part.since >= self.roll_seconds]
+            taken = [self._partitions.pop(key) for key in due]
+        written = 0
+        for part in taken:
+            try:
+                self._write(part)
+            except Exception as exc:  # the root is unwritable: drop and count, scoring goes on
+                self.counts["dropped"] += part.rows
+                log.warning("dropped %d captured records of %s@%d: %s: %s", part.rows, part.model, part.version,
+                            type(exc).__name__, exc)
+                continue
+            written += part.rows
+            self.counts["written"] += part.rows
+            self.counts["files"] += 1
+        return written
+
+    def _write(self, part: Partition) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        types: dict[str, Any] = {"sha256": pa.string(), "source": pa.string(), "id": pa.string(),
+                                 "index": pa.int32(), "at": pa.timestamp("ms", tz="UTC"), "label": pa.string(),
+                                 "warnings": pa.string()}
+        for spec in part.schema.fields:
+            types[f"in_{spec.name}"] = pa.string() if spec.kind == "categorical" else pa.float64()
+        for name in part.outputs:
+            types[f"out_{name}"] = pa.float64()
+        table = pa.table({name: pa.array(values, type=types[name]) for name, values in part.columns.items()})
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        folder = f"{self.path.rstrip('/')}/model={part.model}/version={part.version}/date={part.date}"
+        name = f"part-{self.name}-{int(part.since * 1000)}-{uuid.uuid4().hex[:6]}.parquet"
+        commit(Location(f"{self.root}/{name}", self.fs, f"{folder}/{name}", self.local), buffer.getvalue())
+
+    def expire(self, days: float) -> int:
+        """Delete the date partitions older than ``days`` (retention); returns how many went."""
+        cutoff = datetime.fromtimestamp(self.clock() - days * 86_400, UTC).date().isoformat()
+        gone = 0
+        for folder in self.fs.glob(f"{self.path.rstrip('/')}/model=*/version=*/date=*"):
+            if folder.rsplit("date=", 1)[1] < cutoff:
+                self.fs.rm(folder, recursive=True)
+                gone += 1
+        return gone
+
+    def waiting(self) -> int:
+        """Rows held in memory, not yet written."""
+        with self._lock:
+            return sum(part.rows for part in self._partitions.values())
+
+
+def parse_rates(text: str) -> dict[str, float]:
+    """``job=1,predict=1,stream=1,batch=0.01`` as a mapping (the setting ``BATCOMPUTER_CAPTURE_RATES``)."""
+    rates = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        source, _, value = item.partition("=")
+        if source not in SOURCES:
+            raise ValueError(f"capture rates: {source!r} is not a source ({', '.join(SOURCES)})")
+        rate = float(value)
+        if not 0 <= rate <= 1:
+            raise ValueError(f"capture rates: {source}={value} is not a fraction from 0 to 1")
+        rates[source] = rate
+    return rates

@@ -1,0 +1,119 @@
+"""Capture of what production scores, with real workers and a stream consumer: at a sample rate of 1, exactly
+the records of jobs, /api/predict calls, stream entries and batch rows come out of the capture root, one row
+each, with the values the clients got; a process killed mid-window leaves only readable files; an unwritable
+root drops and counts while scoring goes on."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from api.app import create_app
+from batcomputer.models.bundle import Draft
+from batcomputer.models.registry import Registry
+from batcomputer.models.scoring import score
+from batcomputer.monitoring.capture import Capture
+from batcomputer.settings import Settings
+from tests.conftest import Services, wait_until
+from tests.integration.worker.test_worker_batches import titanic_table
+from tests.pipelines import publish
+
+RECORD = {"pclass": 1, "sex": "female", "age": 29.0, "sibsp": 0, "parch": 0}
+README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+@pytest.fixture
+def captured(services: Services, titanic_draft: Draft, tmp_path: Path) -> Path:
+    root = tmp_path / "capture"
+    services.settings = dataclasses.replace(services.settings, capture_root=str(root),
+                                            capture_rates="job=1,predict=1,stream=1,batch=1")
+    publish(services, titanic_draft, "titanic", titanic_draft.pipeline)
+    return root
+
+
+def table_of(root: Path) -> Any:
+    return ds.dataset(str(root), format="parquet", partitioning="hive").to_table()
+
+
+def test_every_scored_record_of_every_source_is_captured_once_with_what_the_client_got(
+        services: Services, captured: Path) -> None:
+    services.worker("records")
+    services.worker("bulk")
+    services.start("stream", "stream", "titanic", "--metrics-port=0")
+    client = create_app(services.settings).test_client()
+    jobs = [client.post("/api/models/titanic/jobs?wait=20",
+                        json={"records": [{**RECORD, "age": float(a)} for a in range(1 + n % 3)]}).get_json()
+            for n in range(12)]
+    assert all(job["state"] == "succeeded" for job in jobs)
+    predicted = [client.post("/api/predict?model=titanic", json={**RECORD, "age": float(40 + n)}) for n in range(5)]
+    assert all(answer.status_code == 200 for answer in predicted)
+    appended = client.post("/api/models/titanic/stream", json={"records": [{**RECORD, "age": 7.0}] * 30})
+    assert appended.status_code == 202
+    table = titanic_table(5_000)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, row_group_size=1_000)
+    batch = client.post("/api/models/titanic/batches", data=buffer.getvalue(),
+                        headers={"Content-Type": "application/vnd.apache.parquet"}).get_json()
+    wait_until(lambda: client.get(f"/api/jobs/{batch['id']}").get_json()["state"] == "succeeded", 120, "the batch")
+    out = f"{services.settings.key_prefix}stream:titanic:out"
+    import redis
+
+    wait_until(lambda: redis.Redis.from_url(services.settings.redis_url or "").xlen(out) >= 30, 60, "stream outputs")
+    services.stop()  # SIGTERM: every process writes what it holds
+    rows = table_of(captured)
+    sources = rows.column("source").to_pylist()
+    counts = {source: sources.count(source) for source in ("job", "predict", "stream", "batch")}
+    assert counts == {"job": sum(1 + n % 3 for n in range(12)), "predict": len(predicted), "stream": 30,
+                      "batch": 5_000}
+    bundle = Registry.from_settings(services.settings).bundle("titanic", "production")
+    assert set(rows.column("version").to_pylist()) == {bundle.version}
+    assert set(rows.column("sha256").to_pylist()) == {bundle.sha256}
+    by_key = {(r["id"], r["index"]): r for r in rows.to_pylist()}
+    for job in jobs:
+        for index, result in enumerate(job["results"]):
+            row = by_key[(job["id"], index)]
+            assert row["out_survived_proba"] == result["survived_proba"] and row["label"] == result["label"]
+            assert row["in_age"] == float(index) and row["in_sex"] == "female"
+    scored = [r for r in rows.to_pylist() if r["source"] == "batch"]
+    assert sorted(r["index"] for r in scored) == list(range(5_000))  # every row, by its row number in the file
+    ages = table.column("age").to_pylist()
+    assert all(r["in_age"] == ages[r["index"]] for r in scored)
+
+
+def test_a_root_that_cannot_be_written_drops_and_counts_while_scoring_goes_on(titanic_draft: Draft,
+                                                                            tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the capture root should be")
+    capture = Capture(str(blocked / "capture"))
+    registry = Registry.from_settings(Settings(registry=str(tmp_path / "registry")))
+    registry.set_alias("titanic", "production", registry.publish(titanic_draft).version)
+    bundle = registry.bundle("titanic", "production", pipeline=True)
+    results = score(bundle, [RECORD] * 3)
+    assert capture.add(bundle, "job", ["j"] * 3, [0, 1, 2], [RECORD] * 3, results) == 3
+    assert capture.flush(force=True) == 0
+    assert capture.counts["dropped"] == 3 and capture.waiting() == 0
+
+
+def test_the_readmes_queries_read_the_capture_tree_as_one_table(titanic_draft: Draft, tmp_path: Path) -> None:
+    registry = Registry.from_settings(Settings(registry=str(tmp_path / "registry")))
+    registry.set_alias("titanic", "production", registry.publish(titanic_draft).version)
+    bundle = registry.bundle("titanic", "production", pipeline=True)
+    root = tmp_path / "capture"
+    capture = Capture(str(root))
+    for part in range(3):  # three files, as three processes (or three windows) would write them
+        records = [{**RECORD, "age": float(part * 10 + i)} for i in range(4)]
+        capture.add(bundle, "job", [f"j{part}"] * 4, list(range(4)), records, score(bundle, records))
+        capture.flush(force=True)
+    assert len(list(root.rglob("*.parquet"))) == 3
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    query = next(block for block in blocks if "CAPTURE = " in block)
+    scope: dict[str, Any] = {}
+    exec(query.replace('CAPTURE = "var/capture"', f"CAPTURE = {str(root)!r}"), scope)
+    assert scope["frame"].shape[0] == 12 and scope["mix"].num_rows >= 1
