@@ -24,6 +24,8 @@ from batcomputer.jobqueue.keyspace import QUEUES
 from batcomputer.jobqueue.streams import StreamStore
 from batcomputer.metrics import (
     DEAD_JOBS,
+    DRIFT_PSI,
+    DRIFT_STATE,
     HTTP_REQUESTS,
     HTTP_SECONDS,
     JOBS_ENDED,
@@ -39,6 +41,7 @@ from batcomputer.metrics import (
     Recorder,
     exposition,
 )
+from batcomputer.monitoring.store import STATES, MonitorStore
 
 metrics = Blueprint("metrics", __name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -80,6 +83,22 @@ class ClusterCollector(Collector):
                 backlog.add_metric([model], store.backlog())
                 pending.add_metric([model], store.pending())
         yield from (versions, backlog, pending)
+        psi = GaugeMetricFamily(DRIFT_PSI, "Population stability index of each field of captured traffic against "
+                                "the version's training profile", labels=["model", "version", "field", "window"])
+        state = GaugeMetricFamily(DRIFT_STATE, "The monitor's last look: 0 ok, 1 warn, 2 alert", labels=["model"])
+        monitors = MonitorStore(gw.redis, gw.settings.key_prefix)
+        for model in monitors.models():
+            found = monitors.load(model)
+            if not found:
+                continue
+            state.add_metric([model], float(STATES.index(found.get("state", "ok"))) if found.get("state") in STATES
+                             else 0.0)
+            for window, versions in found.get("windows", {}).items():
+                for version, seen in versions.items():
+                    for drift in seen.get("fields", []):
+                        if drift.get("psi") is not None:
+                            psi.add_metric([model, str(version), drift["field"], window], float(drift["psi"]))
+        yield from (psi, state)
 
 
 @metrics.get("/metrics")

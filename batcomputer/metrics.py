@@ -60,6 +60,8 @@ WORKERS = "batcomputer_workers"                      # gauge {queue}: scoring pr
 DEAD_JOBS = "batcomputer_dead_jobs"                  # gauge: dead jobs awaiting a replay
 STREAM_BACKLOG = "batcomputer_stream_backlog"        # gauge {model}: stream entries not yet scored (lag + pending)
 STREAM_PENDING = "batcomputer_stream_pending"        # gauge {model}: entries read but not yet acknowledged
+DRIFT_PSI = "batcomputer_drift_psi"                  # gauge {model, version, field, window}: PSI of captured traffic
+DRIFT_STATE = "batcomputer_drift_state"              # gauge {model}: 0 ok, 1 warn, 2 alert (the monitor's last look)
 MODEL_VERSION = "batcomputer_model_version"          # gauge {model, alias}: the version an alias points to
 
 Labels = tuple[tuple[str, str], ...]

@@ -242,6 +242,8 @@ class Settings:
         "help": "... or once its oldest row is this many seconds old (what a killed process can lose)"})
     capture_retention_days: float = field(default=30.0, metadata={"parse": _positive_float,
         "help": "Captured partitions older than this many days are deleted by the workers' sweeper"})
+    drift_cooldown_seconds: float = field(default=86_400.0, metadata={"parse": _positive_float,
+        "help": "After the monitor requests a retrain for major drift, it requests none for this long"})
     flower_password: str | None = field(default=None, metadata={"parse": _optional_text,
         "help": "Password of Flower's basic auth (user admin) under `up --flower` and compose's flower profile; "
                 "`up` makes one up and prints it when unset"})

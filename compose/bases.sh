@@ -41,6 +41,15 @@ debootstrap() {
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*' "$suite" "$work/$name.tar" $mirror
 }
 
+# import_base NAME TAG CHANGE...: $work/NAME.tar as image TAG, with /usr/local first on PATH
+import_base() {
+  local name=$1 tag=$2
+  shift 2
+  local changes=(--change 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin')
+  for change in "$@"; do changes+=(--change "$change"); done
+  podman import --quiet "${changes[@]}" "$work/$name.tar" "$tag" >/dev/null
+}
+
 make_python() {
   local tag=docker.io/library/python:3.11-slim
   if exists "$tag"; then echo "bases: $tag exists"; return; fi
@@ -56,11 +65,7 @@ make_python() {
     --customize-hook="tar -C \"\$1/usr/local\" -xf $work/cpython.tar" \
     --customize-hook='ln -s python3.11 "$1/usr/local/bin/python3" && ln -s python3.11 "$1/usr/local/bin/python"' \
     --customize-hook='chroot "$1" ldconfig'
-  podman import --quiet \
-    --change 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'ENV LANG=C.UTF-8' \
-    --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' \
-    --change 'CMD ["python3"]' "$work/python.tar" "$tag" >/dev/null
+  import_base python "$tag" 'ENV LANG=C.UTF-8' 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt' 'CMD ["python3"]'
   echo "bases: made $tag (CPython from $prefix)"
 }
 
@@ -74,10 +79,7 @@ make_node() {
     --customize-hook="cp $node \"\$1/usr/local/bin/node\" && mkdir -p \"\$1/usr/local/lib/node_modules\"" \
     --customize-hook="cp -r $npm \"\$1/usr/local/lib/node_modules/npm\"" \
     --customize-hook='ln -s ../lib/node_modules/npm/bin/npm-cli.js "$1/usr/local/bin/npm"'
-  podman import --quiet \
-    --change 'ENV PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt' \
-    --change 'CMD ["node"]' "$work/node.tar" "$tag" >/dev/null
+  import_base node "$tag" 'ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt' 'CMD ["node"]'
   echo "bases: made $tag (Node $("$node" --version))"
 }
 

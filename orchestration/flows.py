@@ -26,8 +26,8 @@ from prefect.runtime import flow_run
 
 from batcomputer.errors import AliasMoved, AliasPinned, BatcomputerError, DataError
 from batcomputer.models.registry import Registry
+from batcomputer.monitoring.drift import Drift, field_drift
 from batcomputer.settings import Settings
-from orchestration.drift import Drift, field_drift
 from orchestration.gate import Verdict, age_days, coverage_gaps, decide
 
 POLICIES = ("auto", "always", "never")

@@ -137,6 +137,10 @@ class Keys:
         """String: the run id of the Redis the last sweep saw (a change means Redis restarted)."""
         return f"{self.prefix}redis-run"
 
+    def monitoring(self, model: str) -> str:
+        """String: the latest monitor result of ``model`` (JSON; ``batcomputer.monitoring.store``)."""
+        return f"{self.prefix}monitoring:{model}"
+
     @property
     def progress(self) -> str:
         """Hash: per lane, the latest time a job taken from it had been sent (lanes are first in, first out: a

@@ -60,11 +60,16 @@ def models_show(ctx: Context, ref: str) -> None:
                            "metrics": bundle.metrics, "manifest": bundle.manifest}, indent=2))
 
 
+def alias_move(command: Any) -> Any:
+    """The options every alias move takes: which alias, and why (for its history)."""
+    command = click.option("--reason", default="", help="Why, for the alias history")(command)
+    return click.option("--alias", default=DEFAULT_ALIAS, show_default=True)(command)
+
+
 @click.command()
 @click.argument("model")
 @click.argument("version", type=int)
-@click.option("--alias", default=DEFAULT_ALIAS, show_default=True)
-@click.option("--reason", default="", help="Why, for the alias history")
+@alias_move
 @click.option("--pin", is_flag=True, help="Hold it there: retraining never moves it until `batcomputer unpin`")
 @pass_context
 def promote(ctx: Context, model: str, version: int, alias: str, reason: str, pin: bool) -> None:
@@ -75,8 +80,7 @@ def promote(ctx: Context, model: str, version: int, alias: str, reason: str, pin
 
 @click.command()
 @click.argument("model")
-@click.option("--alias", default=DEFAULT_ALIAS, show_default=True)
-@click.option("--reason", default="", help="Why, for the alias history")
+@alias_move
 @pass_context
 def unpin(ctx: Context, model: str, alias: str, reason: str) -> None:
     """Let retraining move an alias of MODEL again (it stays where it points)."""
@@ -86,8 +90,7 @@ def unpin(ctx: Context, model: str, alias: str, reason: str) -> None:
 
 @click.command()
 @click.argument("model")
-@click.option("--alias", default=DEFAULT_ALIAS, show_default=True)
-@click.option("--reason", default="", help="Why, for the alias history")
+@alias_move
 @pass_context
 def rollback(ctx: Context, model: str, alias: str, reason: str) -> None:
     """Move an alias of MODEL back to its previous target."""

@@ -1,4 +1,5 @@
-"""Drift of new training data against the champion's training profile: population stability index per field.
+"""Drift against a version's training profile: population stability index per field (of new training data or
+of captured traffic).
 
 PSI = sum over buckets of (new share - old share) * ln(new share / old share). Categorical fields bucket by
 category (and missing); numeric fields by the champion's own quantile bins (``histogram`` in its profile).

@@ -1,0 +1,79 @@
+"""Live drift over captured traffic: per model and version, over rolling windows (the last hour, the last
+day), the population stability index of every field against that version's training profile, the share of
+records with a warning on each field, and the label mix; and the state they add up to (``ok``, ``warn``,
+``alert``). The monitor flow computes it; ``MonitorStore`` keeps the latest result for the gateway."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from batcomputer.monitoring.drift import MAJOR, MODERATE, field_drift
+from batcomputer.monitoring.store import STATES
+from batcomputer.settings import Settings
+
+WINDOWS = {"hour": 3_600, "day": 86_400}
+MIN_RECORDS = 100  # fewer records in a window than this say nothing about drift: its state stays "ok"
+
+
+def read_window(root: str, options: dict[str, Any], model: str, since: float) -> Any:
+    """The captured rows of ``model`` scored since ``since`` (epoch seconds), as an Arrow table."""
+    import fsspec
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    fs, path = fsspec.core.url_to_fs(root, **options)
+    folder = f"{path.rstrip('/')}/model={model}"
+    if not fs.exists(folder):
+        return None
+    day = datetime.fromtimestamp(since, UTC).date().isoformat()
+    tree = ds.dataset(folder, filesystem=fs, format="parquet", partitioning="hive")
+    at = pa.scalar(int(since * 1000), type=pa.timestamp("ms", tz="UTC"))
+    return tree.to_table(filter=(ds.field("date") >= day) & (ds.field("at") >= at))
+
+
+def watch(settings: Settings, registry: Any, model: str, now: float | None = None) -> dict[str, Any]:
+    """The monitor's view of ``model``: per window and version, records, drift per field, warning rates and
+    label mix; and the model's state (the worst of the hour's versions with enough records)."""
+    now = time.time() if now is None else now
+    result: dict[str, Any] = {"model": model, "at": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
+                              "thresholds": {"warn": MODERATE, "alert": MAJOR, "min_records": MIN_RECORDS},
+                              "windows": {}, "state": "ok", "alerts": []}
+    for window, seconds in WINDOWS.items():
+        table = read_window(settings.capture_root or "", settings.capture_options, model, now - seconds)
+        versions: dict[str, Any] = {}
+        if table is not None and table.num_rows:
+            frame = table.to_pandas()
+            for version, rows in frame.groupby("version"):
+                versions[str(version)] = describe(registry.schema(model, int(str(version))), rows)
+        result["windows"][window] = versions
+    for version, seen in result["windows"].get("hour", {}).items():
+        if seen["records"] < MIN_RECORDS:
+            continue
+        for drift in seen["fields"]:
+            level = "alert" if (drift["psi"] or 0) > MAJOR else "warn" if (drift["psi"] or 0) > MODERATE else "ok"
+            if STATES.index(level) > STATES.index(result["state"]):
+                result["state"] = level
+            if level == "alert":
+                result["alerts"].append({"version": int(version), "field": drift["field"], "psi": drift["psi"]})
+    return result
+
+
+def describe(schema: Any, rows: Any) -> dict[str, Any]:
+    """One version's window: records, PSI per field, the share of records warned about each field, labels."""
+    inputs = rows[[f"in_{name}" for name in schema.field_names]].rename(columns=lambda c: c[3:])
+    warned: dict[str, int] = {}
+    for text in rows["warnings"]:
+        for warning in json.loads(text or "[]"):
+            name = warning.get("field") if isinstance(warning, dict) else None
+            if name:
+                warned[name] = warned.get(name, 0) + 1
+    count = len(rows)
+    labels = rows["label"].value_counts(normalize=True)
+    return {"records": count,
+            "fields": [{"field": d.field, "psi": d.psi, "level": d.level, "note": d.note,
+                        "warning_rate": round(warned.get(d.field, 0) / count, 4)}
+                       for d in field_drift(schema, inputs)],
+            "labels": {str(label): round(float(share), 4) for label, share in labels.items()}}
