@@ -351,6 +351,13 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
             "summary": "Prometheus metrics of the whole cluster (jobs, latencies, queues, streams, versions)",
             "tags": ["health"], "responses": {"200": {"description": "Prometheus text format",
                                                        "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        "/api/models/{model}/monitoring": {"get": {
+            "summary": "Drift of the model's captured traffic: PSI per field, warning rates, label mix, state",
+            "tags": ["models"], "parameters": [MODEL_PARAM],
+            "responses": {**ok("The monitor's latest look", {"type": "object", "properties": {
+                "model": {"type": "string"}, "state": {"type": "string", "enum": ["ok", "warn", "alert"]},
+                "alerts": {"type": "array", "items": {"type": "object"}},
+                "windows": {"type": "object"}}}), **errors(404)}}},
         "/api/models/{model}/retrains": {"get": {
             "summary": "The model's latest retrain runs on the Prefect server, with their decisions",
             "tags": ["models"], "parameters": [MODEL_PARAM],
