@@ -35,6 +35,7 @@ MICRO_BATCH = "batcomputer_micro_batch_records"      # histogram {model}: record
 STREAM_RECORDS = "batcomputer_stream_records"        # counter {model, outcome}: scored or dead-lettered
 STREAM_BATCH = "batcomputer_stream_batch_records"    # histogram {model}: entries per micro-batch read
 MODEL_VERSION_SCORED = "batcomputer_model_version_scored"  # gauge {model}: the version a worker last scored
+CAPTURED = "batcomputer_captured_records"            # counter {outcome}: captured records written or dropped
 HTTP_REQUESTS = "batcomputer_http_requests"          # counter {route, method, status}: the gateway's answers
 HTTP_SECONDS = "batcomputer_http_request_seconds"    # histogram {route}: the gateway's time per request
 
@@ -47,6 +48,8 @@ HELP = {
     STREAM_RECORDS: ("counter", "Stream entries a consumer scored or dead-lettered", None),
     STREAM_BATCH: ("histogram", "Stream entries per micro-batch a consumer read", SIZES),
     MODEL_VERSION_SCORED: ("gauge", "The model version this worker scored last", None),
+    CAPTURED: ("counter", "Captured records written to the capture root, or dropped (it could not be written)",
+               None),
     HTTP_REQUESTS: ("counter", "Requests the gateway answered, by route and status", None),
     HTTP_SECONDS: ("histogram", "Seconds the gateway took per request", SECONDS),
 }

@@ -60,7 +60,7 @@ class StreamConsumer:
         self.bundles = BundleCache(self.registry)
         self.stop = threading.Event()
         self.next_claim = time.monotonic()
-        self.capture = Capture.from_settings(settings)
+        self.capture = Capture.from_settings(settings, self.recorder)
 
     def run(self) -> None:
         self.store.ensure_group()

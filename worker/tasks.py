@@ -81,7 +81,7 @@ class Scorer:
         self.batcher = Batcher(score_singles, self.settings.batch_max_records, self.settings.batch_window_ms / 1000,
                                recorder=self.recorder)
         self.holder = holder_name(self.queues)
-        self.capture = Capture.from_settings(self.settings)
+        self.capture = Capture.from_settings(self.settings, self.recorder)
         self.runner: Any = None
         if QUEUE_BULK in self.queues:  # files come on the bulk queue only: record workers need no pyarrow
             from batcomputer.files.storage import Storage

@@ -29,6 +29,7 @@ import orjson
 
 from batcomputer.errors import ConfigurationError
 from batcomputer.files.storage import Location, commit
+from batcomputer.metrics import CAPTURED
 from batcomputer.settings import Settings
 
 log = logging.getLogger("batcomputer.capture")
@@ -56,7 +57,7 @@ class Capture:
 
     def __init__(self, root: str, options: dict[str, Any] | None = None, rates: dict[str, float] | None = None,
                  roll_bytes: int = 64 << 20, roll_seconds: float = 60.0, clock: Callable[[], float] = time.time,
-                 sample: Callable[[], float] = random.random) -> None:
+                 sample: Callable[[], float] = random.random, recorder: Any = None) -> None:
         import fsspec
 
         self.fs, self.path = fsspec.core.url_to_fs(root, **(options or {}))
@@ -65,13 +66,14 @@ class Capture:
         self.rates = {source: 1.0 for source in SOURCES} | (rates or {})
         self.roll_bytes, self.roll_seconds = roll_bytes, roll_seconds
         self.clock, self.sample = clock, sample
+        self.recorder = recorder  # batcomputer.metrics.Recorder: written and dropped, for /metrics
         self.name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.counts = {"captured": 0, "written": 0, "dropped": 0, "files": 0}
         self._lock = threading.Lock()
         self._partitions: dict[tuple[str, int, str], Partition] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Capture | None:
+    def from_settings(cls, settings: Settings, recorder: Any = None) -> Capture | None:
         """The configured capture, or None when it is off (no ``BATCOMPUTER_CAPTURE_ROOT``)."""
         if not settings.capture_root:
             return None
@@ -80,7 +82,7 @@ class Capture:
         except ValueError as exc:
             raise ConfigurationError(f"BATCOMPUTER_CAPTURE_RATES: {exc}") from None
         return cls(settings.capture_root, settings.capture_options, rates, settings.capture_roll_mb << 20,
-                   settings.capture_roll_seconds)
+                   settings.capture_roll_seconds, recorder=recorder)
 
     def add(self, bundle: Any, source: str, ids: list[str], indexes: list[int], records: list[dict[str, Any]],
             results: list[dict[str, Any]], sampled: bool = False) -> int:
@@ -140,13 +142,19 @@ class Capture:
                 self._write(part)
             except Exception as exc:  # the root is unwritable: drop and count, scoring goes on
                 self.counts["dropped"] += part.rows
+                self._count("dropped", part.rows)
                 log.warning("dropped %d captured records of %s@%d: %s: %s", part.rows, part.model, part.version,
                             type(exc).__name__, exc)
                 continue
             written += part.rows
             self.counts["written"] += part.rows
+            self._count("written", part.rows)
             self.counts["files"] += 1
         return written
+
+    def _count(self, outcome: str, rows: int) -> None:
+        if self.recorder is not None:
+            self.recorder.count(CAPTURED, (("outcome", outcome),), float(rows))
 
     def _write(self, part: Partition) -> None:
         import pyarrow as pa

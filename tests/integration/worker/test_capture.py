@@ -117,3 +117,22 @@ def test_the_readmes_queries_read_the_capture_tree_as_one_table(titanic_draft: D
     scope: dict[str, Any] = {}
     exec(query.replace('CAPTURE = "var/capture"', f"CAPTURE = {str(root)!r}"), scope)
     assert scope["frame"].shape[0] == 12 and scope["mix"].num_rows >= 1
+
+
+def test_a_worker_killed_mid_window_leaves_only_whole_files(services: Services, captured: Path) -> None:
+    services.settings = dataclasses.replace(services.settings, capture_roll_mb=1)  # a file every few thousand rows
+    doomed = services.worker("bulk")
+    client = create_app(services.settings).test_client()
+    table = titanic_table(400_000)
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer, row_group_size=50_000)
+    batch = client.post("/api/models/titanic/batches", data=buffer.getvalue(),
+                        headers={"Content-Type": "application/vnd.apache.parquet"}).get_json()
+    wait_until(lambda: list(captured.rglob("part-*.parquet")), 120, "the first capture file")
+    services.kill(doomed)  # SIGKILL: whatever it was writing stays unwritten, never half-written
+    files = list(captured.rglob("*.parquet"))
+    assert files and all(pq.read_table(path).num_rows > 0 for path in files if not path.name.startswith("."))
+    assert table_of(captured).num_rows == sum(pq.read_metadata(path).num_rows for path in files
+                                              if not path.name.startswith("."))
+    services.worker("bulk")  # the batch still finishes, its chunks scored again by another worker
+    wait_until(lambda: client.get(f"/api/jobs/{batch['id']}").get_json()["state"] == "succeeded", 180, "the batch")
