@@ -358,6 +358,16 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
                 "model": {"type": "string"}, "state": {"type": "string", "enum": ["ok", "warn", "alert"]},
                 "alerts": {"type": "array", "items": {"type": "object"}},
                 "windows": {"type": "object"}}}), **errors(404)}}},
+        "/api/models/{model}/outcomes": {"post": {
+            "summary": "What really happened to scored records (joined with captured predictions: live quality)",
+            "tags": ["models"], "parameters": [MODEL_PARAM],
+            "requestBody": json_body({"type": "object", "required": ["outcomes"], "properties": {
+                "outcomes": {"type": "array", "maxItems": 10_000, "items": {
+                    "type": "object", "required": ["job", "label"], "properties": {
+                        "job": {"type": "string"}, "index": {"type": "integer", "minimum": 0},
+                        "label": {"type": "string"}}}}}}),
+            "responses": {**ok("Kept", {"type": "object", "properties": {"kept": {"type": "integer"}}}),
+                          **errors(400, 404, 415, 422)}}},
         "/api/models/{model}/retrains": {"get": {
             "summary": "The model's latest retrain runs on the Prefect server, with their decisions",
             "tags": ["models"], "parameters": [MODEL_PARAM],

@@ -15,6 +15,7 @@ from prefect.events import emit_event
 from batcomputer.jobqueue.connection import redis_client
 from batcomputer.models.registry import Registry
 from batcomputer.monitoring.monitor import watch
+from batcomputer.monitoring.outcomes import OutcomeStore
 from batcomputer.monitoring.store import MonitorStore
 from batcomputer.settings import Settings
 
@@ -33,8 +34,10 @@ def monitor(model: str, settings: Settings | None = None) -> dict[str, Any]:
     if not settings.capture_root:
         print("capture is off (BATCOMPUTER_CAPTURE_ROOT is unset): nothing to watch")
         return {"model": model, "state": "off"}
-    result = watch(settings, Registry.from_settings(settings), model)
-    store = MonitorStore(redis_client(settings), settings.key_prefix)
+    client = redis_client(settings)
+    result = watch(settings, Registry.from_settings(settings), model, outcomes=OutcomeStore(client,
+                                                                                        settings.key_prefix))
+    store = MonitorStore(client, settings.key_prefix)
     last = float((store.load(model) or {}).get("retrain_requested_at") or 0)
     now = time.time()
     result["retrain_requested_at"] = last or None

@@ -14,8 +14,7 @@ from flask import Blueprint, Response, jsonify
 
 from api.context import gateway, read_body
 from api.gateway import Gateway, parse_json
-from batcomputer.errors import BadRequest, ModelNotFound, NotFound, Unavailable
-from batcomputer.monitoring.store import MonitorStore
+from batcomputer.errors import BadRequest, ModelNotFound, Unavailable
 
 retraining = Blueprint("retraining", __name__, url_prefix="/api/models")
 POLICIES = ("auto", "always", "never")
@@ -97,20 +96,6 @@ def decision_of(markdown: str) -> dict[str, Any]:
         elif inside and line.startswith("- "):
             reasons.append(line[2:].strip())
     return {"headline": headline, "promoted": headline.endswith(": promoted"), "rule": rule, "reasons": reasons}
-
-
-@retraining.get("/<model>/monitoring")
-def show_monitoring(model: str) -> dict[str, Any]:
-    """The monitor's latest look at the model's captured traffic: drift per field and window, warning rates,
-    label mix, state and alerts (written by the monitor flow)."""
-    gw = gateway()
-    if model not in gw.registry.models():
-        raise ModelNotFound(f"model {model!r} is not in the registry", model=model)
-    found = MonitorStore(gw.redis, gw.settings.key_prefix).load(model)
-    if found is None:
-        raise NotFound(f"no monitor result for {model!r} yet: capture must be on (BATCOMPUTER_CAPTURE_ROOT) and "
-                       f"the monitor flow must have run (deployment monitor-{model})", model=model)
-    return found
 
 
 @retraining.get("/<model>/retrains")

@@ -137,6 +137,10 @@ class Keys:
         """String: the run id of the Redis the last sweep saw (a change means Redis restarted)."""
         return f"{self.prefix}redis-run"
 
+    def outcomes(self, model: str) -> str:
+        """Hash: ``<job id>|<index>`` -> the label that really happened (``batcomputer.monitoring.outcomes``)."""
+        return f"{self.prefix}outcomes:{model}"
+
     def monitoring(self, model: str) -> str:
         """String: the latest monitor result of ``model`` (JSON; ``batcomputer.monitoring.store``)."""
         return f"{self.prefix}monitoring:{model}"

@@ -34,9 +34,11 @@ def read_window(root: str, options: dict[str, Any], model: str, since: float) ->
     return tree.to_table(filter=(ds.field("date") >= day) & (ds.field("at") >= at))
 
 
-def watch(settings: Settings, registry: Any, model: str, now: float | None = None) -> dict[str, Any]:
-    """The monitor's view of ``model``: per window and version, records, drift per field, warning rates and
-    label mix; and the model's state (the worst of the hour's versions with enough records)."""
+def watch(settings: Settings, registry: Any, model: str, now: float | None = None,
+          outcomes: Any = None) -> dict[str, Any]:
+    """The monitor's view of ``model``: per window and version, records, drift per field, warning rates,
+    label mix and, where ``outcomes`` (an ``OutcomeStore``) has what really happened, live quality beside the
+    version's holdout figures; and the model's state (the worst of the hour's versions with enough records)."""
     now = time.time() if now is None else now
     result: dict[str, Any] = {"model": model, "at": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
                               "thresholds": {"warn": MODERATE, "alert": MAJOR, "min_records": MIN_RECORDS},
@@ -47,7 +49,10 @@ def watch(settings: Settings, registry: Any, model: str, now: float | None = Non
         if table is not None and table.num_rows:
             frame = table.to_pandas()
             for version, rows in frame.groupby("version"):
-                versions[str(version)] = describe(registry.schema(model, int(str(version))), rows)
+                bundle = registry.bundle(model, int(str(version)))
+                versions[str(version)] = describe(bundle.schema, rows)
+                if outcomes is not None:
+                    versions[str(version)]["quality"] = quality(bundle, rows, outcomes)
         result["windows"][window] = versions
     for version, seen in result["windows"].get("hour", {}).items():
         if seen["records"] < MIN_RECORDS:
@@ -77,3 +82,35 @@ def describe(schema: Any, rows: Any) -> dict[str, Any]:
                         "warning_rate": round(warned.get(d.field, 0) / count, 4)}
                        for d in field_drift(schema, inputs)],
             "labels": {str(label): round(float(share), 4) for label, share in labels.items()}}
+
+
+def quality(bundle: Any, rows: Any, outcomes: Any) -> dict[str, Any]:
+    """Live quality of a version over the captured rows whose outcome came back: log loss, accuracy and (two
+    classes) ROC AUC, beside the same figures on the holdout the version was promoted on."""
+    import numpy as np
+
+    from batcomputer.monitoring.outcomes import outcome_key
+
+    schema = bundle.schema
+    truth = outcomes.lookup(schema.model, [outcome_key(str(i), int(n)) for i, n in zip(rows["id"], rows["index"],
+                                                                                      strict=True)])
+    known = [i for i, label in enumerate(truth) if label is not None]
+    holdout = {name: bundle.metrics.get(name) for name in ("log_loss", "accuracy", "roc_auc")}
+    if not known:
+        return {"records": 0, "holdout": holdout}
+    seen = rows.iloc[known]
+    labels = [truth[i] for i in known]
+    probability = np.array([seen[f"out_{schema.outputs[schema.labels.index(label)]}"].iloc[row]
+                            for row, label in enumerate(labels)], dtype=float)
+    found: dict[str, Any] = {
+        "records": len(known),
+        "log_loss": round(float(np.mean(-np.log(np.clip(probability, 1e-15, 1.0)))), 6),
+        "accuracy": round(float(np.mean(np.array(labels) == seen["label"].to_numpy())), 6),
+        "holdout": holdout}
+    if len(schema.labels) == 2 and len(set(labels)) == 2:
+        from sklearn.metrics import roc_auc_score
+
+        positive = schema.labels[1]
+        found["roc_auc"] = round(float(roc_auc_score([label == positive for label in labels],
+                                                     seen[f"out_{schema.outputs[1]}"].to_numpy())), 6)
+    return found

@@ -123,6 +123,16 @@ def test_revoked_keys_stop_working_and_production_needs_keys(production: tuple[F
     assert exposed.returncode != 0 and "loopback" in exposed.stderr
 
 
+def test_a_key_sends_outcomes_for_its_own_jobs_only(production: tuple[FlaskClient, Settings, dict[str, str]]) -> None:
+    client, _, keys = production
+    job = client.post("/api/models/crime/jobs?wait=10", json=RECORD, headers=bearer(keys["alice"])).get_json()
+    outcome = {"outcomes": [{"job": job["id"], "index": 0, "label": "caught"}]}
+    theirs = client.post("/api/models/crime/outcomes", json=outcome, headers=bearer(keys["bob"]))
+    assert theirs.status_code == 422 and theirs.get_json()["problems"][0]["code"] == "unknown_job"
+    mine = client.post("/api/models/crime/outcomes", json=outcome, headers=bearer(keys["alice"]))
+    assert mine.status_code == 200 and mine.get_json()["kept"] == 1
+
+
 def test_a_new_key_under_a_revoked_keys_name_sees_none_of_its_work(
         production: tuple[FlaskClient, Settings, dict[str, str]]) -> None:
     client, settings, _ = production

@@ -1,0 +1,74 @@
+"""What really happened to scored records (their outcomes), kept in Redis per model and keyed by the job id and
+the record's index: posted by clients (``POST /api/models/{model}/outcomes``), joined by the monitor with the
+captured predictions to give live quality. Sending the same outcome twice changes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from batcomputer.jobqueue.keyspace import Keys
+
+KEEP_SECONDS = 30 * 86_400  # as long as captured partitions are kept, by default
+MAX_ITEMS = 10_000  # outcomes per request
+
+
+def outcome_key(job: str, index: int) -> str:
+    return f"{job}|{index}"
+
+
+class OutcomeStore:
+    def __init__(self, client: Any, prefix: str) -> None:
+        self.redis = client
+        self.keys = Keys(prefix)
+
+    def record(self, model: str, labels: tuple[str, ...], items: list[Any],
+               owner: str | None = None) -> tuple[int, list[dict[str, Any]]]:
+        """Keep each valid ``{"job", "index", "label"}`` item of ``model``; returns how many were kept and a
+        problem per invalid item (its position, field and reason). A job must exist, be one of ``model``'s (and,
+        with ``owner``, that key's) with a record at ``index``; a label must be one of the model's."""
+        problems: list[dict[str, Any]] = []
+        candidates: list[tuple[int, str, int, str]] = []
+        for position, item in enumerate(items):
+            if not isinstance(item, dict):
+                problems.append({"item": position, "field": "outcomes", "code": "invalid_type",
+                                 "message": "an outcome is an object: {\"job\", \"index\", \"label\"}"})
+                continue
+            job, index, label = item.get("job"), item.get("index", 0), item.get("label")
+            if not isinstance(job, str) or not job or len(job) > 64:
+                problems.append({"item": position, "field": "job", "code": "invalid_type",
+                                 "message": "job must be the id of a job of this model"})
+            elif isinstance(index, bool) or not isinstance(index, int) or index < 0:
+                problems.append({"item": position, "field": "index", "code": "invalid_type",
+                                 "message": "index must be a whole number: the record's place in its job"})
+            elif label not in labels:
+                problems.append({"item": position, "field": "label", "code": "unknown_label",
+                                 "message": f"label must be one of {', '.join(labels)}, not {label!r}"})
+            else:
+                candidates.append((position, job, index, label))
+        with self.redis.pipeline(transaction=False) as pipe:
+            for _, job, _, _ in candidates:
+                pipe.hmget(self.keys.job(job), "model", "count", "owner")
+            found = pipe.execute()
+        kept = {}
+        for (position, job, index, label), (of, count, held_by) in zip(candidates, found, strict=True):
+            if of is None or of.decode() != model or (owner is not None and (held_by or b"").decode() != owner):
+                problems.append({"item": position, "field": "job", "code": "unknown_job",
+                                 "message": f"no job {job!r} of {model!r} (unknown, or expired)"})
+            elif index >= int(count or 0):
+                problems.append({"item": position, "field": "index", "code": "unknown_record",
+                                 "message": f"job {job!r} has {int(count or 0)} record(s); there is no index {index}"})
+            else:
+                kept[outcome_key(job, index)] = label
+        if kept:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(self.keys.outcomes(model), mapping=kept)
+                pipe.expire(self.keys.outcomes(model), KEEP_SECONDS)
+                pipe.execute()
+        return len(kept), sorted(problems, key=lambda problem: problem["item"])
+
+    def lookup(self, model: str, keys: list[str]) -> list[str | None]:
+        """The outcome of each ``outcome_key`` (None where none was sent)."""
+        if not keys:
+            return []
+        return [value.decode() if value is not None else None
+                for value in self.redis.hmget(self.keys.outcomes(model), keys)]
