@@ -48,6 +48,7 @@ def evaluate(pipeline: Any, x_test: pd.DataFrame, y_test: np.ndarray, y_train: n
         "class_balance": {
             "train_positive_rate": prior,
             "holdout_positive_rate": float(y_test.mean()),
+            "holdout_predicted_positive_rate": float(predicted.mean()),  # the label mix the monitor compares with
         },
         "rows": {"train": len(y_train), "holdout": len(y_test)},
     }

@@ -1,7 +1,8 @@
 """Live drift over captured traffic: per model and version, over rolling windows (the last hour, the last
 day), the population stability index of every field against that version's training profile, the share of
-records with a warning on each field, and the label mix; and the state they add up to (``ok``, ``warn``,
-``alert``). The monitor flow computes it; ``MonitorStore`` keeps the latest result for the gateway."""
+records with a warning on each field, and the label mix beside the one it predicted on its holdout; and the
+state they add up to (``ok``, ``warn``, ``alert``). The monitor flow computes it; ``MonitorStore`` keeps the
+latest result for the gateway."""
 
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def watch(settings: Settings, registry: Any, model: str, now: float | None = Non
             for version, rows in frame.groupby("version"):
                 bundle = registry.bundle(model, int(str(version)))
                 versions[str(version)] = describe(bundle.schema, rows)
+                versions[str(version)]["holdout_labels"] = holdout_mix(bundle)
                 if outcomes is not None:
                     versions[str(version)]["quality"] = quality(bundle, rows, outcomes)
         result["windows"][window] = versions
@@ -82,6 +84,16 @@ def describe(schema: Any, rows: Any) -> dict[str, Any]:
                         "warning_rate": round(warned.get(d.field, 0) / count, 4)}
                        for d in field_drift(schema, inputs)],
             "labels": {str(label): round(float(share), 4) for label, share in labels.items()}}
+
+
+def holdout_mix(bundle: Any) -> dict[str, float] | None:
+    """The label mix the version predicted on its holdout (the live ``labels`` are compared with it), or None
+    for a version trained before it was recorded."""
+    rate = (bundle.metrics.get("class_balance") or {}).get("holdout_predicted_positive_rate")
+    labels = bundle.schema.labels
+    if rate is None or len(labels) != 2:
+        return None
+    return {labels[0]: round(1 - float(rate), 4), labels[1]: round(float(rate), 4)}
 
 
 def quality(bundle: Any, rows: Any, outcomes: Any) -> dict[str, Any]:

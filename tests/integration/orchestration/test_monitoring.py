@@ -6,6 +6,7 @@ start the model's retrain deployment by its trigger (once: a second alert within
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import subprocess
@@ -95,6 +96,7 @@ def test_traffic_like_training_is_ok_and_a_shifted_mix_alerts_on_its_fields(watc
     assert {"sex", "age", "pclass"} <= alerted
     seen = found["windows"]["hour"]["1"]
     assert seen["records"] == 2_600 and seen["labels"]["died"] > 0.8  # old men: the mix moved as well
+    assert seen["holdout_labels"]["died"] < 0.8 and math.isclose(sum(seen["holdout_labels"].values()), 1.0)
     assert next(d for d in seen["fields"] if d["field"] == "age")["warning_rate"] > 0.7  # beyond any age seen
 
     MonitorStore(redis_client(watched), watched.key_prefix).save(found)
