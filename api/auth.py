@@ -15,7 +15,7 @@ from batcomputer.settings import Settings
 PUBLIC = {"health.healthz", "health.readyz", "metrics.show_metrics", "docs.openapi", "docs.swagger", "docs.page",
           "docs.asset", "static", "web.index", "web.asset", "web.font", "v2.health_live", "v2.health_ready"}
 ADMIN = {"models.move_alias", "models.unpin_alias", "models.rollback", "retraining.retrain", "jobs.list_dead",
-         "jobs.replay_job"}
+         "jobs.replay_job", "monitoring.show_monitoring"}  # monitoring: aggregates of every key's traffic
 LOCAL_ACTOR = "local"  # who moves an alias when there are no keys (the local profile)
 
 

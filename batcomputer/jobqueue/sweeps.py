@@ -65,9 +65,7 @@ class Sweeper:
             pipe.zremrangebyscore(keys.jobs, "-inf", now - ttl)
             pipe.zremrangebyscore(keys.dead, "-inf", now - ttl)
             for queue in QUEUES:  # a job whose record expired before it ended leaves the depth count too
-                pipe.zremrangebyscore(keys.backlog(queue), "-inf", now - ttl)
-                for share in self.jobs.redis.scan_iter(match=keys.share(queue, "*"), count=1000):
-                    pipe.zremrangebyscore(share, "-inf", now - ttl)
+                pipe.zremrangebyscore(keys.backlog(queue), "-inf", now - ttl)  # (a key's share: in create.lua)
             pipe.zremrangebyscore(keys.holders, "-inf", now - forget_after)
             for queue in QUEUES:
                 pipe.zremrangebyscore(keys.workers(queue), "-inf", now - forget_after)

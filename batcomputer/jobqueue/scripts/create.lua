@@ -21,6 +21,9 @@ if #KEYS == 7 then
 end
 local limit, share, reserve = tonumber(ARGV[9]), tonumber(ARGV[11]), tonumber(ARGV[12])
 if limit > 0 then
+  if share > 0 then  -- a job whose record expired before it ended leaves its key's share here, when it is read
+    redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]))
+  end
   local held = share > 0 and redis.call('ZCARD', KEYS[6]) or 0
   if share > 0 and held >= share then return {'share', tostring(held)} end
   local depth = redis.call('ZCARD', KEYS[4])

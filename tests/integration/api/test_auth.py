@@ -131,6 +131,8 @@ def test_a_key_sends_outcomes_for_its_own_jobs_only(production: tuple[FlaskClien
     assert theirs.status_code == 422 and theirs.get_json()["problems"][0]["code"] == "unknown_job"
     mine = client.post("/api/models/crime/outcomes", json=outcome, headers=bearer(keys["alice"]))
     assert mine.status_code == 200 and mine.get_json()["kept"] == 1
+    # what every key's traffic adds up to is the operators': an admin key reads the monitor
+    assert client.get("/api/models/crime/monitoring", headers=bearer(keys["alice"])).status_code == 403
 
 
 def test_a_new_key_under_a_revoked_keys_name_sees_none_of_its_work(
