@@ -14,7 +14,7 @@ import orjson
 from api.inbox import Inbox
 from api.publisher import Publisher
 from batcomputer.apikeys import Key
-from batcomputer.errors import BadRequest, ScoringFailed, TooManyRecords, Unavailable
+from batcomputer.errors import BadRequest, ScoringFailed, TimedOut, TooManyRecords, Unavailable
 from batcomputer.files.storage import Storage
 from batcomputer.jobqueue.admission import Share, share_of
 from batcomputer.jobqueue.batches import BatchStore
@@ -113,7 +113,8 @@ class Gateway:
         return [body]
 
     def submit_body(self, pinned: Pinned, raw: bytes, idempotency: tuple[str, bytes] | None = None,
-                    wait: float = 0.0, single: bool = False, owner: Key | None = None) -> Submitted:
+                    wait: float = 0.0, single: bool = False, owner: Key | None = None,
+                    timeout: float | None = None) -> Submitted:
         """Submit a request body: one record, or ``{"records": [...]}`` (only one record when ``single``).
         A plainly valid body is decoded and validated in one pass (``clean_json``); anything else takes
         the detailed path, whose errors name every field and reason."""
@@ -123,10 +124,12 @@ class Gateway:
             if single and isinstance(body, dict) and "records" in body:
                 raise BadRequest("/api/predict takes one record; send lists to /api/models/{model}/jobs",
                                  field="records")
-            return self.submit(pinned, self.records_of(body), idempotency, wait, owner, "predict" if single else "job")
+            return self.submit(pinned, self.records_of(body), idempotency, wait, owner, "predict" if single else "job",
+                               timeout)
         payload, count = fast
         self.check_count(count)
-        return self._enqueue(pinned, Payload(payload, count), idempotency, wait, owner, "predict" if single else "job")
+        return self._enqueue(pinned, Payload(payload, count), idempotency, wait, owner, "predict" if single else "job",
+                             timeout)
 
     def share(self) -> Share:
         """What one key may hold of a queue (``BATCOMPUTER_KEY_SHARE``, ``BATCOMPUTER_KEY_RESERVE``)."""
@@ -138,13 +141,15 @@ class Gateway:
                                  field="records", limit=self.settings.max_records)
 
     def submit(self, pinned: Pinned, records: list[Any], idempotency: tuple[str, bytes] | None = None,
-               wait: float = 0.0, owner: Key | None = None, source: str = "job") -> Submitted:
+               wait: float = 0.0, owner: Key | None = None, source: str = "job",
+               timeout: float | None = None) -> Submitted:
         """Validate, create the job record, enqueue it; optionally wait up to ``wait`` seconds for it."""
-        return self._enqueue(pinned, validate_records(pinned.schema, records), idempotency, wait, owner, source)
+        return self._enqueue(pinned, validate_records(pinned.schema, records), idempotency, wait, owner, source,
+                             timeout)
 
     def _enqueue(self, pinned: Pinned, clean: list[dict[str, Any]] | Payload,
                  idempotency: tuple[str, bytes] | None, wait: float, owner: Key | None = None,
-                 source: str = "job") -> Submitted:
+                 source: str = "job", timeout: float | None = None) -> Submitted:
         """Create the job record, enqueue it; optionally wait up to ``wait`` seconds for it.
 
         The job record is the commitment: once it exists the job will run. If the message cannot be sent
@@ -165,7 +170,8 @@ class Gateway:
             created = self.jobs.create(job_id, pinned.model, pinned.version, pinned.sha256, clean, queue,
                                        pinned.alias, self.inbox.key if finished else None, claim,
                                        extra={**({"owner": owner.id} if owner else {}),
-                                              **({"source": source} if source != "job" else {})} or None,
+                                              **({"source": source} if source != "job" else {}),
+                                              **({"timeout": f"{timeout:g}"} if timeout else {})} or None,
                                        limit=self.settings.max_queue_depth, lane=lane, share=self.share())
             if not created.new:  # the same request came before (perhaps at this very moment)
                 job = self.wait_for(created.job_id, wait)
@@ -192,6 +198,8 @@ class Gateway:
                               f"the job continues as /api/jobs/{job['id']}", retry_after=2, job=job["id"])
         if job["state"] != SUCCEEDED:
             detail = (job.get("error") or {}).get("detail", job["state"])
+            if (job.get("error") or {}).get("code") == TimedOut.code:
+                raise TimedOut(f"job {job['id']} ended {job['state']}: {detail}", job=job["id"])
             raise ScoringFailed(f"job {job['id']} ended {job['state']}: {detail}", job=job["id"])
         stored = job["results"]
         results: list[dict[str, Any]] = stored.parse() if isinstance(stored, RawJSON) else stored
@@ -211,6 +219,20 @@ class Gateway:
             return job
         finally:
             self.inbox.forget(job_id)
+
+    def parse_timeout(self, raw: Any, ceiling: float) -> float | None:
+        """A request's ``timeout``: seconds of scoring it allows, more than 0 and at most ``ceiling`` (the
+        setting's); None when it asks for none (the model's limit, or the setting's, holds)."""
+        if raw is None or raw == "":
+            return None
+        try:
+            seconds = float(raw)
+        except (TypeError, ValueError):
+            raise BadRequest(f"timeout must be a number of seconds, not {raw!r}", field="timeout") from None
+        if not 0 < seconds <= ceiling:
+            raise BadRequest(f"timeout must be more than 0 and at most {ceiling:g} seconds", field="timeout",
+                             maximum=ceiling)
+        return seconds
 
     def parse_wait(self, raw: str | None) -> float:
         if raw is None or raw == "":

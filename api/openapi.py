@@ -85,7 +85,8 @@ def errors(*statuses: int) -> dict[str, Any]:
                "Retry-After header", 415: "A body of another media type than the route "
                "takes: `accepted` lists them", 422: "Invalid record (every field problem listed), or a storage URI "
                "or callback URL refused",
-               502: "The worker could not score the record", 503: "Redis unreachable or no worker in time; "
+               502: "The worker could not score the record", 504: "Scoring the record ran past its time limit "
+               "(code timeout)", 503: "Redis unreachable or no worker in time; "
                "retry after the Retry-After header"}
     return {str(s): {"description": reasons[s], "content": {"application/problem+json": {"schema": PROBLEM}}}
             for s in statuses}
@@ -116,6 +117,11 @@ JOB_PARAM = {"name": "job_id", "in": "path", "required": True, "schema": {"type"
 WAIT_PARAM = {"name": "wait", "in": "query", "required": False,
               "schema": {"type": "number", "minimum": 0, "maximum": 30},
               "description": "Seconds to wait for the job to finish before answering"}
+TIMEOUT_PARAM = {"name": "timeout", "in": "query", "required": False,
+                 "schema": {"type": "number", "exclusiveMinimum": 0},
+                 "description": "Seconds the scoring of these records may take, at most "
+                                "BATCOMPUTER_TIMEOUT_RECORDS_SECONDS (default: the model's limit, else that setting); "
+                                "past it the job fails with code timeout"}
 
 
 def records_body(models: list[str]) -> dict[str, Any]:
@@ -137,7 +143,7 @@ def jobs_operation(model: str | None, schemas: dict[str, Schema]) -> dict[str, A
         "summary": f"Submit records to {model or 'a model'}",
         "description": "Validates every record against the model's schema, pins the version now, queues a job.",
         "tags": ["jobs"],
-        "parameters": ([] if model else [MODEL_PARAM]) + [*VERSION_PARAMS, WAIT_PARAM, {
+        "parameters": ([] if model else [MODEL_PARAM]) + [*VERSION_PARAMS, WAIT_PARAM, TIMEOUT_PARAM, {
             "name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
             "description": "The same key and body return the same job"}],
         "requestBody": json_body(body, examples),
@@ -156,7 +162,10 @@ def batch_operation() -> dict[str, Any]:
                "callback_url": {"type": "string", "description": "POSTed the job when it ends, signed (see README)"},
                "columns": {"type": "string", "description": "Input columns the output keeps, comma-separated"},
                "overwrite": {"type": "string", "enum": ["true", "false"], "description": "true: replace an "
-                             "output_uri that exists (with API keys, one no other key's batch writes)"}}
+                             "output_uri that exists (with API keys, one no other key's batch writes)"},
+               "timeout": {"type": "number", "exclusiveMinimum": 0, "description": "Seconds scoring one chunk may "
+                           "take, at most BATCOMPUTER_TIMEOUT_CHUNK_SECONDS (default: the model's limit, else that "
+                           "setting, less for small chunks); rows that hang alone are rejected with code timeout"}}
     query = [{"name": name, "in": "query", "required": False, "schema": schema} for name, schema in options.items()]
     uris = {"type": "object", "required": ["input_uri"], "additionalProperties": False,
             "properties": {"input_uri": {"type": "string", "description": "A Parquet file inside the storage roots"},
@@ -189,10 +198,10 @@ def predict_operation(schemas: dict[str, Schema], default: str) -> dict[str, Any
         "description": f"Scores one record with the default model ({default}) or ?model=, through the workers.",
         "tags": ["seed"],
         "parameters": [{"name": "model", "in": "query", "required": False, "schema": {"type": "string",
-                        "enum": list(schemas)}}, *VERSION_PARAMS],
+                        "enum": list(schemas)}}, *VERSION_PARAMS, TIMEOUT_PARAM],
         "requestBody": json_body(refs[0] if len(refs) == 1 else {"oneOf": refs}, examples),
         "responses": {**ok("The named outputs", outputs[0] if len(outputs) == 1 else {"oneOf": outputs}),
-                      **errors(400, 404, 413, 415, 502, 503)},
+                      **errors(400, 404, 413, 415, 502, 503, 504)},
     }
 
 
@@ -219,10 +228,13 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
                     "model": {"type": "string"}, "version": {"type": "integer"}, "alias": {"type": "string"},
                     "bundle_sha256": {"type": "string"}, "count": {"type": "integer"},
                     "queue": {"type": "string"}, "attempts": {"type": "integer"},
+                    "timeout": {"type": "number", "description": "The time limit the request asked for, in seconds "
+                                "(absent: the model's, or the setting's)"},
                     "replays": {"type": "integer", "description": "How often an operator replayed it once dead"},
                     "created": {"type": "string"}, "started": {"type": "string"}, "finished": {"type": "string"},
                     "results": {"type": "array", "items": {"type": "object"}},
-                    "error": {"type": "object"},
+                    "error": {"type": "object", "description": "Why the job failed: code (validation, "
+                              "scoring_error, timeout with its limit_seconds, dead, ...) and detail"},
                     "kind": {"type": "string", "enum": ["batch"], "description": "Absent for record jobs"},
                     "phase": {"type": "string", "enum": ["score", "merge"]},
                     "input": {"type": "string"}, "output": {"type": "string"}, "callback_url": {"type": "string"},

@@ -215,3 +215,19 @@ class ScoringFailed(BatcomputerError):
     code = "scoring_failed"
     status = 502
     title = "The worker could not score the record"
+
+
+class TimedOut(BatcomputerError):
+    """Scoring ran past its time limit and was stopped (the limit and what ran are in the detail)."""
+
+    code = "timeout"
+    status = 504
+    title = "Scoring ran past its time limit"
+
+
+class ModelError(BatcomputerError):
+    """The model raised while scoring (a summary; the worker's log has the traceback)."""
+
+    code = "scoring_error"
+    status = 500
+    title = "The model could not score the records"

@@ -38,6 +38,7 @@ MODEL_VERSION_SCORED = "batcomputer_model_version_scored"  # gauge {model}: the 
 CAPTURED = "batcomputer_captured_records"            # counter {outcome}: captured records written or dropped
 HTTP_REQUESTS = "batcomputer_http_requests"          # counter {route, method, status}: the gateway's answers
 HTTP_SECONDS = "batcomputer_http_request_seconds"    # histogram {route}: the gateway's time per request
+TIMEOUTS = "batcomputer_timeouts"                    # counter {model, queue}: records or rows stopped by a time limit
 
 HELP = {
     JOBS_SCORED: ("counter", "Job outcomes written by workers", None),
@@ -52,6 +53,8 @@ HELP = {
                None),
     HTTP_REQUESTS: ("counter", "Requests the gateway answered, by route and status", None),
     HTTP_SECONDS: ("histogram", "Seconds the gateway took per request", SECONDS),
+    TIMEOUTS: ("counter", "Records, rows or stream entries left out because scoring them ran past its time limit",
+               None),
 }
 
 # Rendered live from Redis and the registry by the gateway (cluster-wide gauges and the jobs' counters).

@@ -169,6 +169,25 @@ class Settings:
                 "are sent again (renewed every third of it while the worker lives, however long a job runs)"})
     max_attempts: int = field(default=3, metadata={"parse": _positive_int,
         "help": "Deliveries of one job before it is declared dead"})
+    timeout_records_seconds: float = field(default=30.0, metadata={"parse": _positive_float,
+        "help": "Time limit of scoring a micro-batch of single records or one job's list (a model's spec may "
+                "set its own; ?timeout= may ask for less); past it the records are scored again apart, and "
+                "those that still hang fail with code timeout"})
+    timeout_chunk_seconds: float = field(default=600.0, metadata={"parse": _positive_float,
+        "help": "Most time scoring one chunk of a batch file may take; a chunk gets less when it is small "
+                "(BATCOMPUTER_TIMEOUT_FLOOR_SECONDS plus BATCOMPUTER_TIMEOUT_ROW_MS per row), and one that "
+                "times out is split until only the hanging rows are rejected (code timeout)"})
+    timeout_stream_seconds: float = field(default=30.0, metadata={"parse": _positive_float,
+        "help": "Time limit of scoring one micro-batch of stream entries; entries that hang alone are "
+                "dead-lettered with code timeout"})
+    timeout_floor_seconds: float = field(default=2.0, metadata={"parse": _positive_float,
+        "help": "Least time any piece of split work gets (one record scores in about a millisecond)"})
+    timeout_row_ms: float = field(default=0.25, metadata={"parse": _positive_float,
+        "help": "Time allowed per row on top of the floor when a chunk or a piece is timed (a row costs "
+                "microseconds in a vectorised call)"})
+    timeout_grace_seconds: float = field(default=10.0, metadata={"parse": _positive_float,
+        "help": "Past a time limit by this long, scoring that could not be stopped (stuck in C code, or blocked "
+                "outside the main thread) makes its process exit and be replaced"})
     batch_max_records: int = field(default=256, metadata={"parse": _positive_int,
         "help": "Most single records a worker scores in one vectorised call"})
     batch_window_ms: float = field(default=0.0, metadata={"parse": _non_negative_float,

@@ -1,10 +1,11 @@
-"""Pipelines for failure tests, pickled into real bundles: at a gate, killing, raising, slow to load."""
+"""Pipelines for failure tests, pickled into real bundles: at a gate, killing, raising, slow to load, hanging."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import signal
+import time
 from typing import Any
 
 import redis
@@ -87,6 +88,30 @@ class SlowToLoad(Wrapped):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self.take_token("loading", "bundle load")
+
+
+class HangOn:
+    """A custom transformer that never returns when a field holds one value while the Redis key ``flag`` exists
+    (a cause that can be fixed): it loops around a blocking call, as code waiting on a lock or a socket would."""
+
+    def __init__(self, field: str, value: Any, redis_url: str, flag: str) -> None:
+        self.field, self.value, self.redis_url, self.flag = field, value, redis_url, flag
+
+    def fit(self, frame: Any, y: Any = None) -> HangOn:
+        return self
+
+    def transform(self, frame: Any) -> Any:
+        if (frame[self.field] == self.value).any() and redis.Redis.from_url(self.redis_url).exists(self.flag):
+            while True:
+                time.sleep(0.01)
+        return frame
+
+
+def hanging(inner: Any, field: str, value: Any, redis_url: str, flag: str) -> Any:
+    """``inner`` (a fitted pipeline) behind a ``HangOn`` step."""
+    from sklearn.pipeline import Pipeline
+
+    return Pipeline([("hang", HangOn(field, value, redis_url, flag)), ("model", inner)])
 
 
 def publish(services: Any, draft: Draft, name: str, pipeline: Any, promote: bool = True, tag: int = 0) -> int:

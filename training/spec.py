@@ -136,6 +136,10 @@ def parse_spec(raw: dict[str, Any], path: Path) -> Spec:
         raise _fail(path, "margin must not be negative and min_rows must be at least 1")
     if spec.freshness_days is not None and spec.freshness_days <= 0:
         raise _fail(path, "freshness_days must be greater than zero")
+    timeouts = raw.get("timeouts", {})
+    if not isinstance(timeouts, dict) or set(timeouts) - {"records", "chunk", "stream"} or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in timeouts.values()):
+        raise _fail(path, "[timeouts] takes records, chunk and stream, each a number of seconds greater than zero")
     if not 0 < spec.holdout < 1:
         raise _fail(path, f"holdout must be a fraction between 0 and 1, not {spec.holdout}")
     if len(labels) != 2 or len(outputs) != 2:

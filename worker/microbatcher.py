@@ -16,8 +16,10 @@ from batcomputer.models.bundle import Bundle
 
 log = logging.getLogger("batcomputer.batcher")
 
-Score = Callable[[Bundle, list[dict[str, Any]]], list[dict[str, Any]]]
-Item = tuple[Bundle, dict[str, Any], "Future[dict[str, Any]]"]
+# Scores records with a bundle under a time limit (None: the default); a record's result may be the exception
+# that left it out (it hung or raised alone), which its future then raises.
+Score = Callable[[Bundle, list[dict[str, Any]], "float | None"], list[Any]]
+Item = tuple[Bundle, dict[str, Any], "Future[dict[str, Any]]", "float | None"]
 
 
 @dataclass
@@ -66,7 +68,9 @@ class Batcher:
         thread.start()
         return thread
 
-    def submit(self, bundle: Bundle, record: dict[str, Any]) -> Future[dict[str, Any]]:
+    def submit(self, bundle: Bundle, record: dict[str, Any], limit: float | None = None) -> Future[dict[str, Any]]:
+        """Queue a record; ``limit``: its time limit in seconds, if its job asked for one (records asking for
+        different limits are scored apart)."""
         future: Future[dict[str, Any]] = Future()
         if not self._thread.is_alive():
             with self._lock:
@@ -74,7 +78,7 @@ class Batcher:
                     self.restarts += 1
                     log.error("the micro-batcher thread had died; starting a new one (restart %d)", self.restarts)
                     self._thread = self._start_thread()
-        self._queue.put((bundle, record, future))
+        self._queue.put((bundle, record, future, limit))
         return future
 
     def _collect(self) -> list[Item]:
@@ -100,15 +104,18 @@ class Batcher:
 
     def _score_group(self, items: list[Item]) -> None:
         started = time.perf_counter()
-        results = self._score(items[0][0], [record for _, record, _ in items])
+        results = self._score(items[0][0], [item[1] for item in items], items[0][3])
         if self.recorder is not None:
             labels = (("model", items[0][0].model),)
             self.recorder.observe(SCORING, labels, (time.perf_counter() - started,))
             self.recorder.observe(MICRO_BATCH, labels, (len(items),))
         if len(results) != len(items):
             raise RuntimeError(f"the model returned {len(results)} results for {len(items)} records")
-        for (_, _, future), result in zip(items, results, strict=True):
-            future.set_result(result)
+        for item, result in zip(items, results, strict=True):
+            if isinstance(result, BaseException):
+                item[2].set_exception(result)
+            else:
+                item[2].set_result(result)
 
     def _run(self) -> None:
         last_log = self.clock()
@@ -116,10 +123,10 @@ class Batcher:
         try:
             while True:
                 batch = self._collect()
-                groups: dict[tuple[str, int], list[Item]] = {}
+                groups: dict[tuple[str, int, float | None], list[Item]] = {}
                 for item in batch:
-                    groups.setdefault((item[0].model, item[0].version), []).append(item)
-                for (model, version), items in groups.items():
+                    groups.setdefault((item[0].model, item[0].version, item[3]), []).append(item)
+                for (model, version, _), items in groups.items():
                     self.stats.add(len(items))
                     log.debug("scoring a batch of %d records for %s@%d", len(items), model, version)
                     try:
@@ -137,6 +144,6 @@ class Batcher:
 
 
 def fail(items: list[Item], exc: BaseException) -> None:
-    for _, _, future in items:
+    for _, _, future, _ in items:
         if not future.done():
             future.set_exception(exc)

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 import redis
 
+from batcomputer.errors import ModelError, TimedOut
 from batcomputer.jobqueue.connection import redis_client
 from batcomputer.jobqueue.keyspace import Keys
 from batcomputer.jobqueue.streams import Entry, StreamStore, check_redis
@@ -31,6 +32,7 @@ from batcomputer.metrics import (
     SCORING,
     STREAM_BATCH,
     STREAM_RECORDS,
+    TIMEOUTS,
     Flusher,
     Recorder,
 )
@@ -40,6 +42,7 @@ from batcomputer.models.scoring import score
 from batcomputer.monitoring.capture import Capture
 from batcomputer.settings import Settings
 from worker.bundle_cache import BundleCache
+from worker.limits import Limits, Watchdog, failed_alike, settle, timed_out
 
 log = logging.getLogger("batcomputer.streams")
 CLAIM_EVERY_SECONDS = 5.0
@@ -61,6 +64,8 @@ class StreamConsumer:
         self.stop = threading.Event()
         self.next_claim = time.monotonic()
         self.capture = Capture.from_settings(settings, self.recorder)
+        self.limits = Limits.from_settings(settings)
+        self.watchdog = Watchdog(self.limits.grace)
 
     def run(self) -> None:
         self.store.ensure_group()
@@ -151,11 +156,9 @@ class StreamConsumer:
         outputs = []
         labels = (("model", self.model),)
         self.recorder.observe(STREAM_BATCH, labels, (len(entries),))
-        if dead:
-            self.recorder.count(STREAM_RECORDS, (("model", self.model), ("outcome", "dead")), len(dead))
         if valid:
             began = time.perf_counter()
-            results = score(bundle, [clean for _, clean in valid])
+            valid, results = self.score_apart(bundle, valid, dead)
             self.recorder.observe(SCORING, labels, (time.perf_counter() - began,))
             if self.capture is not None:
                 self.capture.add(bundle, "stream", [entry.id for entry, _ in valid], [0] * len(valid),
@@ -169,7 +172,37 @@ class StreamConsumer:
                 outputs.append((entry.id, {**meta, "in_id": entry.id, "model": self.model,
                                            "version": str(bundle.version), **{k: str(v) for k, v in result.items()},
                                            **({"warnings": orjson.dumps(warnings).decode()} if warnings else {})}))
+        if dead:
+            self.recorder.count(STREAM_RECORDS, (("model", self.model), ("outcome", "dead")), len(dead))
         return self.store.deliver(outputs, dead)
+
+    def score_apart(self, bundle: Any, valid: list[tuple[Entry, dict[str, Any]]],
+                    dead: list[tuple[str, dict[str, Any]]]) -> tuple[list[tuple[Entry, dict[str, Any]]], list[Any]]:
+        """Score the valid entries under the stream's time limit; if that times out, again apart, and the
+        entries that hang alone join ``dead`` (code ``timeout``). A model that raises on all of them raises
+        (the entries stay pending and come again, up to the attempt limit)."""
+        records = [clean for _, clean in valid]
+        limit = self.limits.of("stream", bundle)
+        pieces = settle(lambda a, b: score(bundle, records[a:b]), len(records), limit,
+                        lambda rows: min(limit, self.limits.piece(rows)), self.watchdog,
+                        f"a stream micro-batch of {bundle.ref}", lambda exc: ModelError(f"{type(exc).__name__}: {exc}"))
+        alike = failed_alike(pieces)
+        if alike is not None and not isinstance(alike, TimedOut):
+            raise alike
+        stopped = timed_out(pieces)
+        if stopped:
+            self.recorder.count(TIMEOUTS, (("model", self.model), ("queue", "stream")), stopped)
+        kept: list[tuple[Entry, dict[str, Any]]] = []
+        results: list[Any] = []
+        for piece in pieces:
+            if piece.result is not None:
+                kept += valid[piece.start:piece.stop]
+                results += piece.result
+                continue
+            assert piece.error is not None
+            for entry, _ in valid[piece.start:piece.stop]:
+                dead.append(self.dead_letter(entry, piece.error.code, piece.error.detail))
+        return kept, results
 
     @staticmethod
     def dead_letter(entry: Entry, code: str, reason: str) -> tuple[str, dict[str, Any]]:

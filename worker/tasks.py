@@ -13,10 +13,19 @@ from typing import Any
 import redis
 from celery import Celery
 
-from batcomputer.errors import BatcomputerError
+from batcomputer.errors import BatcomputerError, ModelError, TimedOut
 from batcomputer.jobqueue.connection import redis_client
 from batcomputer.jobqueue.jobs import JobStore
-from batcomputer.jobqueue.keyspace import BUSY, FAILED, FINAL, QUEUE_BULK, SUCCEEDED, TASK_SCORE, parent_of
+from batcomputer.jobqueue.keyspace import (
+    BUSY,
+    FAILED,
+    FINAL,
+    QUEUE_BULK,
+    QUEUE_RECORDS,
+    SUCCEEDED,
+    TASK_SCORE,
+    parent_of,
+)
 from batcomputer.jobqueue.records import Start
 from batcomputer.metrics import (
     END_TO_END,
@@ -25,6 +34,7 @@ from batcomputer.metrics import (
     MODEL_VERSION_SCORED,
     QUEUE_WAIT,
     SCORING,
+    TIMEOUTS,
     Recorder,
 )
 from batcomputer.models.bundle import Bundle
@@ -34,6 +44,7 @@ from batcomputer.monitoring.capture import Capture
 from batcomputer.settings import Settings
 from worker.bundle_cache import BundleCache
 from worker.heartbeat import Heartbeat, holder_name
+from worker.limits import Limits, Watchdog, settle, timed_out
 from worker.microbatcher import Batcher
 from worker.turns import Turns
 
@@ -73,10 +84,12 @@ class Scorer:
         self.bundles = BundleCache(Registry.from_settings(self.settings))
         self.recorder = Recorder()
         self.turns = Turns(SCORING_SLOTS)
+        self.limits = Limits.from_settings(self.settings)
+        self.watchdog = Watchdog(self.limits.grace)
 
-        def score_singles(bundle: Bundle, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        def score_singles(bundle: Bundle, records: list[dict[str, Any]], limit: float | None) -> list[Any]:
             with self.turns.turn(SINGLES):  # single records of every key: one owner among the keys' lists
-                return score(bundle, records)
+                return self.score_apart(bundle, records, limit or self.limits.of("records", bundle))
 
         self.batcher = Batcher(score_singles, self.settings.batch_max_records, self.settings.batch_window_ms / 1000,
                                recorder=self.recorder)
@@ -88,7 +101,8 @@ class Scorer:
             from worker.parquet.runner import BatchRunner
 
             self.runner = BatchRunner(self.jobs, Storage.from_settings(self.settings), self.bundles, self.holder,
-                                      self.settings.batch_chunk_rows, self.settings.batch_ttl_seconds, self.capture)
+                                      self.settings.batch_chunk_rows, self.settings.batch_ttl_seconds, self.capture,
+                                      self.limits, self.watchdog, self.recorder)
         self.orphans: set[str] = set()
         self.next_expiry = 0.0
         self.heartbeat = Heartbeat(self.jobs, self.queues, self.holder, on_beat=self.on_beat).start()
@@ -155,14 +169,43 @@ class Scorer:
             self.orphans.difference_update(taken)
             log.warning("gave back any of %d job(s) this process had started but not finished", len(taken))
 
-    def score_list(self, owner: str, bundle: Bundle, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def score_apart(self, bundle: Bundle, records: list[dict[str, Any]], limit: float) -> list[Any]:
+        """Score a micro-batch of single records (of several jobs) under ``limit``: if it hangs or raises, the
+        records are scored again apart, so only those that hang or raise alone fail (with their error as
+        their result), never their neighbours."""
+        pieces = settle(lambda a, b: score(bundle, records[a:b]), len(records), limit,
+                        lambda rows: min(limit, self.limits.piece(rows)), self.watchdog,
+                        f"a micro-batch of {bundle.ref}", lambda exc: ModelError(**error_of("micro-batch", exc)))
+        self.count_timeouts(bundle, QUEUE_RECORDS, timed_out(pieces))
+        results: list[Any] = []
+        for piece in pieces:
+            results += piece.result if piece.result is not None else [piece.error] * (piece.stop - piece.start)
+        return results
+
+    def count_timeouts(self, bundle: Bundle, queue: str, records: int) -> None:
+        if records:
+            self.recorder.count(TIMEOUTS, (("model", bundle.model), ("queue", queue)), records)
+
+    def score_list(self, start: Start, bundle: Bundle, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Score a job's list in turns with other keys' work: whole when nobody else waits, else in slices of
-        ``SLICE_RECORDS``, so another key's job waits for a slice, not for a whole list."""
+        ``SLICE_RECORDS``, so another key's job waits for a slice, not for a whole list. Each call runs under
+        the job's time limit; past it the job fails with ``TimedOut``."""
+        owner, limit = start.owner, self.limits.of("records", bundle, start.timeout)
         results: list[dict[str, Any]] = []
         while len(results) < len(records):
             with self.turns.turn(owner):
                 size = SLICE_RECORDS if self.turns.others_waiting(owner) else len(records) - len(results)
-                results += score(bundle, records[len(results):len(results) + size])
+                first = len(results)
+                what = (f"records {first:,} to {first + size - 1:,} of {len(records):,}" if size < len(records)
+                        else f"{len(records):,} record(s)")
+                try:
+                    piece = records[first:first + size]
+                    results += self.watchdog.run(lambda piece=piece: score(bundle, piece),  # type: ignore[misc]
+                                                 limit, f"scoring {what} of {bundle.ref}")
+                except BatcomputerError as exc:
+                    if exc.code == "timeout":
+                        self.count_timeouts(bundle, start.queue, 1)
+                    raise
         return results
 
     def _run(self, job_ids: list[str]) -> dict[str, str]:
@@ -194,17 +237,17 @@ class Scorer:
                 bundle = self.bundles.get(start.model, start.version)
                 clean = start.records or []  # validated by the gateway against this very version
                 if len(clean) == 1 and start.attempts == 1:
-                    waiting.append((job_id, self.batcher.submit(bundle, clean[0])))
+                    waiting.append((job_id, self.batcher.submit(bundle, clean[0], start.timeout)))
                     continue
                 # Lists are vectorised already; a redelivered record is scored alone, away from other jobs.
                 began = time.perf_counter()
-                results = self.score_list(start.owner, bundle, clean)
+                results = self.score_list(start, bundle, clean)
                 labels = (("model", start.model),)
                 self.recorder.observe(SCORING, labels, (time.perf_counter() - began,))
                 self.recorder.observe(MICRO_BATCH, labels, (len(clean),))
                 outcomes.append((job_id, SUCCEEDED, {"results": results}))
             except Exception as exc:
-                outcomes.append((job_id, FAILED, {"error": error_of(job_id, exc)}))
+                outcomes.append((job_id, FAILED, failure(job_id, exc)))
         for job_id, future in waiting:
             try:
                 outcomes.append((job_id, SUCCEEDED, {"results": [future.result(BATCH_RESULT_TIMEOUT_SECONDS)]}))
@@ -212,7 +255,7 @@ class Scorer:
                 outcomes.append((job_id, FAILED, {"error": error_of(job_id, TimeoutError(
                     f"the micro-batcher gave no result within {BATCH_RESULT_TIMEOUT_SECONDS:g} s"))}))
             except Exception as exc:
-                outcomes.append((job_id, FAILED, {"error": error_of(job_id, exc)}))
+                outcomes.append((job_id, FAILED, failure(job_id, exc)))
         if outcomes:
             recorded = dict(zip([job_id for job_id, _, _ in outcomes], self.jobs.end(outcomes), strict=True))
             for batch_id in ended_batches:
@@ -267,6 +310,13 @@ class Scorer:
             self.recorder.observe(QUEUE_WAIT, (("queue", queue),), values)
         for queue, values in totals.items():
             self.recorder.observe(END_TO_END, (("queue", queue),), values)
+
+
+def failure(job_id: str, exc: BaseException) -> dict[str, Any]:
+    """The fields of a job that failed: its error; a job stopped by its time limit also keeps its records
+    and joins the dead jobs, to be replayed once the model is fixed."""
+    error = error_of(job_id, exc)
+    return {"error": error, **({"replayable": "1"} if error["code"] == TimedOut.code else {})}
 
 
 def error_of(job_id: str, exc: BaseException) -> dict[str, Any]:

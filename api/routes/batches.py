@@ -26,7 +26,7 @@ PARQUET = "application/vnd.apache.parquet"
 FILE_TYPES = (PARQUET, "application/octet-stream")
 MULTIPART = "multipart/form-data"
 ACCEPTED = (*JSON, *FILE_TYPES, MULTIPART)
-OPTIONS = ("output_uri", "callback_url", "columns", "overwrite")
+OPTIONS = ("output_uri", "callback_url", "columns", "overwrite", "timeout")
 
 
 def _columns(raw: Any) -> list[str] | None:
@@ -70,9 +70,10 @@ def _submit(gw: Gateway, pinned: Pinned, job_id: str, input_url: str, uploaded: 
     if callback not in (None, ""):
         callback = check_callback(callback, gw.settings.webhook_hosts, gw.settings.webhook_secret)
     columns = _columns(options.get("columns"))
+    timeout = gw.parse_timeout(options.get("timeout"), gw.settings.timeout_chunk_seconds)
     parts = storage.place(f"parts/{job_id}").url
     spec = {"kind": KIND_BATCH, "input": source.url, "output": output.url, "parts": parts, "columns": columns,
-            "owned": owned}
+            "owned": owned, **({"timeout": timeout} if timeout else {})}
     extra: dict[str, Any] = {"kind": KIND_BATCH, "input": source.url, "output": output.url, "parts": parts}
     if owned:
         extra["owned"] = "1"
@@ -84,6 +85,8 @@ def _submit(gw: Gateway, pinned: Pinned, job_id: str, input_url: str, uploaded: 
         extra["owner"] = owner
     if columns:
         extra["columns"] = ",".join(columns)
+    if timeout:
+        extra["timeout"] = f"{timeout:g}"
     try:
         created = gw.jobs.create(job_id, pinned.model, pinned.version, pinned.sha256, Payload(orjson.dumps(spec), 0),
                                  QUEUE_BULK, pinned.alias, extra=extra, limit=gw.settings.max_queue_depth,

@@ -40,7 +40,8 @@ def submit_job(model: str) -> Response:
     raw = read_body()
     key = request.headers.get("Idempotency-Key")
     caller = auth.caller()
-    submitted = gw.submit_body(pinned, raw, (key, raw) if key else None, wait, owner=caller)
+    timeout = gw.parse_timeout(request.args.get("timeout"), gw.settings.timeout_records_seconds)
+    submitted = gw.submit_body(pinned, raw, (key, raw) if key else None, wait, owner=caller, timeout=timeout)
     return job_response(submitted.job, 200 if submitted.final else 202)
 
 

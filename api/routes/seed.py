@@ -34,8 +34,9 @@ def predict() -> dict[str, Any]:
     model = request.args.get("model") or gw.settings.default_model
     pinned = gw.pin(model, request.args.get("version"), request.args.get("alias"))
     caller = auth.caller()
+    timeout = gw.parse_timeout(request.args.get("timeout"), gw.settings.timeout_records_seconds)
     submitted = gw.submit_body(pinned, read_body(), wait=gw.settings.predict_timeout_seconds, single=True,
-                               owner=caller)
+                               owner=caller, timeout=timeout)
     result = dict(gw.results_of(submitted, "the record")[0])
     result.pop("label", None)
     if request.args.get("warnings", "").lower() not in ("true", "1", "yes"):

@@ -1,5 +1,5 @@
-"""Dead jobs: those whose deliveries all lost their worker. Listed newest first, and replayed on request with
-their records and pinned version as accepted (``replay.lua``)."""
+"""Dead jobs: those whose deliveries all lost their worker, and those stopped by their time limit. Listed newest
+first, and replayed on request with their records and pinned version as accepted (``replay.lua``)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ class DeadJobs:
         outcome = reply[0].decode()
         if outcome == "state":
             state = reply[1].decode()
-            raise Conflict(f"job {job_id} is {state}; only dead jobs can be replayed", state=state, job=job_id)
+            raise Conflict(f"job {job_id} is {state}; only dead jobs (and jobs stopped by their time limit) can be "
+                           f"replayed", state=state, job=job_id)
         if outcome == "gone":
             raise Conflict(f"job {job_id} died without its records kept; it cannot be replayed", job=job_id)
         job = self.jobs.get(job_id)  # as replayed (queued): read before it is sent, or a fast worker's start shows

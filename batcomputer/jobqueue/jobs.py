@@ -226,7 +226,8 @@ class JobStore:
                                     reply[5].decode() or None, parse_iso(created) if created else None,
                                     reply[7].decode() if len(reply) > 7 else "",
                                     reply[8].decode() if len(reply) > 8 else "",
-                                    reply[9].decode() if len(reply) > 9 else "job"))
+                                    reply[9].decode() if len(reply) > 9 else "job",
+                                    float(reply[10]) if len(reply) > 10 and reply[10] else None))
         if dead:
             self.end(dead)
             self.redis.hincrby(self.keys.stats, STAT_DEAD, len(dead))

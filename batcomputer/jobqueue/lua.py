@@ -22,6 +22,7 @@ from batcomputer.jobqueue.keyspace import (
     BUSY,
     CANCELLED,
     DEAD,
+    FAILED,
     FINAL,
     PHASE_MERGE,
     PHASE_SCORE,
@@ -39,7 +40,7 @@ FOLDER = Path(__file__).with_name("scripts")
 SENT_PATIENCE = 3  # sweeps that find a sent job's queue busy before it is sent again anyway (see sweep.lua)
 NAMES = {"patience": str(SENT_PATIENCE), "final": "," + ",".join(sorted(FINAL)) + ",",
          "queued": QUEUED, "running": RUNNING, "busy": BUSY, "succeeded": SUCCEEDED, "cancelled": CANCELLED,
-         "dead": DEAD, "score": PHASE_SCORE, "merge": PHASE_MERGE, "records": QUEUE_RECORDS,
+         "failed": FAILED, "dead": DEAD, "score": PHASE_SCORE, "merge": PHASE_MERGE, "records": QUEUE_RECORDS,
          "duplicates": STAT_DUPLICATES, "rescored": STAT_RESCORED, "resent": STAT_RESENT, "replayed": STAT_REPLAYED}
 
 Call = tuple[str, list[str], list[Any]]  # script name, keys, args

@@ -57,6 +57,7 @@ class Start:
     queue: str = ""
     owner: str = ""  # the key whose job it is ('' without keys)
     source: str = "job"  # how it came: a job, or /api/predict ("predict")
+    timeout: float | None = None  # the time limit its request asked for, in seconds (None: the model's or default)
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,10 @@ def decode_text(fields: dict[str, str]) -> dict[str, Any]:
     for key in ("version", "count", "attempts", "replays", *BATCH_COUNTS):
         if key in job:
             job[key] = int(job[key])
+    if "timeout" in job:
+        job["timeout"] = float(job["timeout"])
+    if job.pop("replayable", None) == "1":
+        job["replayable"] = True  # stopped by its time limit: listed with the dead jobs, and replayable
     for internal in ("payload", "holder", "inbox", "sent", "sent_at", "lane", *BATCH_INTERNAL):
         job.pop(internal, None)
     if "webhook" in job:

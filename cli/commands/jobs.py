@@ -1,4 +1,4 @@
-"""The ``jobs`` group: list dead jobs, and replay one once its cause is fixed."""
+"""The ``jobs`` group: show a job, list dead jobs, and replay one once its cause is fixed."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from cli.context import Context, pass_context, table
 
 @click.group()
 def jobs() -> None:
-    """Dead jobs (their worker was lost too often): list them, and replay one once its cause is fixed."""
+    """Jobs: show one; dead jobs (their worker was lost too often, or their time limit stopped them): list
+    them, and replay one once its cause is fixed."""
 
 
 def _job_store(settings: Settings) -> Any:
@@ -21,6 +22,29 @@ def _job_store(settings: Settings) -> Any:
     from batcomputer.jobqueue.jobs import JobStore
 
     return JobStore.from_settings(redis_client(settings), settings)
+
+
+@jobs.command("get")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="The whole job as JSON (results included)")
+@pass_context
+def jobs_get(ctx: Context, job_id: str, as_json: bool) -> None:
+    """A job's state, model, version, attempts and times; why it failed (a timeout names its limit)."""
+    import json
+
+    job = _job_store(ctx.settings).get(job_id)
+    if as_json:
+        click.echo(json.dumps({k: (v.parse() if k == "results" else v) for k, v in job.items()}, indent=2))
+        return
+    shown = ("state", "model", "version", "kind", "count", "queue", "attempts", "timeout", "created", "started",
+             "finished", "rows_done", "rows_failed", "rows_total")
+    rows = [[name, str(job[name])] for name in shown if job.get(name) is not None]
+    error = job.get("error")
+    if error:
+        rows.append(["error", f"{error.get('code')}: {error.get('detail', '')}"])
+    if job.get("replayable"):
+        rows.append(["replay", f"batcomputer jobs replay {job_id}"])
+    click.echo(table(rows, ["job", job_id]))
 
 
 @jobs.command("dead")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -14,10 +15,12 @@ from cli.context import Context, pass_context
 @click.argument("words", nargs=-1, required=True, metavar="MODEL | status MODEL")
 @click.option("--metrics-port", type=int, default=None,
               help="Port of this consumer's /metrics (default BATCOMPUTER_WORKER_METRICS_PORT; 0: none)")
+@click.option("--unsupervised", is_flag=True, hidden=True, help="Consume in this process (its supervisor's child)")
 @pass_context
-def stream(ctx: Context, words: tuple[str, ...], metrics_port: int | None) -> None:
+def stream(ctx: Context, words: tuple[str, ...], metrics_port: int | None, unsupervised: bool) -> None:
     """Consume MODEL's input stream (run several for more throughput); `stream status MODEL`: lag, pending,
-    outputs, dead letters, consumers and their rate."""
+    outputs, dead letters, consumers and their rate. The consumer is a supervised child process: one that
+    dies, or exits because scoring would not stop past its time limit, is started again."""
     if words[0] == "status":
         if len(words) != 2:
             raise click.UsageError("usage: batcomputer stream status MODEL")
@@ -36,6 +39,11 @@ def stream(ctx: Context, words: tuple[str, ...], metrics_port: int | None) -> No
 
     configure_logging(ctx.settings)
     ctx.registry.resolve(words[0], None, ctx.settings.default_alias)  # an unknown model stops here, named
+    if not unsupervised:
+        from worker.supervisor import supervise
+
+        port = [] if metrics_port is None else ["--metrics-port", str(metrics_port)]
+        sys.exit(supervise([sys.executable, "-m", "cli", "stream", words[0], *port, "--unsupervised"]))
     node = node_name(f"stream-{words[0]}")
     serve_metrics(ctx.settings, node, metrics_port)
     run_consumer(ctx.settings, words[0], node)

@@ -7,6 +7,9 @@ scored twice replaces only its own part.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,6 +22,9 @@ from worker.parquet.guards import _Budget, _chunk_of, _first_line, _long_diction
 from worker.parquet.plan import Chunk, open_parquet
 
 READ_BATCH_ROWS = 65_536
+# Scores a chunk's clean rows: each output's probabilities, the labels, and the rows it left out
+# (start, stop, code, message), whose outputs are then empty (see BatchRunner.score_table).
+Guard = Callable[[Bundle, pa.Table], tuple[dict[str, Any], list[str], list[tuple[int, int, str, str]]]]
 
 
 def read_chunk(location: Location, parquet: pq.ParquetFile, chunk: Chunk, columns: list[str], chunk_rows: int,
@@ -84,14 +90,29 @@ def read_chunk(location: Location, parquet: pq.ParquetFile, chunk: Chunk, column
     return table.cast(schema) if texts else table
 
 
-def score_rows(bundle: Bundle, table: pa.Table, kept: list[str]) -> tuple[pa.Table, int]:
+def score_rows(bundle: Bundle, table: pa.Table, kept: list[str], guard: Guard | None = None) -> tuple[pa.Table, int]:
     """The output rows of a chunk: the kept input columns, one column per named output, the label, and the
-    code and message of the rows that failed validation (their outputs empty). Returns it and the count of
-    failed rows."""
+    code and message of the rows that failed validation, or that ``guard`` left out (they hung or raised),
+    their outputs empty. Returns it and the count of failed rows."""
     checked = validate_table(bundle.schema, table)
     valid = checked.valid
     clean = table if checked.failed == 0 else table.filter(pa.array(valid))
-    named, labels = score_table(bundle, clean)
+    if guard is None:
+        named, labels = score_table(bundle, clean)
+    else:
+        named, labels, left_out = guard(bundle, clean)
+        if left_out:
+            positions = np.nonzero(valid)[0]
+            valid = valid.copy()
+            for start, stop, code, message in left_out:
+                for row in positions[start:stop].tolist():
+                    valid[row] = False
+                    checked.codes[row], checked.messages[row] = code, message
+            keep = np.ones(len(positions), dtype=bool)
+            for start, stop, _, _ in left_out:
+                keep[start:stop] = False
+            named = {name: values[keep] for name, values in named.items()}
+            labels = [label for label, kept_row in zip(labels, keep.tolist(), strict=True) if kept_row]
     rows = table.num_rows
     out = table.select(kept)
     positions = np.nonzero(valid)[0]
@@ -104,7 +125,7 @@ def score_rows(bundle: Bundle, table: pa.Table, kept: list[str]) -> tuple[pa.Tab
     out = out.append_column(pa.field(LABEL, pa.string()), pa.array(label, type=pa.string()))
     out = out.append_column(pa.field(ERROR_CODE, pa.string()), pa.array(checked.codes, type=pa.string()))
     out = out.append_column(pa.field(ERROR_MESSAGE, pa.string()), pa.array(checked.messages, type=pa.string()))
-    return out, checked.failed
+    return out, int(len(valid) - int(valid.sum()))
 
 
 def write_part(location: Location, table: pa.Table) -> None:

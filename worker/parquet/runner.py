@@ -18,16 +18,18 @@ from typing import Any
 
 import pyarrow as pa
 
-from batcomputer.errors import BatcomputerError
+from batcomputer.errors import BatcomputerError, ModelError
 from batcomputer.files.storage import Location, Storage
 from batcomputer.files.tables import ERROR_CODE, LABEL, BadInput
 from batcomputer.jobqueue.batches import BatchStore
 from batcomputer.jobqueue.jobs import JobStore
 from batcomputer.jobqueue.keyspace import CANCELLED, FAILED, KIND_BATCH, QUEUE_BULK, RUNNING, SUCCEEDED, parent_of
 from batcomputer.jobqueue.records import Start
+from batcomputer.metrics import TIMEOUTS
 from batcomputer.models.bundle import Bundle
-from batcomputer.models.scoring import classes_of
-from worker.parquet.chunk import read_chunk, read_part, score_rows, write_part
+from batcomputer.models.scoring import classes_of, score_table
+from worker.limits import Limits, Watchdog, failed_alike, settle, timed_out
+from worker.parquet.chunk import Guard, read_chunk, read_part, score_rows, write_part
 from worker.parquet.merge import describe, empty_output, write_output
 from worker.parquet.plan import Chunk, check_file, open_parquet, plan_file, read_columns
 
@@ -61,8 +63,10 @@ class BatchRunner:
     """The bulk worker's side of batches: what each delivery of a batch or a chunk does."""
 
     def __init__(self, jobs: JobStore, storage: Storage, bundles: Any, holder: str, chunk_rows: int,
-                 file_ttl: float, capture: Any = None) -> None:
+                 file_ttl: float, capture: Any = None, limits: Limits | None = None,
+                 watchdog: Watchdog | None = None, recorder: Any = None) -> None:
         self.jobs = jobs
+        self.limits, self.watchdog, self.recorder = limits, watchdog, recorder
         self.capture = capture  # batcomputer.monitoring.capture.Capture, or None
         self.batches = BatchStore(jobs)
         self.storage = storage
@@ -91,7 +95,8 @@ class BatchRunner:
         parquet, kept, chunks = planned.parquet, planned.kept, planned.chunks
         if not chunks:  # an empty file: an empty output, at once
             return self.merge(batch_id, bundle, spec)
-        common = {"input": spec["input"], "parts": spec["parts"], "columns": kept}
+        common = {"input": spec["input"], "parts": spec["parts"], "columns": kept,
+                  **({"timeout": spec["timeout"]} if spec.get("timeout") else {})}
         ids = self.batches.plan(batch_id, self.holder, bundle.schema.model, bundle.version, bundle.sha256,
                                 [(c.index, c.rows, {**common, "index": c.index, "group": c.group, "skip": c.skip,
                                                     "rows": c.rows, "groups": c.groups}) for c in chunks])
@@ -118,7 +123,8 @@ class BatchRunner:
             raise BadInput(f"input_uri: chunk {chunk.index} was planned in row group {chunk.group} and the file has "
                            f"{parquet.metadata.num_row_groups}; was it replaced during the job?", field="input_uri")
         table = read_chunk(source, parquet, chunk, read_columns(bundle, parquet, kept), self.chunk_rows, threads=False)
-        out, failed = score_rows(bundle, table, kept)
+        out, failed = score_rows(bundle, table, kept, self.guard(f"chunk {chunk.index} of batch {batch_id}",
+                                                                 spec.get("timeout")))
         location = self.part(spec, chunk.index)
         write_part(location, out)
         if self._state(batch_id) != RUNNING:  # cancelled meanwhile: the cancel's clean-up may have run already
@@ -128,6 +134,50 @@ class BatchRunner:
             first = sum(parquet.metadata.row_group(g).num_rows for g in range(chunk.group)) + chunk.skip
             capture_rows(self.capture, bundle, batch_id, first, table, out)
         return SUCCEEDED, {"rows_failed": str(failed)}
+
+    def guard(self, what: str, requested: float | None) -> Guard | None:
+        """Scoring of a chunk's clean rows under its time limit: if that times out or raises, the rows are
+        split until those that hang or raise alone are found, and only they are left out (code ``timeout`` or
+        ``scoring_error``). A model that fails alike on every piece fails the chunk."""
+        limits, watchdog = self.limits, self.watchdog
+        if limits is None or watchdog is None:
+            return None
+
+        def run(bundle: Bundle, clean: pa.Table) -> tuple[dict[str, Any], list[str], list[tuple[int, int, str, str]]]:
+            import numpy as np
+
+            limit = limits.of("chunk", bundle, requested, rows=clean.num_rows)
+            pieces = settle(lambda a, b: score_table(bundle, clean.slice(a, b - a)), clean.num_rows, limit,
+                            lambda rows: min(limit, limits.piece(rows)), watchdog, f"scoring {what}",
+                            lambda exc: ModelError(f"the model raised {type(exc).__name__}: "
+                                                   f"{str(exc).splitlines()[0][:300] if str(exc) else ''}"))
+            alike = failed_alike(pieces)
+            if alike is not None and len(pieces) > 1:
+                raise alike
+            stopped = timed_out(pieces)
+            if stopped and self.recorder is not None:
+                self.recorder.count(TIMEOUTS, (("model", bundle.model), ("queue", QUEUE_BULK)), stopped)
+            outputs, _ = classes_of(bundle)
+            named: dict[str, list[Any]] = {name: [] for name in outputs}
+            labels: list[str] = []
+            left_out: list[tuple[int, int, str, str]] = []
+            for piece in pieces:
+                if piece.result is not None:
+                    values, piece_labels = piece.result
+                    for name in outputs:
+                        named[name].append(values[name])
+                    labels += piece_labels
+                    continue
+                assert piece.error is not None
+                rows = piece.stop - piece.start
+                for name in outputs:
+                    named[name].append(np.full(rows, np.nan))
+                labels += [""] * rows
+                left_out.append((piece.start, piece.stop, piece.error.code, piece.error.detail))
+            joined = {name: np.concatenate(parts) if parts else np.zeros(0) for name, parts in named.items()}
+            return joined, labels, left_out
+
+        return run
 
     def merge(self, batch_id: str, bundle: Bundle, spec: dict[str, Any]) -> Outcome:
         failed_chunk, chunks_total = self.jobs.fields(batch_id, "failed_chunk", "chunks_total")

@@ -4,7 +4,8 @@
 -- pairs.
 -- Writes the outcome only from an allowed state; takes the job off its queue's backlog (and its owner's share
 -- of it, ``Keys.share``) and counts it in the
--- drain rate and the counters; a dead job keeps its records (for a replay) and joins the dead index. Wakes
+-- drain rate and the counters; a dead job, or a failed one marked 'replayable' (stopped by its time limit),
+-- keeps its records (for a replay) and joins the dead index. Wakes
 -- whoever waits: the requester's
 -- inboxes (the submitter's, and any a waiting reader added with ``watch``), which get "<job id> <the final job
 -- as JSON, but its results>\n<its results, as stored>" so that the waiting request needs no read of its own,
@@ -24,7 +25,7 @@ local fields = {}
 for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 local outcome = redis.call('HGET', KEYS[1], 'state')
-if outcome == '$dead' then
+if outcome == '$dead' or redis.call('HGET', KEYS[1], 'replayable') == '1' then
   redis.call('HDEL', KEYS[1], 'holder')
   redis.call('ZADD', KEYS[5], tonumber(ARGV[7]), ARGV[3])
 else

@@ -23,7 +23,7 @@ def bundle(version: int) -> Bundle:
                   schema=Schema("stub", (), ("y",), ("y",)), metrics={})
 
 
-def doubled(b: Bundle, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def doubled(b: Bundle, records: list[dict[str, Any]], limit: float | None = None) -> list[dict[str, Any]]:
     return [{"version": b.version, "y": record["x"] * 2} for record in records]
 
 
@@ -50,7 +50,7 @@ def test_records_waiting_together_are_scored_in_one_call_each_per_version() -> N
     calls: list[tuple[int, int]] = []
     scoring, gate = threading.Event(), threading.Event()
 
-    def held(b: Bundle, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def held(b: Bundle, records: list[dict[str, Any]], limit: float | None = None) -> list[dict[str, Any]]:
         calls.append((b.version, len(records)))
         scoring.set()
         gate.wait(10)  # hold the first batch so that the rest queue up behind it
@@ -73,7 +73,7 @@ def test_a_batch_never_exceeds_max_records() -> None:
     sizes: list[int] = []
     gate = threading.Event()
 
-    def held(b: Bundle, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def held(b: Bundle, records: list[dict[str, Any]], limit: float | None = None) -> list[dict[str, Any]]:
         sizes.append(len(records))
         gate.wait(10)
         return doubled(b, records)
@@ -87,7 +87,7 @@ def test_a_batch_never_exceeds_max_records() -> None:
 
 def test_a_window_holds_the_batch_open_until_the_clock_passes_it() -> None:
     clock, calls = Clock(), []
-    batcher = Batcher(lambda b, r: calls.append(len(r)) or doubled(b, r), max_records=64, window_seconds=60,
+    batcher = Batcher(lambda b, r, _: calls.append(len(r)) or doubled(b, r), max_records=64, window_seconds=60,
                       clock=clock)
     first = batcher.submit(bundle(1), RECORDS[0])
     clock.read(3)  # the thread started (1), set the window's deadline (2) and is waiting out the rest of it (3)
@@ -101,7 +101,7 @@ def test_a_window_holds_the_batch_open_until_the_clock_passes_it() -> None:
 
 
 def test_a_failed_batch_fails_every_waiting_record() -> None:
-    def broken(b: Bundle, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def broken(b: Bundle, records: list[dict[str, Any]], limit: float | None = None) -> list[dict[str, Any]]:
         raise ValueError("the model cannot score these")
 
     batcher = Batcher(broken, max_records=8, window_seconds=0.01)
@@ -119,7 +119,7 @@ class Stop(BaseException):
 def test_a_dead_batcher_thread_fails_its_records_and_the_next_submit_starts_a_new_one() -> None:
     calls = {"n": 0}
 
-    def dies_once(b: Bundle, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def dies_once(b: Bundle, records: list[dict[str, Any]], limit: float | None = None) -> list[dict[str, Any]]:
         calls["n"] += 1
         if calls["n"] == 1:
             raise Stop()
@@ -139,7 +139,7 @@ def test_a_dead_batcher_thread_fails_its_records_and_the_next_submit_starts_a_ne
 def test_a_model_returning_too_few_results_fails_the_batch_not_the_thread() -> None:
     gate = threading.Event()
 
-    def short(b: Bundle, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def short(b: Bundle, records: list[dict[str, Any]], limit: float | None = None) -> list[dict[str, Any]]:
         gate.wait(10)
         return doubled(b, records)[:-1] if len(records) > 1 else doubled(b, records)
 
