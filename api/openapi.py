@@ -118,7 +118,7 @@ WAIT_PARAM = {"name": "wait", "in": "query", "required": False,
               "schema": {"type": "number", "minimum": 0, "maximum": 30},
               "description": "Seconds to wait for the job to finish before answering"}
 TIMEOUT_PARAM = {"name": "timeout", "in": "query", "required": False,
-                 "schema": {"type": "number", "exclusiveMinimum": 0},
+                 "schema": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
                  "description": "Seconds the scoring of these records may take, at most "
                                 "BATCOMPUTER_TIMEOUT_RECORDS_SECONDS (default: the model's limit, else that setting); "
                                 "past it the job fails with code timeout"}
@@ -163,7 +163,8 @@ def batch_operation() -> dict[str, Any]:
                "columns": {"type": "string", "description": "Input columns the output keeps, comma-separated"},
                "overwrite": {"type": "string", "enum": ["true", "false"], "description": "true: replace an "
                              "output_uri that exists (with API keys, one no other key's batch writes)"},
-               "timeout": {"type": "number", "exclusiveMinimum": 0, "description": "Seconds scoring one chunk may "
+               "timeout": {"type": "number", "minimum": 0, "exclusiveMinimum": True,
+                           "description": "Seconds scoring one chunk may "
                            "take, at most BATCOMPUTER_TIMEOUT_CHUNK_SECONDS (default: the model's limit, else that "
                            "setting, less for small chunks); rows that hang alone are rejected with code timeout"}}
     query = [{"name": name, "in": "query", "required": False, "schema": schema} for name, schema in options.items()]

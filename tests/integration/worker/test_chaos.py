@@ -4,6 +4,7 @@ message that never reached the broker. Real gateway (gunicorn), real supervised 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import time
@@ -66,7 +67,10 @@ def chaos(tmp_path: Path, redis_base_url: str, settings: Settings,
     logs.mkdir()
     services = Services(own, logs)
     gate = f"{own.key_prefix}gate"
-    publish(services, titanic_draft, "gated", Gated(titanic_draft.pipeline, redis_base_url, gate))
+    # Its jobs run as long as the gate stays shut, longer than the visibility timeout: a model this slow
+    # declares a time limit of its own in its spec.
+    slow = dataclasses.replace(titanic_draft, spec={**titanic_draft.spec, "timeouts": {"records": 300}})
+    publish(services, slow, "gated", Gated(titanic_draft.pipeline, redis_base_url, gate))
     try:
         yield services, gate
         assert services.server_errors() == [], "the gateway answered 500"
