@@ -231,3 +231,11 @@ class ModelError(BatcomputerError):
     code = "scoring_error"
     status = 500
     title = "The model could not score the records"
+
+
+class NotExplainable(BatcomputerError):
+    """``explain`` asked of a model version whose predictions cannot be explained (it keeps no background)."""
+
+    code = "not_explainable"
+    status = 422
+    title = "This model version cannot explain its predictions"

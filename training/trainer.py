@@ -13,7 +13,7 @@ from sklearn.model_selection import train_test_split
 
 from batcomputer.models.bundle import Draft
 from batcomputer.models.registry import Published, Registry
-from batcomputer.models.schema import Schema
+from batcomputer.models.schema import CATEGORICAL, Schema
 from batcomputer.settings import Settings
 from training import datasets
 from training.evaluation import evaluate, profile, time_scoring
@@ -40,6 +40,10 @@ def git_commit() -> str | None:
     return done.stdout.strip() or None
 
 
+BACKGROUND_KEPT = 200  # training rows a bundle keeps for explanations
+IMPORTANCE_ROWS = 200  # holdout rows its global importance is measured on
+
+
 def fit(spec: Spec, raw: Any, source_name: str, data: dict[str, Any]) -> Draft:
     """Fit and evaluate the spec's pipeline on a raw table; return the bundle draft."""
     source = spec.sources[source_name]
@@ -55,8 +59,48 @@ def fit(spec: Spec, raw: Any, source_name: str, data: dict[str, Any]) -> Draft:
     schema = Schema(model=spec.name, fields=spec.fields, outputs=spec.outputs, labels=spec.labels,
                     profile=profile(x_train, spec))
     timings = {"fit_seconds": round(fit_seconds, 3), **time_scoring(pipeline, x_test, seed=spec.seed)}
+    background = field_records(x_train.sample(n=min(BACKGROUND_KEPT, len(x_train)), random_state=spec.seed), spec)
+    metrics["importance"] = importance(pipeline, schema, background, field_records(
+        x_test.sample(n=min(IMPORTANCE_ROWS, len(x_test)), random_state=spec.seed), spec))
     return Draft(model=spec.name, pipeline=pipeline, schema=schema, metrics=metrics, spec=spec.raw,
-                 data={**data, "source": source_name}, timings=timings, git_commit=git_commit())
+                 data={**data, "source": source_name}, timings=timings, git_commit=git_commit(),
+                 background=background)
+
+
+def field_records(frame: Any, spec: Spec) -> list[dict[str, Any]]:
+    """Rows of a table of fields as records a worker scores: text for categories, numbers for numbers (whole
+    ones for integer fields), None where absent."""
+    import pandas as pd
+
+    records = []
+    for row in frame[[f.name for f in spec.fields]].itertuples(index=False):
+        record: dict[str, Any] = {}
+        for field, value in zip(spec.fields, row, strict=True):
+            if value is None or (not isinstance(value, str) and pd.isna(value)):
+                record[field.name] = None
+            elif field.kind == CATEGORICAL:
+                record[field.name] = str(value)
+            else:
+                record[field.name] = int(value) if field.integer else float(value)
+        records.append(record)
+    return records
+
+
+def importance(pipeline: Any, schema: Schema, background: list[dict[str, Any]],
+               holdout: list[dict[str, Any]]) -> dict[str, Any]:
+    """Global importance: each field's mean absolute contribution to each output's probability over holdout
+    rows (``batcomputer.models.explain``), largest first."""
+    from batcomputer.models.bundle import Bundle
+    from batcomputer.models.explain import explain
+
+    bundle = Bundle(schema.model, 0, "", {}, schema, {}, pipeline, background)
+    explained = explain(bundle, holdout)
+    result: dict[str, Any] = {"rows": len(holdout)}
+    for output in schema.outputs:
+        means = {name: sum(abs(e["contributions"][output][name]) for e in explained) / max(len(explained), 1)
+                 for name in schema.field_names}
+        result[output] = {name: round(value, 6) for name, value in sorted(means.items(), key=lambda kv: -kv[1])}
+    return result
 
 
 def load_source(spec: Spec, source: str | None, data_dir: Path) -> tuple[Source, Any, dict[str, Any]]:

@@ -18,6 +18,7 @@ PIPELINE_FILE = "model.joblib"
 SCHEMA_FILE = "schema.json"
 METRICS_FILE = "metrics.json"
 MANIFEST_FILE = "manifest.json"
+BACKGROUND_FILE = "background.json"  # training rows explanations are measured against (never served by the API)
 FORMAT = 1
 # Manifest keys that differ between two publications of the same content.
 RUN_DEPENDENT = ("version", "created", "timings", "git_commit", "run")
@@ -60,6 +61,7 @@ class Draft:
     timings: dict[str, Any] = field(default_factory=dict)
     git_commit: str | None = None
     run: dict[str, Any] | None = None  # what produced it (e.g. the Prefect flow run): not part of its content
+    background: list[dict[str, Any]] | None = None  # a sample of the training rows' fields, for explanations
 
     def files(self) -> dict[str, bytes]:
         """Serialise the artifacts; the pipeline with joblib, the rest as canonical JSON."""
@@ -71,6 +73,7 @@ class Draft:
             PIPELINE_FILE: buffer.getvalue(),
             SCHEMA_FILE: dump_json(self.schema.to_json()),
             METRICS_FILE: dump_json(self.metrics),
+            **({BACKGROUND_FILE: dump_json(self.background)} if self.background else {}),
         }
 
     def manifest(self, files: dict[str, bytes], version: int) -> dict[str, Any]:
@@ -142,6 +145,7 @@ class Bundle:
     schema: Schema
     metrics: dict[str, Any]
     pipeline: Any = None
+    background: list[dict[str, Any]] | None = None  # loaded with the pipeline, when the bundle keeps one
 
     @property
     def ref(self) -> str:

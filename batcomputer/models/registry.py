@@ -172,13 +172,16 @@ class Registry:
         version = self.resolve(model, ref)
         names = (bundles.SCHEMA_FILE, bundles.METRICS_FILE) + ((bundles.PIPELINE_FILE,) if pipeline else ())
         manifest, digest, files, where = self._verified(model, version, names)
-        fitted = None
+        fitted, background = None, None
         if pipeline:
             bundles.check_compatible(manifest, where)
             fitted = bundles.load_pipeline(files[bundles.PIPELINE_FILE])
+            if bundles.BACKGROUND_FILE in manifest["files"]:  # bundles published before explanations keep none
+                _, _, extra, _ = self._verified(model, version, (bundles.BACKGROUND_FILE,))
+                background = json.loads(extra[bundles.BACKGROUND_FILE])
         return Bundle(model=model, version=version, sha256=digest, manifest=manifest,
                       schema=Schema.from_json(json.loads(files[bundles.SCHEMA_FILE])),
-                      metrics=json.loads(files[bundles.METRICS_FILE]), pipeline=fitted)
+                      metrics=json.loads(files[bundles.METRICS_FILE]), pipeline=fitted, background=background)
 
     def verify(self, model: str, version: int) -> str:
         """Check every file of a version against its manifest (without unpickling); return the manifest hash."""

@@ -28,8 +28,9 @@ from batcomputer.models.bundle import Draft
 from batcomputer.models.registry import Registry
 from batcomputer.models.scoring import score
 from batcomputer.settings import Settings
-from tests.conftest import Services, private_settings, remove_keys, wait_until
+from tests.conftest import Services, free_port, private_settings, remove_keys, run_cli, settings_env, wait_until
 from tests.integration.api.test_metrics import samples, value
+from tests.integration.api.test_web import Session
 from tests.integration.worker.test_worker_batches import final, output_of, titanic_table, upload
 from tests.pipelines import hanging, publish
 
@@ -192,6 +193,32 @@ def test_timeouts_are_counted_per_model_and_queue(stack: Hanging) -> None:
         return page if records >= 2 and bulk == len(stack.hanging_rows) else None
 
     wait_until(counted, 60, "the timeouts to be counted")
+
+
+def test_the_web_client_shows_a_timeout_with_its_limit(stack: Hanging, titanic_draft: Draft, browser: Any) -> None:
+    services = stack.services
+    # A model may set its own limit in its spec: this one allows 3 s.
+    quick = dataclasses.replace(titanic_draft, spec={**titanic_draft.spec, "timeouts": {"records": 3}})
+    publish(services, quick, "hangs-quick", hanging(titanic_draft.pipeline, "age", HANG_AGE,
+                                                     services.settings.redis_url or "", stack.flag))
+    session = Session(browser, services.gateway(free_port()), "desktop")
+    try:
+        page = session.open("#/predict")
+        page.select_option("#predict-model", "hangs-quick")
+        page.wait_for_selector("#field-age")
+        page.fill("#field-age", str(HANG_AGE))
+        page.click("#predict-submit")
+        page.wait_for_selector("#predict-result .error", timeout=60_000)
+        shown = page.inner_text("#predict-result .error")
+        assert "failed" in shown and "timeout" in shown and "time limit of 3 s" in shown, shown
+        session.shoot("predict-timeout")
+        assert session.external() == []
+    finally:
+        session.context.close()
+    out = run_cli(settings_env(services.settings), "jobs", "dead")
+    assert stack.hung_job in out.stdout and "time limit" in out.stdout
+    shown_cli = run_cli(settings_env(services.settings), "jobs", "get", stack.hung_job).stdout
+    assert "failed" in shown_cli and "timeout: " in shown_cli and "jobs replay" in shown_cli, shown_cli
 
 
 def test_a_stopped_job_is_listed_with_the_dead_and_replayed_once_the_cause_is_gone(stack: Hanging) -> None:
