@@ -14,7 +14,7 @@ import orjson
 from api.inbox import Inbox
 from api.publisher import Publisher
 from batcomputer.apikeys import Key
-from batcomputer.errors import BadRequest, ScoringFailed, TimedOut, TooManyRecords, Unavailable
+from batcomputer.errors import BadRequest, NotExplainable, ScoringFailed, TimedOut, TooManyRecords, Unavailable
 from batcomputer.files.storage import Storage
 from batcomputer.jobqueue.admission import Share, share_of
 from batcomputer.jobqueue.batches import BatchStore
@@ -22,6 +22,7 @@ from batcomputer.jobqueue.connection import redis_client
 from batcomputer.jobqueue.jobs import JobStore
 from batcomputer.jobqueue.keyspace import FINAL, QUEUE_BULK, QUEUE_RECORDS, SUCCEEDED, lane_for
 from batcomputer.jobqueue.records import Payload, RawJSON, body_digest, decode_final, new_job_id
+from batcomputer.models.bundle import BACKGROUND_FILE
 from batcomputer.models.registry import Registry, parse_version
 from batcomputer.models.schema import Schema, clean_json, validate_records
 from batcomputer.settings import Settings
@@ -40,6 +41,7 @@ class Pinned:
     sha256: str
     schema: Schema
     alias: str | None
+    explainable: bool = False  # it keeps a background sample: ?explain=true can be answered
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class Gateway:
         self.storage = Storage.from_settings(settings)
         self.batches = BatchStore(self.jobs)
         self.verified: dict[tuple[str, int], float] = {}  # (model, version) -> verified until (monotonic)
-        self._schemas: OrderedDict[tuple[str, int], tuple[Schema, str]] = OrderedDict()
+        self._schemas: OrderedDict[tuple[str, int], tuple[Schema, str, bool]] = OrderedDict()
         self._facts: dict[tuple[str, int], dict[str, Any]] = {}
         self._lock = threading.Lock()
 
@@ -78,13 +80,28 @@ class Gateway:
             cached = self._schemas.get(key)
         if cached is None:
             bundle = self.registry.bundle(model, number)
-            cached = (bundle.schema, bundle.sha256)
+            cached = (bundle.schema, bundle.sha256, BACKGROUND_FILE in bundle.manifest.get("files", {}))
             with self._lock:
                 self._schemas[key] = cached
                 while len(self._schemas) > 64:
                     self._schemas.popitem(last=False)
         return Pinned(model, number, cached[1], cached[0], None if version is not None else
-                      (alias or self.settings.default_alias))
+                      (alias or self.settings.default_alias), cached[2])
+
+    def parse_explain(self, raw: Any, pinned: Pinned) -> bool:
+        """A request's ``explain``: true asks for each field's contribution to each output; a version that keeps
+        no background sample cannot give them (422)."""
+        if raw is None or raw == "" or raw is False:
+            return False
+        if raw is True or str(raw).lower() in ("true", "1", "yes"):
+            if not pinned.explainable:
+                raise NotExplainable(f"{pinned.model}@{pinned.version} was published without a background sample "
+                                     f"and cannot explain its predictions; retrain it to explain them",
+                                     field="explain", model=pinned.model, version=pinned.version)
+            return True
+        if str(raw).lower() in ("false", "0", "no"):
+            return False
+        raise BadRequest(f"explain must be true or false, not {raw!r}", field="explain")
 
     def version_facts(self, model: str, version: int) -> dict[str, Any]:
         """A version's headline holdout metrics and the flow run that published it (versions are immutable:
@@ -94,8 +111,13 @@ class Gateway:
             found = self._facts.get(key)
         if found is None:
             bundle = self.registry.bundle(model, version)
+            importance = bundle.metrics.get("importance") or {}
+            positive = bundle.schema.outputs[-1] if bundle.schema.outputs else ""
             found = {"metrics": {k: bundle.metrics.get(k) for k in HEADLINE_METRICS if k in bundle.metrics},
-                     "run": bundle.manifest.get("run")}
+                     "run": bundle.manifest.get("run"),
+                     "explainable": BACKGROUND_FILE in bundle.manifest.get("files", {}),
+                     # each field's mean absolute contribution to the last output, on the holdout
+                     **({"importance": importance[positive]} if positive in importance else {})}
             with self._lock:
                 self._facts[key] = found
         return found
@@ -114,7 +136,7 @@ class Gateway:
 
     def submit_body(self, pinned: Pinned, raw: bytes, idempotency: tuple[str, bytes] | None = None,
                     wait: float = 0.0, single: bool = False, owner: Key | None = None,
-                    timeout: float | None = None) -> Submitted:
+                    timeout: float | None = None, explain: bool = False) -> Submitted:
         """Submit a request body: one record, or ``{"records": [...]}`` (only one record when ``single``).
         A plainly valid body is decoded and validated in one pass (``clean_json``); anything else takes
         the detailed path, whose errors name every field and reason."""
@@ -125,11 +147,11 @@ class Gateway:
                 raise BadRequest("/api/predict takes one record; send lists to /api/models/{model}/jobs",
                                  field="records")
             return self.submit(pinned, self.records_of(body), idempotency, wait, owner, "predict" if single else "job",
-                               timeout)
+                               timeout, explain)
         payload, count = fast
         self.check_count(count)
         return self._enqueue(pinned, Payload(payload, count), idempotency, wait, owner, "predict" if single else "job",
-                             timeout)
+                             timeout, explain)
 
     def share(self) -> Share:
         """What one key may hold of a queue (``BATCOMPUTER_KEY_SHARE``, ``BATCOMPUTER_KEY_RESERVE``)."""
@@ -142,14 +164,14 @@ class Gateway:
 
     def submit(self, pinned: Pinned, records: list[Any], idempotency: tuple[str, bytes] | None = None,
                wait: float = 0.0, owner: Key | None = None, source: str = "job",
-               timeout: float | None = None) -> Submitted:
+               timeout: float | None = None, explain: bool = False) -> Submitted:
         """Validate, create the job record, enqueue it; optionally wait up to ``wait`` seconds for it."""
         return self._enqueue(pinned, validate_records(pinned.schema, records), idempotency, wait, owner, source,
-                             timeout)
+                             timeout, explain)
 
     def _enqueue(self, pinned: Pinned, clean: list[dict[str, Any]] | Payload,
                  idempotency: tuple[str, bytes] | None, wait: float, owner: Key | None = None,
-                 source: str = "job", timeout: float | None = None) -> Submitted:
+                 source: str = "job", timeout: float | None = None, explain: bool = False) -> Submitted:
         """Create the job record, enqueue it; optionally wait up to ``wait`` seconds for it.
 
         The job record is the commitment: once it exists the job will run. If the message cannot be sent
@@ -171,7 +193,8 @@ class Gateway:
                                        pinned.alias, self.inbox.key if finished else None, claim,
                                        extra={**({"owner": owner.id} if owner else {}),
                                               **({"source": source} if source != "job" else {}),
-                                              **({"timeout": f"{timeout:g}"} if timeout else {})} or None,
+                                              **({"timeout": f"{timeout:g}"} if timeout else {}),
+                                              **({"explain": "1"} if explain else {})} or None,
                                        limit=self.settings.max_queue_depth, lane=lane, share=self.share())
             if not created.new:  # the same request came before (perhaps at this very moment)
                 job = self.wait_for(created.job_id, wait)

@@ -73,6 +73,13 @@ def result_schema(schema: Schema) -> dict[str, Any]:
                                                                              "unseen", "rare",
                                                                              "outside_training_range"]},
                                                                          "message": {"type": "string"}}}}
+    per_output = {"type": "object", "properties": {name: {"type": "number"} for name in schema.outputs}}
+    properties["explanation"] = {
+        "type": "object", "description": "With ?explain=true: the baseline (mean prediction over training rows) and "
+        "each field's contribution to each output; baseline plus contributions equals the probability",
+        "properties": {"baseline": per_output, "contributions": {"type": "object", "properties": {
+            name: {"type": "object", "properties": {f: {"type": "number"} for f in schema.field_names}}
+            for name in schema.outputs}}}}
     return {"type": "object", "properties": properties, "required": [*schema.outputs, "label"]}
 
 
@@ -117,6 +124,11 @@ JOB_PARAM = {"name": "job_id", "in": "path", "required": True, "schema": {"type"
 WAIT_PARAM = {"name": "wait", "in": "query", "required": False,
               "schema": {"type": "number", "minimum": 0, "maximum": 30},
               "description": "Seconds to wait for the job to finish before answering"}
+EXPLAIN_PARAM = {"name": "explain", "in": "query", "required": False,
+                 "schema": {"type": "string", "enum": ["true", "false"]},
+                 "description": "true: each result carries `explanation`: the `baseline` (mean prediction over the "
+                                "training rows) and each field's Shapley `contributions` to each output, which add "
+                                "up to the result's probabilities; 422 not_explainable for a version without them"}
 TIMEOUT_PARAM = {"name": "timeout", "in": "query", "required": False,
                  "schema": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
                  "description": "Seconds the scoring of these records may take, at most "
@@ -143,7 +155,7 @@ def jobs_operation(model: str | None, schemas: dict[str, Schema]) -> dict[str, A
         "summary": f"Submit records to {model or 'a model'}",
         "description": "Validates every record against the model's schema, pins the version now, queues a job.",
         "tags": ["jobs"],
-        "parameters": ([] if model else [MODEL_PARAM]) + [*VERSION_PARAMS, WAIT_PARAM, TIMEOUT_PARAM, {
+        "parameters": ([] if model else [MODEL_PARAM]) + [*VERSION_PARAMS, WAIT_PARAM, TIMEOUT_PARAM, EXPLAIN_PARAM, {
             "name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
             "description": "The same key and body return the same job"}],
         "requestBody": json_body(body, examples),
@@ -163,6 +175,9 @@ def batch_operation() -> dict[str, Any]:
                "columns": {"type": "string", "description": "Input columns the output keeps, comma-separated"},
                "overwrite": {"type": "string", "enum": ["true", "false"], "description": "true: replace an "
                              "output_uri that exists (with API keys, one no other key's batch writes)"},
+               "explain": {"type": "string", "enum": ["true", "false"], "description": "true: one column "
+                           "explain.<output>.<field> per output and field, each field's contribution to the output's "
+                           "probability (empty for rejected rows)"},
                "timeout": {"type": "number", "minimum": 0, "exclusiveMinimum": True,
                            "description": "Seconds scoring one chunk may "
                            "take, at most BATCOMPUTER_TIMEOUT_CHUNK_SECONDS (default: the model's limit, else that "
@@ -199,7 +214,7 @@ def predict_operation(schemas: dict[str, Schema], default: str) -> dict[str, Any
         "description": f"Scores one record with the default model ({default}) or ?model=, through the workers.",
         "tags": ["seed"],
         "parameters": [{"name": "model", "in": "query", "required": False, "schema": {"type": "string",
-                        "enum": list(schemas)}}, *VERSION_PARAMS, TIMEOUT_PARAM],
+                        "enum": list(schemas)}}, *VERSION_PARAMS, TIMEOUT_PARAM, EXPLAIN_PARAM],
         "requestBody": json_body(refs[0] if len(refs) == 1 else {"oneOf": refs}, examples),
         "responses": {**ok("The named outputs", outputs[0] if len(outputs) == 1 else {"oneOf": outputs}),
                       **errors(400, 404, 413, 415, 502, 503, 504)},

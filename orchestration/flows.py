@@ -58,12 +58,14 @@ class Decision:
     rule: str = ""  # the gate's rule that decided (orchestration.gate)
     comparisons: int = 1  # more than one: production moved while this run compared, and it compared again
     held: tuple[float, float] = (0.0, 0.0)  # when this run held its model's retrain slot: from, until (epoch s)
+    # each field's mean absolute contribution to the last output on the holdout: {"challenger": {...}, "champion"}
+    importance: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "policy": self.policy, "version": self.version, "created": self.created,
                 "promoted": self.promoted, "champion": self.champion, "rule": self.rule,
                 "comparisons": self.comparisons, "held": list(self.held), "reasons": self.reasons,
-                "metrics": self.metrics,
+                "metrics": self.metrics, "importance": self.importance,
                 "drift": [{"field": d.field, "psi": d.psi, "level": d.level, "note": d.note} for d in self.drift]}
 
 
@@ -147,6 +149,17 @@ def evaluate_champion(settings: Settings, spec_name: str, loaded: dict[str, Any]
     return metrics
 
 
+def importance_of(output: str, challenger: dict[str, Any],
+                  champion: dict[str, Any] | None) -> dict[str, dict[str, float]]:
+    """The challenger's and the champion's global importance for ``output``, where their metrics hold it."""
+    found = {}
+    for who, metrics in (("challenger", challenger), ("champion", champion or {})):
+        values = (metrics.get("importance") or {}).get(output)
+        if values:
+            found[who] = {name: float(value) for name, value in values.items()}
+    return found
+
+
 def report(decision: Decision) -> str:
     lines = [f"# Retrain {decision.model}: {'promoted' if decision.promoted else 'not promoted'}", "",
              f"Policy `{decision.policy}`; published version {decision.version} "
@@ -158,6 +171,12 @@ def report(decision: Decision) -> str:
     for name, values in decision.metrics.items():
         champion = values.get("champion")
         lines.append(f"| {name} | {values['challenger']:.4f} | {'-' if champion is None else f'{champion:.4f}'} |")
+    if decision.importance.get("challenger"):
+        before = decision.importance.get("champion") or {}
+        lines += ["", "## What each field contributes (mean absolute contribution on the holdout)", "",
+                  "| field | challenger | champion |", "|---|---|---|"]
+        lines += [f"| {name} | {value:.4f} | {'-' if name not in before else f'{before[name]:.4f}'} |"
+                  for name, value in decision.importance["challenger"].items()]
     lines += ["", "## Drift of the new data against the champion's training data (PSI)", ""]
     if decision.drift:
         lines += ["| field | PSI | level | note |", "|---|---|---|---|"]
@@ -250,6 +269,8 @@ def _retrain(settings: Settings, model: str, policy: str, spec_name: str, loaded
     for name in dict.fromkeys((metric, "log_loss", "roc_auc", "pr_auc", "accuracy")):
         decision.metrics[name] = {"challenger": float(compared["challenger"][name]),
                                   **({"champion": float(compared["champion"][name])} if compared["champion"] else {})}
+    decision.importance = importance_of(draft.schema.outputs[-1], draft.metrics,
+                                        registry.bundle(model, champion).metrics if champion is not None else None)
     create_markdown_artifact(report(decision), key=f"retrain-{model}".replace("_", "-").lower(),
                              description=f"Retrain {model}: challenger vs champion, drift, decision")
     print(f"{model}: version {published.version} ({'new' if published.created else 'unchanged'}); "

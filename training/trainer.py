@@ -95,7 +95,8 @@ def importance(pipeline: Any, schema: Schema, background: list[dict[str, Any]],
 
     bundle = Bundle(schema.model, 0, "", {}, schema, {}, pipeline, background)
     explained = explain(bundle, holdout)
-    result: dict[str, Any] = {"rows": len(holdout)}
+    result: dict[str, Any] = {"rows": len(holdout),
+                              "baseline": explained[0]["baseline"] if explained else {}}
     for output in schema.outputs:
         means = {name: sum(abs(e["contributions"][output][name]) for e in explained) / max(len(explained), 1)
                  for name in schema.field_names}

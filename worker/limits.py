@@ -233,16 +233,24 @@ class Limits:
         return cls(settings.timeout_records_seconds, settings.timeout_chunk_seconds, settings.timeout_stream_seconds,
                    settings.timeout_floor_seconds, settings.timeout_row_ms / 1000, settings.timeout_grace_seconds)
 
-    def of(self, kind: str, bundle: Any, requested: float | None = None, rows: int | None = None) -> float:
+    def of(self, kind: str, bundle: Any, requested: float | None = None, rows: int | None = None,
+           explained: int = 0) -> float:
         """The limit of one call of ``kind`` (records, chunk or stream): the request's, else the model's, else
-        the setting; a chunk's default also shrinks with its rows (``rows``)."""
+        the setting; a chunk's default also shrinks with its rows (``rows``). ``explained``: records the call
+        also explains, each scored against every coalition of background rows (the limit grows by the row
+        allowance for those rows)."""
         if requested:
             return requested
         own = ((getattr(bundle, "manifest", None) or {}).get("spec") or {}).get("timeouts") or {}
         if kind in own:
             return float(own[kind])
         base: float = getattr(self, kind)
-        return min(base, self.piece(rows)) if rows is not None else base
+        limit = min(base, self.piece(rows)) if rows is not None else base
+        if explained:
+            from batcomputer.models.explain import rows_per_record
+
+            limit += explained * rows_per_record(bundle) * self.row
+        return limit
 
     def piece(self, rows: int) -> float:
         """The limit of a piece of ``rows`` rows split off work that timed out or failed."""

@@ -16,10 +16,10 @@ from batcomputer.models.bundle import Bundle
 
 log = logging.getLogger("batcomputer.batcher")
 
-# Scores records with a bundle under a time limit (None: the default); a record's result may be the exception
-# that left it out (it hung or raised alone), which its future then raises.
-Score = Callable[[Bundle, list[dict[str, Any]], "float | None"], list[Any]]
-Item = tuple[Bundle, dict[str, Any], "Future[dict[str, Any]]", "float | None"]
+# Scores records with a bundle and the options its jobs asked for (hashable: a time limit, explanations); a
+# record's result may be the exception that left it out (it hung or raised alone), which its future then raises.
+Score = Callable[[Bundle, list[dict[str, Any]], Any], list[Any]]
+Item = tuple[Bundle, dict[str, Any], "Future[dict[str, Any]]", Any]
 
 
 @dataclass
@@ -68,9 +68,9 @@ class Batcher:
         thread.start()
         return thread
 
-    def submit(self, bundle: Bundle, record: dict[str, Any], limit: float | None = None) -> Future[dict[str, Any]]:
-        """Queue a record; ``limit``: its time limit in seconds, if its job asked for one (records asking for
-        different limits are scored apart)."""
+    def submit(self, bundle: Bundle, record: dict[str, Any], options: Any = None) -> Future[dict[str, Any]]:
+        """Queue a record; ``options``: what its job asked for besides scoring (records with different
+        options are scored apart, each group with its own)."""
         future: Future[dict[str, Any]] = Future()
         if not self._thread.is_alive():
             with self._lock:
@@ -78,7 +78,7 @@ class Batcher:
                     self.restarts += 1
                     log.error("the micro-batcher thread had died; starting a new one (restart %d)", self.restarts)
                     self._thread = self._start_thread()
-        self._queue.put((bundle, record, future, limit))
+        self._queue.put((bundle, record, future, options))
         return future
 
     def _collect(self) -> list[Item]:
@@ -123,7 +123,7 @@ class Batcher:
         try:
             while True:
                 batch = self._collect()
-                groups: dict[tuple[str, int, float | None], list[Item]] = {}
+                groups: dict[tuple[str, int, Any], list[Item]] = {}
                 for item in batch:
                     groups.setdefault((item[0].model, item[0].version, item[3]), []).append(item)
                 for (model, version, _), items in groups.items():

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import redis
 
-from batcomputer.errors import ModelError, TimedOut
+from batcomputer.errors import BatcomputerError, ModelError, TimedOut
 from batcomputer.jobqueue.connection import redis_client
 from batcomputer.jobqueue.keyspace import Keys
 from batcomputer.jobqueue.streams import Entry, StreamStore, check_redis
@@ -36,6 +36,7 @@ from batcomputer.metrics import (
     Flusher,
     Recorder,
 )
+from batcomputer.models.explain import explain
 from batcomputer.models.registry import Registry
 from batcomputer.models.schema import decode_one, validate_record
 from batcomputer.models.scoring import score
@@ -166,15 +167,35 @@ class StreamConsumer:
             self.recorder.observe(MICRO_BATCH, labels, (len(valid),))
             self.recorder.count(STREAM_RECORDS, (("model", self.model), ("outcome", "scored")), len(valid))
             self.recorder.set(MODEL_VERSION_SCORED, labels, bundle.version)
+            explanations = self.explanations(bundle, valid)
             for (entry, _), result in zip(valid, results, strict=True):
                 meta = {k: v for k, v in entry.fields.items() if k != "record"}
                 warnings = result.pop("warnings", None)
+                explained = explanations.get(entry.id)
                 outputs.append((entry.id, {**meta, "in_id": entry.id, "model": self.model,
                                            "version": str(bundle.version), **{k: str(v) for k, v in result.items()},
-                                           **({"warnings": orjson.dumps(warnings).decode()} if warnings else {})}))
+                                           **({"warnings": orjson.dumps(warnings).decode()} if warnings else {}),
+                                           **({"explanation": explained} if explained else {})}))
         if dead:
             self.recorder.count(STREAM_RECORDS, (("model", self.model), ("outcome", "dead")), len(dead))
         return self.store.deliver(outputs, dead)
+
+    def explanations(self, bundle: Any, valid: list[tuple[Entry, dict[str, Any]]]) -> dict[str, str]:
+        """The explanation (JSON) of each entry that asked for one (its ``explain`` field is true), all of them
+        in one vectorised call; an entry whose explanation cannot be made gets ``{"error": ...}`` instead,
+        and its output all the same."""
+        asked = [(entry, clean) for entry, clean in valid
+                 if entry.fields.get("explain", "").lower() in ("true", "1", "yes")]
+        if not asked:
+            return {}
+        try:
+            limit = self.limits.of("stream", bundle, explained=len(asked))
+            found = self.watchdog.run(lambda: explain(bundle, [clean for _, clean in asked]), limit,
+                                      f"explaining a stream micro-batch of {bundle.ref}")
+        except BatcomputerError as exc:
+            problem = orjson.dumps({"error": {"code": exc.code, "detail": exc.detail}}).decode()
+            return {entry.id: problem for entry, _ in asked}
+        return {entry.id: orjson.dumps(item).decode() for (entry, _), item in zip(asked, found, strict=True)}
 
     def score_apart(self, bundle: Any, valid: list[tuple[Entry, dict[str, Any]]],
                     dead: list[tuple[str, dict[str, Any]]]) -> tuple[list[tuple[Entry, dict[str, Any]]], list[Any]]:

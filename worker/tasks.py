@@ -38,6 +38,7 @@ from batcomputer.metrics import (
     Recorder,
 )
 from batcomputer.models.bundle import Bundle
+from batcomputer.models.explain import explain
 from batcomputer.models.registry import Registry
 from batcomputer.models.scoring import score
 from batcomputer.monitoring.capture import Capture
@@ -87,9 +88,12 @@ class Scorer:
         self.limits = Limits.from_settings(self.settings)
         self.watchdog = Watchdog(self.limits.grace)
 
-        def score_singles(bundle: Bundle, records: list[dict[str, Any]], limit: float | None) -> list[Any]:
+        def score_singles(bundle: Bundle, records: list[dict[str, Any]],
+                          options: tuple[float | None, bool]) -> list[Any]:
+            limit, explaining = options
             with self.turns.turn(SINGLES):  # single records of every key: one owner among the keys' lists
-                return self.score_apart(bundle, records, limit or self.limits.of("records", bundle))
+                return self.score_apart(bundle, records, self.limits.of(
+                    "records", bundle, limit, explained=len(records) if explaining else 0), explaining)
 
         self.batcher = Batcher(score_singles, self.settings.batch_max_records, self.settings.batch_window_ms / 1000,
                                recorder=self.recorder)
@@ -169,11 +173,12 @@ class Scorer:
             self.orphans.difference_update(taken)
             log.warning("gave back any of %d job(s) this process had started but not finished", len(taken))
 
-    def score_apart(self, bundle: Bundle, records: list[dict[str, Any]], limit: float) -> list[Any]:
+    def score_apart(self, bundle: Bundle, records: list[dict[str, Any]], limit: float,
+                    explaining: bool = False) -> list[Any]:
         """Score a micro-batch of single records (of several jobs) under ``limit``: if it hangs or raises, the
         records are scored again apart, so only those that hang or raise alone fail (with their error as
-        their result), never their neighbours."""
-        pieces = settle(lambda a, b: score(bundle, records[a:b]), len(records), limit,
+        their result), never their neighbours. ``explaining``: with each record's explanation."""
+        pieces = settle(lambda a, b: scored(bundle, records[a:b], explaining), len(records), limit,
                         lambda rows: min(limit, self.limits.piece(rows)), self.watchdog,
                         f"a micro-batch of {bundle.ref}", lambda exc: ModelError(**error_of("micro-batch", exc)))
         self.count_timeouts(bundle, QUEUE_RECORDS, timed_out(pieces))
@@ -190,7 +195,8 @@ class Scorer:
         """Score a job's list in turns with other keys' work: whole when nobody else waits, else in slices of
         ``SLICE_RECORDS``, so another key's job waits for a slice, not for a whole list. Each call runs under
         the job's time limit; past it the job fails with ``TimedOut``."""
-        owner, limit = start.owner, self.limits.of("records", bundle, start.timeout)
+        owner = start.owner
+        limit = self.limits.of("records", bundle, start.timeout, explained=len(records) if start.explain else 0)
         results: list[dict[str, Any]] = []
         while len(results) < len(records):
             with self.turns.turn(owner):
@@ -200,7 +206,7 @@ class Scorer:
                         else f"{len(records):,} record(s)")
                 try:
                     piece = records[first:first + size]
-                    results += self.watchdog.run(lambda piece=piece: score(bundle, piece),  # type: ignore[misc]
+                    results += self.watchdog.run(lambda piece=piece: scored(bundle, piece, start.explain),  # type: ignore[misc]
                                                  limit, f"scoring {what} of {bundle.ref}")
                 except BatcomputerError as exc:
                     if exc.code == "timeout":
@@ -237,7 +243,7 @@ class Scorer:
                 bundle = self.bundles.get(start.model, start.version)
                 clean = start.records or []  # validated by the gateway against this very version
                 if len(clean) == 1 and start.attempts == 1:
-                    waiting.append((job_id, self.batcher.submit(bundle, clean[0], start.timeout)))
+                    waiting.append((job_id, self.batcher.submit(bundle, clean[0], (start.timeout, start.explain))))
                     continue
                 # Lists are vectorised already; a redelivered record is scored alone, away from other jobs.
                 began = time.perf_counter()
@@ -310,6 +316,15 @@ class Scorer:
             self.recorder.observe(QUEUE_WAIT, (("queue", queue),), values)
         for queue, values in totals.items():
             self.recorder.observe(END_TO_END, (("queue", queue),), values)
+
+
+def scored(bundle: Bundle, records: list[dict[str, Any]], explaining: bool) -> list[dict[str, Any]]:
+    """Records' results, each with its ``explanation`` when ``explaining``."""
+    results = score(bundle, records)
+    if explaining:
+        for result, explanation in zip(results, explain(bundle, records), strict=True):
+            result["explanation"] = explanation
+    return results
 
 
 def failure(job_id: str, exc: BaseException) -> dict[str, Any]:

@@ -26,7 +26,7 @@ PARQUET = "application/vnd.apache.parquet"
 FILE_TYPES = (PARQUET, "application/octet-stream")
 MULTIPART = "multipart/form-data"
 ACCEPTED = (*JSON, *FILE_TYPES, MULTIPART)
-OPTIONS = ("output_uri", "callback_url", "columns", "overwrite", "timeout")
+OPTIONS = ("output_uri", "callback_url", "columns", "overwrite", "timeout", "explain")
 
 
 def _columns(raw: Any) -> list[str] | None:
@@ -71,9 +71,10 @@ def _submit(gw: Gateway, pinned: Pinned, job_id: str, input_url: str, uploaded: 
         callback = check_callback(callback, gw.settings.webhook_hosts, gw.settings.webhook_secret)
     columns = _columns(options.get("columns"))
     timeout = gw.parse_timeout(options.get("timeout"), gw.settings.timeout_chunk_seconds)
+    explain = gw.parse_explain(options.get("explain"), pinned)
     parts = storage.place(f"parts/{job_id}").url
     spec = {"kind": KIND_BATCH, "input": source.url, "output": output.url, "parts": parts, "columns": columns,
-            "owned": owned, **({"timeout": timeout} if timeout else {})}
+            "owned": owned, **({"timeout": timeout} if timeout else {}), **({"explain": True} if explain else {})}
     extra: dict[str, Any] = {"kind": KIND_BATCH, "input": source.url, "output": output.url, "parts": parts}
     if owned:
         extra["owned"] = "1"
@@ -87,6 +88,8 @@ def _submit(gw: Gateway, pinned: Pinned, job_id: str, input_url: str, uploaded: 
         extra["columns"] = ",".join(columns)
     if timeout:
         extra["timeout"] = f"{timeout:g}"
+    if explain:
+        extra["explain"] = "1"
     try:
         created = gw.jobs.create(job_id, pinned.model, pinned.version, pinned.sha256, Payload(orjson.dumps(spec), 0),
                                  QUEUE_BULK, pinned.alias, extra=extra, limit=gw.settings.max_queue_depth,

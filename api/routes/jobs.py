@@ -41,7 +41,9 @@ def submit_job(model: str) -> Response:
     key = request.headers.get("Idempotency-Key")
     caller = auth.caller()
     timeout = gw.parse_timeout(request.args.get("timeout"), gw.settings.timeout_records_seconds)
-    submitted = gw.submit_body(pinned, raw, (key, raw) if key else None, wait, owner=caller, timeout=timeout)
+    explain = gw.parse_explain(request.args.get("explain"), pinned)
+    submitted = gw.submit_body(pinned, raw, (key, raw) if key else None, wait, owner=caller, timeout=timeout,
+                               explain=explain)
     return job_response(submitted.job, 200 if submitted.final else 202)
 
 

@@ -35,8 +35,9 @@ def predict() -> dict[str, Any]:
     pinned = gw.pin(model, request.args.get("version"), request.args.get("alias"))
     caller = auth.caller()
     timeout = gw.parse_timeout(request.args.get("timeout"), gw.settings.timeout_records_seconds)
+    explain = gw.parse_explain(request.args.get("explain"), pinned)
     submitted = gw.submit_body(pinned, read_body(), wait=gw.settings.predict_timeout_seconds, single=True,
-                               owner=caller, timeout=timeout)
+                               owner=caller, timeout=timeout, explain=explain)
     result = dict(gw.results_of(submitted, "the record")[0])
     result.pop("label", None)
     if request.args.get("warnings", "").lower() not in ("true", "1", "yes"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from api.context import gateway, read_body
 from api.gateway import parse_json
@@ -18,11 +18,14 @@ streams = Blueprint("streams", __name__, url_prefix="/api/models")
 @streams.post("/<model>/stream")
 def append(model: str) -> tuple[Response, int]:
     """One record or ``{"records": [...]}``; 202 with the entry ids, 429 with Retry-After past the backlog
-    limit (nothing appended), 422 naming every field problem (nothing appended)."""
+    limit (nothing appended), 422 naming every field problem (nothing appended). ``?explain=true`` marks the
+    entries (field ``explain``) so that their outputs carry their explanation."""
     gw = gateway()
     pinned = gw.pin(model)
+    explain = gw.parse_explain(request.args.get("explain"), pinned)
     records = validate_records(pinned.schema, gw.records_of(parse_json(read_body())))
     store = StreamStore(gw.redis, gw.settings.key_prefix, model, gw.settings.stream_maxlen)
-    ids = store.append([orjson.dumps(record) for record in records], gw.settings.stream_max_backlog)
+    ids = store.append([orjson.dumps(record) for record in records], gw.settings.stream_max_backlog,
+                       meta={"explain": "true"} if explain else None)
     body: dict[str, Any] = {"model": model, "stream": store.input, "ids": ids}
     return jsonify(body), 202

@@ -207,7 +207,38 @@ function renderResult(detail, job) {
     element("p", { class: "verdict", text: `Predicted: ${result.label}` }),
     element("div", { class: "bars" }, ...rows),
     element("p", { class: "provenance",
-      text: `Answered by ${job.model} version ${job.version}, bundle ${job.bundle_sha256.slice(0, 12)}…; job ${job.id}.` }));
+      text: `Answered by ${job.model} version ${job.version}, bundle ${job.bundle_sha256.slice(0, 12)}…; job ${job.id}.` }),
+    ...(result.explanation ? [renderContributions(detail, result)] : []));
+}
+
+function signedPercent(value) {
+  return `${value >= 0 ? "+" : "−"}${Math.abs(value * 100).toFixed(1)} pts`;
+}
+
+function renderContributions(detail, result) {
+  // Why: each field's Shapley contribution to the last output (bars to the right raise it), then the same
+  // figures as a table for screen readers and for copying.
+  const output = detail.schema.outputs[detail.schema.outputs.length - 1];
+  const label = detail.schema.labels[detail.schema.outputs.length - 1];
+  const baseline = result.explanation.baseline[output];
+  const entries = Object.entries(result.explanation.contributions[output])
+    .sort((a, b) => Math.abs(b[1]) - Math.abs(a[1]));
+  const largest = Math.max(1e-9, ...entries.map(([, value]) => Math.abs(value)));
+  const rows = entries.map(([field, value]) => {
+    const fill = element("span", { class: value >= 0 ? "raises" : "lowers" });
+    const share = (Math.abs(value) / largest) * 50;
+    fill.style.width = `${share}%`;
+    fill.style.marginLeft = value >= 0 ? "50%" : `${50 - share}%`;
+    return element("div", { class: "contribution-row" }, element("span", { text: field }),
+      element("div", { class: "diverging" }, fill), element("span", { class: "value", text: signedPercent(value) }));
+  });
+  return element("section", { class: "explanation", "aria-labelledby": "why-heading" },
+    element("h3", { id: "why-heading", text: `Why ${label}: ${percent(result[output])}` }),
+    element("p", { class: "hint", text: `From the baseline ${percent(baseline)} (the mean over training rows), each ` +
+      "field moves the probability by its contribution; they add up to the prediction." }),
+    element("div", { class: "contributions", "aria-hidden": "true" }, ...rows),
+    table(`Each field's contribution to ${label} (${output}), largest first`, ["Field", "Contribution"],
+      entries.map(([field, value]) => [field, signedPercent(value)])));
 }
 
 async function submitPredict(event) {
@@ -224,7 +255,9 @@ async function submitPredict(event) {
   document.getElementById("predict-result").replaceChildren();
   state.textContent = "Sending…";
   try {
-    const job = await api(`/api/models/${encodeURIComponent(name)}/jobs`, {
+    const current = detail.versions.find((v) => v.version === detail.current.version);
+    const explain = current && current.explainable ? "?explain=true" : "";
+    const job = await api(`/api/models/${encodeURIComponent(name)}/jobs${explain}`, {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(readRecord(detail)),
     });
     const seen = [job.state];
@@ -363,6 +396,7 @@ async function renderModels() {
     const versions = [...detail.versions].reverse().map((v) => [
       `${v.version}`, when(v.created), v.metrics ? v.metrics.log_loss : null, v.metrics ? v.metrics.roc_auc : null,
       v.metrics ? v.metrics.accuracy : null,
+      v.importance ? Object.entries(v.importance).slice(0, 3).map(([f, x]) => `${f} ${figure(x, 3)}`).join(", ") : "–",
       element("span", {}, ...v.aliases.map((a) => element("span", { class: "tag", text: a }))),
       v.run ? `${v.run.flow || "flow"} (${v.run.policy || "–"})` : "CLI"]);
     const history = (detail.history || []).map((move) => [when(move.at), move.alias, `${move.from ?? "–"} → ${move.to}`,
@@ -371,7 +405,8 @@ async function renderModels() {
       element("h3", { id: `model-${summary.name}`, text: summary.name }),
       element("p", { text: aliases.length ? `Aliases: ${aliases.join(", ")}.` : "No aliases." }),
       table(`Versions of ${summary.name}, newest first, with holdout metrics`,
-        ["Version", "Published", "Log loss", "ROC AUC", "Accuracy", "Aliases", "Published by"], versions),
+        ["Version", "Published", "Log loss", "ROC AUC", "Accuracy", "Importance (top 3)", "Aliases", "Published by"],
+        versions),
       history.length ? table(`Alias history of ${summary.name}, newest first`, ["When", "Alias", "Move", "By", "Reason"],
         history) : element("p", { class: "hint", text: "No alias moves yet." }),
       await retrainSection(summary.name)));

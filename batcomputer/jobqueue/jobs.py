@@ -227,7 +227,8 @@ class JobStore:
                                     reply[7].decode() if len(reply) > 7 else "",
                                     reply[8].decode() if len(reply) > 8 else "",
                                     reply[9].decode() if len(reply) > 9 else "job",
-                                    float(reply[10]) if len(reply) > 10 and reply[10] else None))
+                                    float(reply[10]) if len(reply) > 10 and reply[10] else None,
+                                    len(reply) > 11 and reply[11] == b"1"))
         if dead:
             self.end(dead)
             self.redis.hincrby(self.keys.stats, STAT_DEAD, len(dead))

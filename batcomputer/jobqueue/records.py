@@ -58,6 +58,7 @@ class Start:
     owner: str = ""  # the key whose job it is ('' without keys)
     source: str = "job"  # how it came: a job, or /api/predict ("predict")
     timeout: float | None = None  # the time limit its request asked for, in seconds (None: the model's or default)
+    explain: bool = False  # its request asked for each field's contribution to each output
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,8 @@ def decode_text(fields: dict[str, str]) -> dict[str, Any]:
             job[key] = int(job[key])
     if "timeout" in job:
         job["timeout"] = float(job["timeout"])
+    if "explain" in job:
+        job["explain"] = job["explain"] == "1"
     if job.pop("replayable", None) == "1":
         job["replayable"] = True  # stopped by its time limit: listed with the dead jobs, and replayable
     for internal in ("payload", "holder", "inbox", "sent", "sent_at", "lane", *BATCH_INTERNAL):

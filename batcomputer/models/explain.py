@@ -10,7 +10,7 @@ fields a coalition takes from the background are evaluated once and weighted by 
 sampling estimate: ``PERMUTATIONS`` random orders of the fields (each with its reverse, which lowers the
 variance), each record's contributions the mean of its marginal contributions along them, with their standard
 error. Either way all of a call's records and coalitions are scored in a few vectorised ``predict_proba``
-calls of at most ``MAX_ROWS`` rows, never one per record.
+calls of at most ``MAX_ROWS`` rows (as many records at once as fit), never one per record.
 """
 
 from __future__ import annotations
@@ -41,11 +41,17 @@ def explain(bundle: Bundle, records: Sequence[dict[str, Any]], seed: int = 0) ->
     fields = bundle.schema.field_names
     outputs, _ = classes_of(bundle)
     x = np.array([[record.get(name) for name in fields] for record in records], dtype=object)
-    if len(fields) <= EXACT_FIELDS:
-        baseline, phi = _exact(bundle, x, background)
-        error = None
-    else:
-        baseline, phi, error = _sampled(bundle, x, background, np.random.default_rng(seed))
+    block = max(1, MAX_ROWS // rows_per_record(bundle))  # records explained per call: memory stays bounded
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+    for start in range(0, len(records), block):
+        if len(fields) <= EXACT_FIELDS:
+            parts.append((*_exact(bundle, x[start:start + block], background), None))
+        else:
+            parts.append(_sampled(bundle, x[start:start + block], background, np.random.default_rng(seed)))
+    baseline = parts[0][0]
+    phi = np.concatenate([p[1] for p in parts])
+    errors = [p[2] for p in parts if p[2] is not None]
+    error = np.concatenate(errors) if errors else None
     found = []
     for r in range(len(records)):
         item: dict[str, Any] = {
@@ -57,6 +63,15 @@ def explain(bundle: Bundle, records: Sequence[dict[str, Any]], seed: int = 0) ->
                              for o, out in enumerate(outputs)}
         found.append(item)
     return found
+
+
+def rows_per_record(bundle: Bundle) -> int:
+    """At most how many rows explaining one record scores (what its time limit allows for)."""
+    fields = len(bundle.schema.field_names)
+    background = min(len(bundle.background or ()), BACKGROUND_ROWS)
+    if fields <= EXACT_FIELDS:
+        return (1 << fields) * background
+    return 2 * PERMUTATIONS * (fields + 1) * background
 
 
 def background_of(bundle: Bundle) -> np.ndarray:

@@ -128,6 +128,32 @@ def score_rows(bundle: Bundle, table: pa.Table, kept: list[str], guard: Guard | 
     return out, int(len(valid) - int(valid.sum()))
 
 
+def explain_column(output: str, field: str) -> str:
+    """The name of the output column holding ``field``'s contribution to ``output``'s probability."""
+    return f"explain.{output}.{field}"
+
+
+def explain_rows(bundle: Bundle, table: pa.Table, out: pa.Table) -> pa.Table:
+    """``out`` with one contribution column per output and field (``explain_column``), for the rows that were
+    scored (rows with an error code get none)."""
+    from batcomputer.models.explain import explain
+    from batcomputer.models.scoring import classes_of
+
+    fields = bundle.schema.field_names
+    scored = np.asarray(out.column(ERROR_CODE).is_null())
+    positions = np.nonzero(scored)[0]
+    records = table.select(fields).take(pa.array(positions)).to_pylist() if len(positions) else []
+    explained = explain(bundle, records)
+    outputs, _ = classes_of(bundle)
+    for output in outputs:
+        for name in fields:
+            values = np.full(out.num_rows, np.nan)
+            values[positions] = [e["contributions"][output][name] for e in explained]
+            out = out.append_column(pa.field(explain_column(output, name), pa.float64()),
+                                    pa.array(values, mask=~scored))
+    return out
+
+
 def write_part(location: Location, table: pa.Table) -> None:
     """A chunk's rows as an Arrow IPC file (LZ4): cheap to write here and to read back in the merge, which
     encodes Parquet once, for the whole output."""

@@ -29,11 +29,12 @@ from batcomputer.metrics import TIMEOUTS
 from batcomputer.models.bundle import Bundle
 from batcomputer.models.scoring import classes_of, score_table
 from worker.limits import Limits, Watchdog, failed_alike, settle, timed_out
-from worker.parquet.chunk import Guard, read_chunk, read_part, score_rows, write_part
+from worker.parquet.chunk import Guard, explain_rows, read_chunk, read_part, score_rows, write_part
 from worker.parquet.merge import describe, empty_output, write_output
 from worker.parquet.plan import Chunk, check_file, open_parquet, plan_file, read_columns
 
 log = logging.getLogger("batcomputer.chunks")
+EXPLAIN_CHUNK_DIVISOR = 20  # an explained batch's chunks are this much smaller: each row costs a few thousand scored
 
 Outcome = tuple[str, dict[str, Any]]
 
@@ -91,12 +92,13 @@ class BatchRunner:
 
     def plan(self, batch_id: str, bundle: Bundle, spec: dict[str, Any]) -> Outcome | None:
         planned = plan_file(bundle, self.storage.confine(spec["input"], "input_uri"), spec.get("columns"),
-                            self.chunk_rows, self.batches.live_processes)
+                            self.rows_of(spec), self.batches.live_processes)
         parquet, kept, chunks = planned.parquet, planned.kept, planned.chunks
         if not chunks:  # an empty file: an empty output, at once
             return self.merge(batch_id, bundle, spec)
         common = {"input": spec["input"], "parts": spec["parts"], "columns": kept,
-                  **({"timeout": spec["timeout"]} if spec.get("timeout") else {})}
+                  **({"timeout": spec["timeout"]} if spec.get("timeout") else {}),
+                  **({"explain": True} if spec.get("explain") else {})}
         ids = self.batches.plan(batch_id, self.holder, bundle.schema.model, bundle.version, bundle.sha256,
                                 [(c.index, c.rows, {**common, "index": c.index, "group": c.group, "skip": c.skip,
                                                     "rows": c.rows, "groups": c.groups}) for c in chunks])
@@ -122,9 +124,12 @@ class BatchRunner:
         if chunk.group >= parquet.metadata.num_row_groups:
             raise BadInput(f"input_uri: chunk {chunk.index} was planned in row group {chunk.group} and the file has "
                            f"{parquet.metadata.num_row_groups}; was it replaced during the job?", field="input_uri")
-        table = read_chunk(source, parquet, chunk, read_columns(bundle, parquet, kept), self.chunk_rows, threads=False)
+        table = read_chunk(source, parquet, chunk, read_columns(bundle, parquet, kept), self.rows_of(spec),
+                           threads=False)
         out, failed = score_rows(bundle, table, kept, self.guard(f"chunk {chunk.index} of batch {batch_id}",
                                                                  spec.get("timeout")))
+        if spec.get("explain"):
+            out = self.explained(bundle, table, out, chunk.index, batch_id, spec.get("timeout"))
         location = self.part(spec, chunk.index)
         write_part(location, out)
         if self._state(batch_id) != RUNNING:  # cancelled meanwhile: the cancel's clean-up may have run already
@@ -134,6 +139,19 @@ class BatchRunner:
             first = sum(parquet.metadata.row_group(g).num_rows for g in range(chunk.group)) + chunk.skip
             capture_rows(self.capture, bundle, batch_id, first, table, out)
         return SUCCEEDED, {"rows_failed": str(failed)}
+
+    def rows_of(self, spec: dict[str, Any]) -> int:
+        """Rows per chunk of this batch: fewer when it is explained."""
+        return max(1_000, self.chunk_rows // EXPLAIN_CHUNK_DIVISOR) if spec.get("explain") else self.chunk_rows
+
+    def explained(self, bundle: Bundle, table: pa.Table, out: pa.Table, index: int, batch_id: str,
+                  requested: float | None) -> pa.Table:
+        """The chunk's output with its contribution columns, computed under the chunk's time limit."""
+        if self.limits is None or self.watchdog is None:
+            return explain_rows(bundle, table, out)
+        limit = self.limits.of("chunk", bundle, requested, rows=table.num_rows, explained=table.num_rows)
+        return self.watchdog.run(lambda: explain_rows(bundle, table, out), limit,
+                                 f"explaining chunk {index} of batch {batch_id}")
 
     def guard(self, what: str, requested: float | None) -> Guard | None:
         """Scoring of a chunk's clean rows under its time limit: if that times out or raises, the rows are

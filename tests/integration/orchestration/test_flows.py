@@ -75,6 +75,10 @@ def test_a_worse_challenger_is_published_but_never_promoted_automatically(settin
     assert decision["version"] == 2 and decision["champion"] == 1
     assert "worse than production" in decision["reasons"][0]
     assert decision["metrics"]["log_loss"]["challenger"] > decision["metrics"]["log_loss"]["champion"]
+    # Its changed reasoning is there beside its metric: a model this regularised barely uses any field.
+    importance = decision["importance"]
+    assert set(importance["challenger"]) == set(importance["champion"]) == {"pclass", "sex", "age", "sibsp", "parch"}
+    assert max(importance["challenger"].values()) < max(importance["champion"].values()) / 2
     assert Registry.from_settings(own).aliases("titanic")["production"] == 1
     forced = retrain(model="titanic", policy="always", spec=worse, fetch=False, settings=own)
     assert forced["promoted"] and Registry.from_settings(own).aliases("titanic")["production"] == 2
