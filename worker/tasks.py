@@ -54,6 +54,8 @@ BATCH_RESULT_TIMEOUT_SECONDS = 300.0  # no job waits forever on the micro-batche
 SCORING_SLOTS = 1  # scoring calls at once in a record worker process: they hold the GIL, more only contend
 SLICE_RECORDS = 16  # records a list scores per turn while another key's work waits for one
 SINGLES = "\0singles"  # the micro-batcher's owner in the turns: single records, whoever sent them
+EXPLAINED = "\0explained"  # the explaining micro-batcher's: single records that asked for explanations
+EXPLAIN_SLICE = 8  # explained records per turn while other work waits (each scores thousands of rows)
 
 
 class Scorer:
@@ -88,15 +90,25 @@ class Scorer:
         self.limits = Limits.from_settings(self.settings)
         self.watchdog = Watchdog(self.limits.grace)
 
-        def score_singles(bundle: Bundle, records: list[dict[str, Any]],
-                          options: tuple[float | None, bool]) -> list[Any]:
-            limit, explaining = options
+        def score_singles(bundle: Bundle, records: list[dict[str, Any]], limit: float | None) -> list[Any]:
             with self.turns.turn(SINGLES):  # single records of every key: one owner among the keys' lists
-                return self.score_apart(bundle, records, self.limits.of(
-                    "records", bundle, limit, explained=len(records) if explaining else 0), explaining)
+                return self.score_apart(bundle, records, self.limits.of("records", bundle, limit))
 
-        self.batcher = Batcher(score_singles, self.settings.batch_max_records, self.settings.batch_window_ms / 1000,
-                               recorder=self.recorder)
+        def explain_singles(bundle: Bundle, records: list[dict[str, Any]], limit: float | None) -> list[Any]:
+            # Explained records take turns with the others, a slice at a time while anyone else waits, so an
+            # explanation (thousands of rows scored per record) never holds unexplained records up for long.
+            results: list[Any] = []
+            while len(results) < len(records):
+                with self.turns.turn(EXPLAINED):
+                    size = EXPLAIN_SLICE if self.turns.others_waiting(EXPLAINED) else len(records) - len(results)
+                    piece = records[len(results):len(results) + size]
+                    results += self.score_apart(bundle, piece, self.limits.of(
+                        "records", bundle, limit, explained=len(piece)), explaining=True)
+            return results
+
+        window = self.settings.batch_window_ms / 1000
+        self.batcher = Batcher(score_singles, self.settings.batch_max_records, window, recorder=self.recorder)
+        self.explainer = Batcher(explain_singles, self.settings.batch_max_records, window, recorder=self.recorder)
         self.holder = holder_name(self.queues)
         self.capture = Capture.from_settings(self.settings, self.recorder)
         self.runner: Any = None
@@ -243,7 +255,8 @@ class Scorer:
                 bundle = self.bundles.get(start.model, start.version)
                 clean = start.records or []  # validated by the gateway against this very version
                 if len(clean) == 1 and start.attempts == 1:
-                    waiting.append((job_id, self.batcher.submit(bundle, clean[0], (start.timeout, start.explain))))
+                    batcher = self.explainer if start.explain else self.batcher
+                    waiting.append((job_id, batcher.submit(bundle, clean[0], start.timeout)))
                     continue
                 # Lists are vectorised already; a redelivered record is scored alone, away from other jobs.
                 began = time.perf_counter()
