@@ -33,7 +33,8 @@ def test_publish_and_load_round_trip(registry: Registry, titanic_draft: Draft) -
     assert loaded.metrics == titanic_draft.metrics
     assert loaded.sha256 == published.sha256
     assert loaded.manifest["version"] == 1
-    assert set(loaded.manifest["files"]) == {"model.joblib", "schema.json", "metrics.json"}
+    assert set(loaded.manifest["files"]) == {"model.joblib", "schema.json", "metrics.json", "background.json"}
+    assert loaded.background == titanic_draft.background and len(loaded.background or ()) == 200
     assert loaded.manifest["environment"]["scikit-learn"].startswith("1.")
     result = score(loaded, [{**RECORD}])[0]
     assert result["died_proba"] + result["survived_proba"] == pytest.approx(1.0)
