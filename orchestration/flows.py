@@ -176,7 +176,7 @@ def report(decision: Decision) -> str:
         lines += ["", "## What each field contributes (mean absolute contribution on the holdout)", "",
                   "| field | challenger | champion |", "|---|---|---|"]
         lines += [f"| {name} | {value:.4f} | {'-' if name not in before else f'{before[name]:.4f}'} |"
-                  for name, value in decision.importance["challenger"].items()]
+                  for name, value in sorted(decision.importance["challenger"].items(), key=lambda kv: -kv[1])]
     lines += ["", "## Drift of the new data against the champion's training data (PSI)", ""]
     if decision.drift:
         lines += ["| field | PSI | level | note |", "|---|---|---|---|"]

@@ -89,7 +89,7 @@ def field_records(frame: Any, spec: Spec) -> list[dict[str, Any]]:
 def importance(pipeline: Any, schema: Schema, background: list[dict[str, Any]],
                holdout: list[dict[str, Any]]) -> dict[str, Any]:
     """Global importance: each field's mean absolute contribution to each output's probability over holdout
-    rows (``batcomputer.models.explain``), largest first."""
+    rows (``batcomputer.models.explain``)."""
     from batcomputer.models.bundle import Bundle
     from batcomputer.models.explain import explain
 
@@ -100,7 +100,7 @@ def importance(pipeline: Any, schema: Schema, background: list[dict[str, Any]],
     for output in schema.outputs:
         means = {name: sum(abs(e["contributions"][output][name]) for e in explained) / max(len(explained), 1)
                  for name in schema.field_names}
-        result[output] = {name: round(value, 6) for name, value in sorted(means.items(), key=lambda kv: -kv[1])}
+        result[output] = {name: round(value, 6) for name, value in means.items()}
     return result
 
 

@@ -230,7 +230,7 @@ function renderContributions(detail, result) {
     fill.style.width = `${share}%`;
     fill.style.marginLeft = value >= 0 ? "50%" : `${50 - share}%`;
     return element("div", { class: "contribution-row" }, element("span", { text: field }),
-      element("div", { class: "diverging" }, fill), element("span", { class: "value", text: signedPercent(value) }));
+      element("div", { class: "diverging" }, fill), element("span", { class: "amount", text: signedPercent(value) }));
   });
   return element("section", { class: "explanation", "aria-labelledby": "why-heading" },
     element("h3", { id: "why-heading", text: `Why ${label}: ${percent(result[output])}` }),
@@ -396,7 +396,8 @@ async function renderModels() {
     const versions = [...detail.versions].reverse().map((v) => [
       `${v.version}`, when(v.created), v.metrics ? v.metrics.log_loss : null, v.metrics ? v.metrics.roc_auc : null,
       v.metrics ? v.metrics.accuracy : null,
-      v.importance ? Object.entries(v.importance).slice(0, 3).map(([f, x]) => `${f} ${figure(x, 3)}`).join(", ") : "–",
+      v.importance ? Object.entries(v.importance).sort((a, b) => b[1] - a[1]).slice(0, 3)
+        .map(([f, x]) => `${f} ${figure(x, 3)}`).join(", ") : "–",
       element("span", {}, ...v.aliases.map((a) => element("span", { class: "tag", text: a }))),
       v.run ? `${v.run.flow || "flow"} (${v.run.policy || "–"})` : "CLI"]);
     const history = (detail.history || []).map((move) => [when(move.at), move.alias, `${move.from ?? "–"} → ${move.to}`,

@@ -94,6 +94,15 @@ def test_predict_with_both_models_shows_labelled_probabilities(session: Session,
         assert values == [f"{result[o] * 100:.1f}%" for o in schema["outputs"]]
         assert page.inner_text("#predict-result .verdict") == f"Predicted: {result['label']}"
         assert f"version {expected['version']}" in page.inner_text("#predict-result .provenance")
+        # Why: each field's contribution, drawn and in a table, adding up to the probability shown.
+        explained = requests.post(f"{base}/api/models/{model}/jobs?wait=20&explain=true", json=record,
+                                  timeout=30).json()["results"][0]["explanation"]
+        last = schema["outputs"][-1]
+        rows = page.locator("#predict-result .explanation tbody tr").all_inner_texts()
+        assert len(rows) == len(schema["fields"]) == page.locator("#predict-result .contribution-row").count()
+        largest = max(explained["contributions"][last].items(), key=lambda kv: abs(kv[1]))
+        assert rows[0].split("\t")[0] == largest[0]
+        assert f"{abs(largest[1]) * 100:.1f} pts" in rows[0]
         session.shoot(f"predict-{model}")
     assert session.serious_violations() == []
     assert session.fits()
@@ -147,6 +156,9 @@ def test_the_models_page_shows_versions_metrics_aliases_and_history(session: Ses
     assert f"production → version {crime['aliases']['production']}" in text
     assert f"{crime['versions'][0]['metrics']['log_loss']:.4f}" in text
     assert "Alias history of crime" in text or "No alias moves yet" in text
+    importance = crime["versions"][-1]["importance"]
+    top = max(importance, key=importance.get)  # global importance: the largest is shown first
+    assert "Importance (top 3)" in text and top in page.inner_text("#model-crime ~ .table-wrap")
     assert "Retrain runs" in text or "retrain runs" in text.lower()
     session.shoot("models")
     assert session.serious_violations() == []

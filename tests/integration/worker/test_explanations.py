@@ -139,8 +139,8 @@ def test_global_importance_is_in_each_versions_metrics_the_api_and_the_cli(stack
     detail = stack.client.get("/api/models/titanic").get_json()
     importance = detail["metrics"]["importance"]["survived_proba"]
     assert set(importance) == {"pclass", "sex", "age", "sibsp", "parch"}
-    assert list(importance.values()) == sorted(importance.values(), reverse=True)
-    assert next(iter(importance)) == "sex"  # the passenger list's best-known fact
+    assert max(importance, key=importance.get) == "sex"  # the passenger list's best-known fact
+    assert all(value > 0 for value in importance.values())
     assert detail["versions"][-1]["importance"] == importance and detail["versions"][-1]["explainable"] is True
     shown = orjson.loads(run_cli(settings_env(stack.services.settings), "models", "show", "titanic").stdout)
     assert shown["metrics"]["importance"]["survived_proba"] == importance

@@ -41,7 +41,7 @@ def test_a_call_in_another_thread_is_stopped_and_the_thread_goes_on() -> None:
             outcome.append(exc)
         outcome.append(watchdog.run(lambda: "after", 5, "answering"))
 
-    thread = threading.Thread(target=work)
+    thread = threading.Thread(target=work, daemon=True)
     thread.start()
     thread.join(10)
     assert not thread.is_alive()
@@ -64,11 +64,11 @@ def test_a_call_that_will_not_stop_is_reported_as_hung_after_the_grace() -> None
     def stuck() -> None:  # swallows the soft stop, as code stuck in C would not even see it
         while not released.is_set():
             try:
-                hang()
+                time.sleep(0.01)
             except BaseException:  # the point: it refuses to stop
                 continue
 
-    thread = threading.Thread(target=lambda: watchdog.run(stuck, 0.1, "stubborn"))
+    thread = threading.Thread(target=lambda: watchdog.run(stuck, 0.1, "stubborn"), daemon=True)
     thread.start()
     assert released.wait(10)
     thread.join(10)
