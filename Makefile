@@ -62,6 +62,7 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/explain.py
 
 clean:
 	rm -rf $(VENV) .venv-clients .mypy_cache .ruff_cache .pytest_cache

@@ -32,8 +32,10 @@ AZURITE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K
 
 # The longest test files (each over a minute or two of waiting on the shipped timeouts): under pytest-xdist a
 # long file that starts last ends the run last, so these start first (`make test` prints the slowest tests).
-LONGEST_FIRST = ("test_outage.py", "test_compose.py", "test_readme.py", "test_chaos.py", "test_worker_recovery.py",
-                 "test_flows_server.py", "test_scaleout.py", "test_stack.py", "test_worker_batches.py")
+LONGEST_FIRST = ("test_retrain_trust.py", "test_readme.py", "test_compose.py", "test_outage.py", "test_fuzz.py",
+                 "test_flows_server.py", "test_time_limits.py", "test_chaos.py", "test_worker_recovery.py",
+                 "test_scaleout.py", "test_stack.py", "test_capture.py", "test_explanations.py",
+                 "test_worker_batches.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

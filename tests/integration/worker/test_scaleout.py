@@ -197,7 +197,9 @@ def test_two_hosts_share_the_work_and_one_cut_off_loses_nothing(network: Network
     assert [j["results"][0]["survived_proba"] for j in jobs[1:]] == [r["survived_proba"] for r in expected]
     stats = {k.decode(): int(v) for k, v in client.hgetall(keys.stats).items()}
     assert stats.get(STAT_RESCORED, 0) == 0  # no job got two outcomes
-    assert stats.get("resent", 0) >= 1  # host 1's jobs came back through the sweeper on host 2
+    # Host 1's jobs came back on host 2: sent again by the sweeper once host 1's lease ran out, or taken over
+    # when the broker delivered their unacknowledged message again (whichever came first: both wait ~30 s).
+    assert stats.get("resent", 0) >= 1 or max(j["attempts"] for j in jobs) >= 2
 
 
 def _pings(client: redis.Redis) -> bool:
