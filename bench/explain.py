@@ -40,13 +40,19 @@ from cli.launchers.redis_server import free_port, start_redis_server  # noqa: E4
 
 
 def sample_records(settings: Settings, model: str, count: int) -> list[dict[str, Any]]:
-    """``count`` records drawn from the model's real training data (the spec's own derivation)."""
+    """``count`` records drawn from the model's real training data (the spec's own derivation), clean as a
+    worker scores them: every field, None where absent."""
     from training.trainer import sample_records as sample
 
     frame = sample(model, count, None, Path(settings.data_dir), seed=7)
     fields = Registry.from_settings(settings).schema(model).field_names
-    return [{k: (None if v != v else v) for k, v in row.items() if k in fields and v is not None and v == v}
-            for row in frame.to_dict(orient="records")]  # absent fields (None, NaN) left out, as a client would
+    return [{k: (None if v is None or v != v else v) for k, v in row.items() if k in fields}
+            for row in frame.to_dict(orient="records")]
+
+
+def sent(record: dict[str, Any]) -> bytes:
+    """A record as a client sends it: absent fields left out."""
+    return json.dumps({k: v for k, v in record.items() if v is not None}).encode()
 
 
 def rate(call: Any, records: int, repeats: int = 3) -> float:
@@ -101,7 +107,7 @@ def clients(base: str, model: str, records: list[dict[str, Any]], explained: boo
         i = offset
         while time.monotonic() < stop:
             began = time.perf_counter()
-            job = post(f"{base}/api/models/{model}/jobs{query}", json.dumps(records[i % len(records)]).encode())
+            job = post(f"{base}/api/models/{model}/jobs{query}", sent(records[i % len(records)]))
             assert job["state"] == "succeeded", job
             latencies.append(time.perf_counter() - began)
             i += threads
@@ -146,7 +152,7 @@ def through_stack(settings: Settings, model: str) -> list[tuple[str, float, floa
         deadline = time.monotonic() + 60
         while True:
             try:
-                post(f"{base}/api/models/{model}/jobs?wait=20", json.dumps(records[0]).encode())
+                post(f"{base}/api/models/{model}/jobs?wait=20", sent(records[0]))
                 break
             except OSError:
                 if time.monotonic() > deadline:

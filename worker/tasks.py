@@ -55,7 +55,7 @@ SCORING_SLOTS = 1  # scoring calls at once in a record worker process: they hold
 SLICE_RECORDS = 16  # records a list scores per turn while another key's work waits for one
 SINGLES = "\0singles"  # the micro-batcher's owner in the turns: single records, whoever sent them
 EXPLAINED = "\0explained"  # the explaining micro-batcher's: single records that asked for explanations
-EXPLAIN_SLICE = 8  # explained records per turn while other work waits (each scores thousands of rows)
+EXPLAIN_SLICE = 2  # explained records per turn while other work waits (each scores thousands of rows)
 
 
 class Scorer:
@@ -86,7 +86,7 @@ class Scorer:
         self.jobs = JobStore.from_settings(self.redis, self.settings)
         self.bundles = BundleCache(Registry.from_settings(self.settings))
         self.recorder = Recorder()
-        self.turns = Turns(SCORING_SLOTS)
+        self.turns = Turns(SCORING_SLOTS, background=(EXPLAINED,))
         self.limits = Limits.from_settings(self.settings)
         self.watchdog = Watchdog(self.limits.grace)
 
@@ -95,8 +95,8 @@ class Scorer:
                 return self.score_apart(bundle, records, self.limits.of("records", bundle, limit))
 
         def explain_singles(bundle: Bundle, records: list[dict[str, Any]], limit: float | None) -> list[Any]:
-            # Explained records take turns with the others, a slice at a time while anyone else waits, so an
-            # explanation (thousands of rows scored per record) never holds unexplained records up for long.
+            # Explained records yield to the others (a background owner of the turns), two at a time while
+            # anyone else waits, so an explanation (thousands of rows per record) never holds others up long.
             results: list[Any] = []
             while len(results) < len(records):
                 with self.turns.turn(EXPLAINED):

@@ -65,3 +65,33 @@ def test_slots_bound_how_many_hold_a_turn_at_once() -> None:
     for thread in threads:
         thread.join(20)
     assert most == 2 and turns.waiting() == 0
+
+
+def test_a_background_owner_yields_to_others_but_is_never_starved() -> None:
+    turns = Turns(1, background=("explain",), patience=2)
+    served: list[str] = []
+    release = threading.Event()
+    holding = threading.Event()
+
+    def hold() -> None:
+        with turns.turn("holder"):
+            holding.set()
+            release.wait(10)
+
+    def take(owner: str) -> None:
+        with turns.turn(owner):
+            served.append(owner)
+
+    first = threading.Thread(target=hold)
+    first.start()
+    holding.wait(10)
+    order = ["explain", "explain", "a", "b", "c", "a"]  # the background owner came first
+    callers = [threading.Thread(target=take, args=(owner,)) for owner in order]
+    for count, caller in enumerate(callers, start=1):
+        caller.start()
+        wait_until(lambda count=count: turns.waiting() == count, 10, "the caller to wait")
+    release.set()
+    for thread in [first, *callers]:
+        thread.join(10)
+    # Two others go ahead of it (its patience), then it has a turn, then the others again, then it.
+    assert served == ["a", "b", "explain", "c", "a", "explain"]
