@@ -305,6 +305,15 @@ def stack(trained_registry: Settings, redis_base_url: str,
         remove_keys(redis_base_url, settings.key_prefix)
 
 
+def own_services(root: Path, redis_url: str) -> Services:
+    """Services with the shipped settings but their own Redis prefix, registry, data and storage under ``root``
+    (for a module's own stack; the caller stops them and removes their keys)."""
+    own = private_settings(Settings(registry=str(root / "registry"), data_dir=str(root / "data"),
+                                    storage_roots=str(root / "batches")), redis_url)
+    (root / "logs").mkdir()
+    return Services(own, root / "logs")
+
+
 @pytest.fixture
 def services(tmp_path: Path, redis_base_url: str, settings: Settings) -> Iterator[Services]:
     """Workers of the test's own (own key prefix, own registry; the shipped timeouts, two attempts)."""

@@ -22,8 +22,7 @@ from batcomputer.jobqueue.streams import StreamStore
 from batcomputer.models.explain import explain
 from batcomputer.models.registry import Registry
 from batcomputer.models.scoring import score
-from batcomputer.settings import Settings
-from tests.conftest import Services, private_settings, remove_keys, run_cli, settings_env, wait_until
+from tests.conftest import Services, own_services, remove_keys, run_cli, settings_env, wait_until
 from tests.integration.worker.test_worker_batches import final, output_of, titanic_table, upload
 from tests.pipelines import publish
 
@@ -39,12 +38,8 @@ class Explaining:
 
 @pytest.fixture(scope="module")
 def stack(titanic_draft: Any, redis_base_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Explaining]:
-    root = tmp_path_factory.mktemp("explain")
-    settings = private_settings(Settings(registry=str(root / "registry"), data_dir=str(root / "data"),
-                                         storage_roots=str(root / "batches")), redis_base_url)
-    logs = root / "logs"
-    logs.mkdir()
-    services = Services(settings, logs)
+    services = own_services(tmp_path_factory.mktemp("explain"), redis_base_url)
+    settings = services.settings
     publish(services, titanic_draft, "titanic", titanic_draft.pipeline)
     try:
         services.worker("records")

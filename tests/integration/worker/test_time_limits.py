@@ -28,7 +28,7 @@ from batcomputer.models.bundle import Draft
 from batcomputer.models.registry import Registry
 from batcomputer.models.scoring import score
 from batcomputer.settings import Settings
-from tests.conftest import Services, free_port, private_settings, remove_keys, run_cli, settings_env, wait_until
+from tests.conftest import Services, free_port, own_services, remove_keys, run_cli, settings_env, wait_until
 from tests.integration.api.test_metrics import samples, value
 from tests.integration.api.test_web import Session
 from tests.integration.worker.test_worker_batches import final, output_of, titanic_table, upload
@@ -62,12 +62,8 @@ class Hanging:
 def stack(titanic_draft: Draft, redis_base_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hanging]:
     """The shipped settings (own Redis prefix, registry and storage), every kind of work started at once so that
     the waits overlap."""
-    root = tmp_path_factory.mktemp("limits")
-    settings = private_settings(Settings(registry=str(root / "registry"), data_dir=str(root / "data"),
-                                         storage_roots=str(root / "batches")), redis_base_url)
-    logs = root / "logs"
-    logs.mkdir()
-    services = Services(settings, logs)
+    services = own_services(tmp_path_factory.mktemp("limits"), redis_base_url)
+    settings = services.settings
     flag = f"{settings.key_prefix}hang"
     client_redis = redis.Redis.from_url(redis_base_url)
     client_redis.set(flag, "1")

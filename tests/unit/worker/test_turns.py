@@ -9,14 +9,15 @@ from tests.conftest import wait_until
 from worker.turns import Turns
 
 
-def test_waiting_keys_take_turns_and_one_keys_many_callers_never_starve_another() -> None:
-    turns = Turns(1)
+def served_in_order(turns: Turns, holder: str, owners: list[str]) -> list[str]:
+    """The owners served, in order, when callers of ``owners`` arrive (in that order) while ``holder`` holds the
+    only turn, and it is then released."""
     served: list[str] = []
     release = threading.Event()
     holding = threading.Event()
 
     def hold() -> None:
-        with turns.turn("flood"):
+        with turns.turn(holder):
             holding.set()
             release.wait(10)
 
@@ -27,16 +28,19 @@ def test_waiting_keys_take_turns_and_one_keys_many_callers_never_starve_another(
     first = threading.Thread(target=hold)
     first.start()
     holding.wait(10)
-    callers = [threading.Thread(target=take, args=("flood",)) for _ in range(5)]
+    callers = [threading.Thread(target=take, args=(owner,)) for owner in owners]
     for count, caller in enumerate(callers, start=1):
         caller.start()
         wait_until(lambda count=count: turns.waiting() == count, 10, "the caller to wait")
-    quiet = threading.Thread(target=take, args=("quiet",))  # arrives last, behind five of the flood's
-    quiet.start()
-    wait_until(lambda: turns.waiting() == 6, 10, "the quiet key to wait")
     release.set()
-    for thread in [first, *callers, quiet]:
+    for thread in [first, *callers]:
         thread.join(10)
+    return served
+
+
+def test_waiting_keys_take_turns_and_one_keys_many_callers_never_starve_another() -> None:
+    turns = Turns(1)
+    served = served_in_order(turns, "flood", ["flood"] * 5 + ["quiet"])  # the quiet key arrives last
     assert served[:2] == ["flood", "quiet"]  # the flood's next caller, then the quiet key: not after all five
     assert served.count("flood") == 5 and turns.waiting() == 0
 
@@ -69,29 +73,6 @@ def test_slots_bound_how_many_hold_a_turn_at_once() -> None:
 
 def test_a_background_owner_yields_to_others_but_is_never_starved() -> None:
     turns = Turns(1, background=("explain",), patience=2)
-    served: list[str] = []
-    release = threading.Event()
-    holding = threading.Event()
-
-    def hold() -> None:
-        with turns.turn("holder"):
-            holding.set()
-            release.wait(10)
-
-    def take(owner: str) -> None:
-        with turns.turn(owner):
-            served.append(owner)
-
-    first = threading.Thread(target=hold)
-    first.start()
-    holding.wait(10)
-    order = ["explain", "explain", "a", "b", "c", "a"]  # the background owner came first
-    callers = [threading.Thread(target=take, args=(owner,)) for owner in order]
-    for count, caller in enumerate(callers, start=1):
-        caller.start()
-        wait_until(lambda count=count: turns.waiting() == count, 10, "the caller to wait")
-    release.set()
-    for thread in [first, *callers]:
-        thread.join(10)
+    served = served_in_order(turns, "holder", ["explain", "explain", "a", "b", "c", "a"])  # it came first
     # Two others go ahead of it (its patience), then it has a turn, then the others again, then it.
     assert served == ["a", "b", "explain", "c", "a", "explain"]
