@@ -133,14 +133,18 @@ def test_another_keys_batch_starts_at_once_while_one_key_floods_the_bulk_queue(f
     tiny = titanic_table(5_000)  # the probe's file: 5,000 one-row row groups
     quiet = upload(client, keys["quiet"], tiny, 1)
 
-    def ended() -> dict[str, Any] | None:
-        job = client.get(f"/api/jobs/{quiet['id']}", headers=bearer(keys["quiet"])).get_json()
-        return job if job["state"] in ("succeeded", "failed", "dead") else None
+    def state_in(*states: str) -> Any:
+        def check() -> dict[str, Any] | None:
+            job = client.get(f"/api/jobs/{quiet['id']}", headers=bearer(keys["quiet"])).get_json()
+            return job if job["state"] in states else None
+        return check
 
-    done = wait_until(ended, 120, "the quiet key's batch to end", interval=0.1)
-    flood_left = held(services, keys, "flood", QUEUE_BULK)
+    wait_until(state_in("running", "succeeded", "failed", "dead"), 60, "the quiet key's batch to start",
+               interval=0.05)
+    flood_left = held(services, keys, "flood", QUEUE_BULK)  # what of the flood was still queued when it started
+    done = wait_until(state_in("succeeded", "failed", "dead"), 120, "the quiet key's batch to end", interval=0.1)
     assert done["state"] == "succeeded" and done["rows_done"] == 5_000 and done["chunks_total"] <= 3
-    assert flood_left > 0  # it ended while the flood was still queued: it waited for a free process, not the flood
+    assert flood_left > 0  # it started while the flood was still queued: it waited for a free process, not the flood
     waited = done_time(done["started"]) - done_time(done["created"])
     print(f"quiet batch: started {waited:.2f} s after submission, {flood_left} flood jobs still unfinished")
     output = client.get(f"/api/jobs/{quiet['id']}/output", headers=bearer(keys["quiet"]))
