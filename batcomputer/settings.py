@@ -71,6 +71,17 @@ def _count(name: str, raw: str) -> int:
     return value
 
 
+def _niceness(name: str, raw: str) -> int:
+    """A niceness to add, as ``nice`` takes it: 0 (none) to 19 (run only when nothing else wants the CPU)."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{PREFIX}{name.upper()}={raw!r} is not an integer") from None
+    if not 0 <= value <= 19:
+        raise ConfigurationError(f"{PREFIX}{name.upper()}={raw!r} must be from 0 to 19")
+    return value
+
+
 def per_core(count: int) -> int:
     """``count`` processes, or one per CPU core for 0."""
     return count or os.cpu_count() or 1
@@ -188,6 +199,9 @@ class Settings:
     timeout_grace_seconds: float = field(default=10.0, metadata={"parse": _positive_float,
         "help": "Past a time limit by this long, scoring that could not be stopped (stuck in C code, or blocked "
                 "outside the main thread) makes its process exit and be replaced"})
+    explain_niceness: int = field(default=10, metadata={"parse": _niceness,
+        "help": "Niceness added to the child process that computes explanations, so that explained requests "
+                "take the CPU that scoring leaves (0 to 19)"})
     batch_max_records: int = field(default=256, metadata={"parse": _positive_int,
         "help": "Most single records a worker scores in one vectorised call"})
     batch_window_ms: float = field(default=0.0, metadata={"parse": _non_negative_float,

@@ -36,13 +36,13 @@ from batcomputer.metrics import (
     Flusher,
     Recorder,
 )
-from batcomputer.models.explain import explain
 from batcomputer.models.registry import Registry
 from batcomputer.models.schema import decode_one, validate_record
 from batcomputer.models.scoring import score
 from batcomputer.monitoring.capture import Capture
 from batcomputer.settings import Settings
 from worker.bundle_cache import BundleCache
+from worker.explainer import Explainer
 from worker.limits import Limits, Watchdog, failed_alike, settle, timed_out
 
 log = logging.getLogger("batcomputer.streams")
@@ -67,6 +67,7 @@ class StreamConsumer:
         self.capture = Capture.from_settings(settings, self.recorder)
         self.limits = Limits.from_settings(settings)
         self.watchdog = Watchdog(self.limits.grace)
+        self.explainer = Explainer(settings)
 
     def run(self) -> None:
         self.store.ensure_group()
@@ -78,6 +79,7 @@ class StreamConsumer:
             self._consume()
         finally:
             flusher.stop()
+            self.explainer.close()
             if self.capture is not None:
                 self.capture.flush(force=True)
 
@@ -190,7 +192,7 @@ class StreamConsumer:
             return {}
         try:
             limit = self.limits.of("stream", bundle, explained=len(asked))
-            found = self.watchdog.run(lambda: explain(bundle, [clean for _, clean in asked]), limit,
+            found = self.watchdog.run(lambda: self.explainer.explain(bundle, [clean for _, clean in asked]), limit,
                                       f"explaining a stream micro-batch of {bundle.ref}")
         except BatcomputerError as exc:
             problem = orjson.dumps({"error": {"code": exc.code, "detail": exc.detail}}).decode()

@@ -38,12 +38,12 @@ from batcomputer.metrics import (
     Recorder,
 )
 from batcomputer.models.bundle import Bundle
-from batcomputer.models.explain import explain
 from batcomputer.models.registry import Registry
 from batcomputer.models.scoring import score
 from batcomputer.monitoring.capture import Capture
 from batcomputer.settings import Settings
 from worker.bundle_cache import BundleCache
+from worker.explainer import Explainer
 from worker.heartbeat import Heartbeat, holder_name
 from worker.limits import Limits, Watchdog, settle, timed_out
 from worker.microbatcher import Batcher
@@ -53,9 +53,7 @@ log = logging.getLogger("batcomputer.worker")
 BATCH_RESULT_TIMEOUT_SECONDS = 300.0  # no job waits forever on the micro-batcher
 SCORING_SLOTS = 1  # scoring calls at once in a record worker process: they hold the GIL, more only contend
 SLICE_RECORDS = 16  # records a list scores per turn while another key's work waits for one
-SINGLES = "\0singles"  # the micro-batcher's owner in the turns: single records, whoever sent them
-EXPLAINED = "\0explained"  # the explaining micro-batcher's: single records that asked for explanations
-EXPLAIN_SLICE = 2  # explained records per turn while other work waits (each scores thousands of rows)
+SINGLES = "\0singles"  # the micro-batchers' owner in the turns: single records, whoever sent them
 
 
 class Scorer:
@@ -86,29 +84,22 @@ class Scorer:
         self.jobs = JobStore.from_settings(self.redis, self.settings)
         self.bundles = BundleCache(Registry.from_settings(self.settings))
         self.recorder = Recorder()
-        self.turns = Turns(SCORING_SLOTS, background=(EXPLAINED,))
+        self.turns = Turns(SCORING_SLOTS)
         self.limits = Limits.from_settings(self.settings)
         self.watchdog = Watchdog(self.limits.grace)
+        self.explainer = Explainer(self.settings)
 
         def score_singles(bundle: Bundle, records: list[dict[str, Any]], limit: float | None) -> list[Any]:
             with self.turns.turn(SINGLES):  # single records of every key: one owner among the keys' lists
                 return self.score_apart(bundle, records, self.limits.of("records", bundle, limit))
 
         def explain_singles(bundle: Bundle, records: list[dict[str, Any]], limit: float | None) -> list[Any]:
-            # Explained records yield to the others (a background owner of the turns), two at a time while
-            # anyone else waits, so an explanation (thousands of rows per record) never holds others up long.
-            results: list[Any] = []
-            while len(results) < len(records):
-                with self.turns.turn(EXPLAINED):
-                    size = EXPLAIN_SLICE if self.turns.others_waiting(EXPLAINED) else len(records) - len(results)
-                    piece = records[len(results):len(results) + size]
-                    results += self.score_apart(bundle, piece, self.limits.of(
-                        "records", bundle, limit, explained=len(piece)), explaining=True)
-            return results
+            # Scored like any single record, in the singles' turn; explained by the explainer, outside it.
+            return self.explain_apart(bundle, records, score_singles(bundle, records, limit), limit)
 
         window = self.settings.batch_window_ms / 1000
         self.batcher = Batcher(score_singles, self.settings.batch_max_records, window, recorder=self.recorder)
-        self.explainer = Batcher(explain_singles, self.settings.batch_max_records, window, recorder=self.recorder)
+        self.explaining = Batcher(explain_singles, self.settings.batch_max_records, window, recorder=self.recorder)
         self.holder = holder_name(self.queues)
         self.capture = Capture.from_settings(self.settings, self.recorder)
         self.runner: Any = None
@@ -118,7 +109,7 @@ class Scorer:
 
             self.runner = BatchRunner(self.jobs, Storage.from_settings(self.settings), self.bundles, self.holder,
                                       self.settings.batch_chunk_rows, self.settings.batch_ttl_seconds, self.capture,
-                                      self.limits, self.watchdog, self.recorder)
+                                      self.limits, self.watchdog, self.recorder, self.explainer)
         self.orphans: set[str] = set()
         self.next_expiry = 0.0
         self.heartbeat = Heartbeat(self.jobs, self.queues, self.holder, on_beat=self.on_beat).start()
@@ -128,6 +119,7 @@ class Scorer:
         if self.heartbeat is not None and self._pid == os.getpid():
             self.heartbeat.stop()
             self.flush_metrics()
+            self.explainer.close()
             if self.capture is not None:
                 self.capture.flush(force=True)
 
@@ -185,13 +177,29 @@ class Scorer:
             self.orphans.difference_update(taken)
             log.warning("gave back any of %d job(s) this process had started but not finished", len(taken))
 
-    def score_apart(self, bundle: Bundle, records: list[dict[str, Any]], limit: float,
-                    explaining: bool = False) -> list[Any]:
+    def score_apart(self, bundle: Bundle, records: list[dict[str, Any]], limit: float) -> list[Any]:
         """Score a micro-batch of single records (of several jobs) under ``limit``: if it hangs or raises, the
         records are scored again apart, so only those that hang or raise alone fail (with their error as
-        their result), never their neighbours. ``explaining``: with each record's explanation."""
-        pieces = settle(lambda a, b: scored(bundle, records[a:b], explaining), len(records), limit,
-                        lambda rows: min(limit, self.limits.piece(rows)), self.watchdog,
+        their result), never their neighbours."""
+        return self.settled(bundle, len(records), limit, lambda a, b: score(bundle, records[a:b]))
+
+    def explain_apart(self, bundle: Bundle, records: list[dict[str, Any]], results: list[Any],
+                      requested: float | None) -> list[Any]:
+        """``results`` (a micro-batch's, errors among them) with each scored record's explanation, computed by
+        the explainer under the time limit of that many explained records, apart like ``score_apart``."""
+        ok = [i for i, result in enumerate(results) if isinstance(result, dict)]
+        limit = self.limits.of("records", bundle, requested, explained=len(ok))
+        chosen = [records[i] for i in ok]
+        explained = self.settled(bundle, len(ok), limit, lambda a, b: self.explainer.explain(bundle, chosen[a:b]))
+        results = list(results)
+        for i, explanation in zip(ok, explained, strict=True):
+            results[i] = {**results[i], "explanation": explanation} if isinstance(explanation, dict) else explanation
+        return results
+
+    def settled(self, bundle: Bundle, count: int, limit: float, call: Any) -> list[Any]:
+        """``call(start, stop)`` over ``count`` records, settled (``settle``): each record's value, or its
+        piece's error."""
+        pieces = settle(call, count, limit, lambda rows: min(limit, self.limits.piece(rows)), self.watchdog,
                         f"a micro-batch of {bundle.ref}", lambda exc: ModelError(**error_of("micro-batch", exc)))
         self.count_timeouts(bundle, QUEUE_RECORDS, timed_out(pieces))
         results: list[Any] = []
@@ -208,7 +216,7 @@ class Scorer:
         ``SLICE_RECORDS``, so another key's job waits for a slice, not for a whole list. Each call runs under
         the job's time limit; past it the job fails with ``TimedOut``."""
         owner = start.owner
-        limit = self.limits.of("records", bundle, start.timeout, explained=len(records) if start.explain else 0)
+        limit = self.limits.of("records", bundle, start.timeout)
         results: list[dict[str, Any]] = []
         while len(results) < len(records):
             with self.turns.turn(owner):
@@ -218,12 +226,22 @@ class Scorer:
                         else f"{len(records):,} record(s)")
                 try:
                     piece = records[first:first + size]
-                    results += self.watchdog.run(lambda piece=piece: scored(bundle, piece, start.explain),  # type: ignore[misc]
+                    results += self.watchdog.run(lambda piece=piece: score(bundle, piece),  # type: ignore[misc]
                                                  limit, f"scoring {what} of {bundle.ref}")
                 except BatcomputerError as exc:
                     if exc.code == "timeout":
                         self.count_timeouts(bundle, start.queue, 1)
                     raise
+        if start.explain:  # by the explainer, outside the turns, under the limit of that many explained records
+            limit = self.limits.of("records", bundle, start.timeout, explained=len(records))
+            try:
+                explained = self.watchdog.run(lambda: self.explainer.explain(bundle, records), limit,
+                                              f"explaining {len(records):,} record(s) of {bundle.ref}")
+            except BatcomputerError as exc:
+                if exc.code == "timeout":
+                    self.count_timeouts(bundle, start.queue, 1)
+                raise
+            results = [{**result, "explanation": e} for result, e in zip(results, explained, strict=True)]
         return results
 
     def _run(self, job_ids: list[str]) -> dict[str, str]:
@@ -255,7 +273,7 @@ class Scorer:
                 bundle = self.bundles.get(start.model, start.version)
                 clean = start.records or []  # validated by the gateway against this very version
                 if len(clean) == 1 and start.attempts == 1:
-                    batcher = self.explainer if start.explain else self.batcher
+                    batcher = self.explaining if start.explain else self.batcher
                     waiting.append((job_id, batcher.submit(bundle, clean[0], start.timeout)))
                     continue
                 # Lists are vectorised already; a redelivered record is scored alone, away from other jobs.
@@ -329,15 +347,6 @@ class Scorer:
             self.recorder.observe(QUEUE_WAIT, (("queue", queue),), values)
         for queue, values in totals.items():
             self.recorder.observe(END_TO_END, (("queue", queue),), values)
-
-
-def scored(bundle: Bundle, records: list[dict[str, Any]], explaining: bool) -> list[dict[str, Any]]:
-    """Records' results, each with its ``explanation`` when ``explaining``."""
-    results = score(bundle, records)
-    if explaining:
-        for result, explanation in zip(results, explain(bundle, records), strict=True):
-            result["explanation"] = explanation
-    return results
 
 
 def failure(job_id: str, exc: BaseException) -> dict[str, Any]:

@@ -5,8 +5,8 @@ A record worker runs many threads (jobs wait there for their micro-batch or thei
 scoring holds the GIL: when 64 threads score one key's lists at once, a job of another key that arrives waits
 behind all of them. ``Turns`` lets ``slots`` scoring calls run at a time and hands the next turn to the key
 that has waited longest for one (round robin between keys; first come, first served within a key).
-Background owners (explanations, which score thousands of rows per record) yield: while another owner waits,
-it goes first, up to ``patience`` turns in a row, so background work is slowed rather than anyone else.
+Explanations take no turns: they are computed by the process's explainer (``worker.explainer``), which the
+kernel runs at a lower priority.
 """
 
 from __future__ import annotations
@@ -22,11 +22,8 @@ class Turns:
     and nobody waiting takes it at once; the others each wait on their own event, set by the caller that hands
     them the turn (so a release wakes exactly one waiter, not every thread in the pool)."""
 
-    def __init__(self, slots: int, background: tuple[str, ...] = (), patience: int = 4) -> None:
+    def __init__(self, slots: int) -> None:
         self.slots = max(1, slots)
-        self.background = frozenset(background)
-        self.patience = patience
-        self._passed = 0  # turns given ahead of a waiting background owner since it last had one
         self._lock = threading.Lock()
         self._waiting: dict[str, deque[threading.Event]] = {}  # per owner, its callers in arrival order
         self._ring: deque[str] = deque()  # owners with callers waiting, the next to be served first
@@ -57,7 +54,7 @@ class Turns:
     def _hand_on(self) -> None:
         """Give free slots to the next owners in the ring (the lock is held)."""
         while self._busy < self.slots and self._ring:
-            owner = self._next()
+            owner = self._ring.popleft()
             line = self._waiting[owner]
             event = line.popleft()
             if line:
@@ -66,20 +63,6 @@ class Turns:
                 del self._waiting[owner]
             self._busy += 1
             event.set()
-
-    def _next(self) -> str:
-        """The owner to serve: the ring's first, unless that is a background owner, another owner waits and
-        the background has not been passed over ``patience`` times yet (the lock is held)."""
-        if self._ring[0] in self.background and self._passed < self.patience:
-            for index, owner in enumerate(self._ring):
-                if owner not in self.background:
-                    del self._ring[index]
-                    self._passed += 1
-                    return owner
-        owner = self._ring.popleft()
-        if owner in self.background:
-            self._passed = 0
-        return owner
 
     def others_waiting(self, owner: str) -> bool:
         """Whether a caller of another owner waits for a turn (then a long holder should keep its turns short)."""

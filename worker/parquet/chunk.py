@@ -133,11 +133,17 @@ def explain_column(output: str, field: str) -> str:
     return f"explain.{output}.{field}"
 
 
-def explain_rows(bundle: Bundle, table: pa.Table, out: pa.Table) -> pa.Table:
+def explain_rows(bundle: Bundle, table: pa.Table, out: pa.Table,
+                 explain: Callable[[Bundle, list[dict[str, Any]]], list[dict[str, Any]]] | None = None) -> pa.Table:
     """``out`` with one contribution column per output and field (``explain_column``), for the rows that were
-    scored (rows with an error code get none)."""
-    from batcomputer.models.explain import explain
+    scored (rows with an error code get none). ``explain``: what computes the explanations (a bulk worker's
+    explainer process), in this process by default."""
     from batcomputer.models.scoring import classes_of
+
+    if explain is None:
+        from batcomputer.models.explain import explain as explain_here
+
+        explain = explain_here
 
     fields = bundle.schema.field_names
     scored = np.asarray(out.column(ERROR_CODE).is_null())

@@ -65,8 +65,9 @@ class BatchRunner:
 
     def __init__(self, jobs: JobStore, storage: Storage, bundles: Any, holder: str, chunk_rows: int,
                  file_ttl: float, capture: Any = None, limits: Limits | None = None,
-                 watchdog: Watchdog | None = None, recorder: Any = None) -> None:
+                 watchdog: Watchdog | None = None, recorder: Any = None, explainer: Any = None) -> None:
         self.jobs = jobs
+        self.explainer = explainer  # worker.explainer.Explainer, or None to explain in this process
         self.limits, self.watchdog, self.recorder = limits, watchdog, recorder
         self.capture = capture  # batcomputer.monitoring.capture.Capture, or None
         self.batches = BatchStore(jobs)
@@ -147,10 +148,11 @@ class BatchRunner:
     def explained(self, bundle: Bundle, table: pa.Table, out: pa.Table, index: int, batch_id: str,
                   requested: float | None) -> pa.Table:
         """The chunk's output with its contribution columns, computed under the chunk's time limit."""
+        explain = self.explainer.explain if self.explainer is not None else None
         if self.limits is None or self.watchdog is None:
-            return explain_rows(bundle, table, out)
+            return explain_rows(bundle, table, out, explain)
         limit = self.limits.of("chunk", bundle, requested, rows=table.num_rows, explained=table.num_rows)
-        return self.watchdog.run(lambda: explain_rows(bundle, table, out), limit,
+        return self.watchdog.run(lambda: explain_rows(bundle, table, out, explain), limit,
                                  f"explaining chunk {index} of batch {batch_id}")
 
     def guard(self, what: str, requested: float | None) -> Guard | None:

@@ -69,10 +69,3 @@ def test_slots_bound_how_many_hold_a_turn_at_once() -> None:
     for thread in threads:
         thread.join(20)
     assert most == 2 and turns.waiting() == 0
-
-
-def test_a_background_owner_yields_to_others_but_is_never_starved() -> None:
-    turns = Turns(1, background=("explain",), patience=2)
-    served = served_in_order(turns, "holder", ["explain", "explain", "a", "b", "c", "a"])  # it came first
-    # Two others go ahead of it (its patience), then it has a turn, then the others again, then it.
-    assert served == ["a", "b", "explain", "c", "a", "explain"]
