@@ -26,10 +26,12 @@ from batcomputer.metrics import (
     DEAD_JOBS,
     DRIFT_PSI,
     DRIFT_STATE,
+    HOLDOUT_QUALITY,
     HTTP_REQUESTS,
     HTTP_SECONDS,
     JOBS_ENDED,
     JOBS_SUBMITTED,
+    LIVE_QUALITY,
     MODEL_VERSION,
     QUEUE_DEPTH,
     QUEUE_DRAIN,
@@ -86,6 +88,11 @@ class ClusterCollector(Collector):
         psi = GaugeMetricFamily(DRIFT_PSI, "Population stability index of each field of captured traffic against "
                                 "the version's training profile", labels=["model", "version", "field", "window"])
         state = GaugeMetricFamily(DRIFT_STATE, "The monitor's last look: 0 ok, 1 warn, 2 alert", labels=["model"])
+        live = GaugeMetricFamily(LIVE_QUALITY, "Quality of each version over captured records whose outcome came back "
+                                 "(log_loss, accuracy, roc_auc, brier, calibration_error)",
+                                 labels=["model", "version", "window", "metric"])
+        holdout = GaugeMetricFamily(HOLDOUT_QUALITY, "The same figures on the holdout each version was promoted on",
+                                    labels=["model", "version", "metric"])
         monitors = MonitorStore(gw.redis, gw.settings.key_prefix)
         for model in monitors.models():
             found = monitors.load(model)
@@ -98,7 +105,21 @@ class ClusterCollector(Collector):
                     for drift in seen.get("fields", []):
                         if drift.get("psi") is not None:
                             psi.add_metric([model, str(version), drift["field"], window], float(drift["psi"]))
-        yield from (psi, state)
+                    quality = seen.get("quality") or {}
+                    if quality.get("records"):
+                        figures = {**{k: quality.get(k) for k in QUALITY_FIGURES},
+                                   "calibration_error": (quality.get("calibration") or {}).get("error")}
+                        for name, value in figures.items():
+                            if value is not None:
+                                live.add_metric([model, str(version), window, name], float(value))
+                    if window == "hour":
+                        for name, value in (quality.get("holdout") or {}).items():
+                            if value is not None:
+                                holdout.add_metric([model, str(version), name], float(value))
+        yield from (psi, state, live, holdout)
+
+
+QUALITY_FIGURES = ("log_loss", "accuracy", "roc_auc", "brier")  # a monitor result's live quality, as gauges
 
 
 @metrics.get("/metrics")

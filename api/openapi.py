@@ -385,7 +385,14 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
             "responses": {**ok("The monitor's latest look", {"type": "object", "properties": {
                 "model": {"type": "string"}, "state": {"type": "string", "enum": ["ok", "warn", "alert"]},
                 "alerts": {"type": "array", "items": {"type": "object"}},
-                "windows": {"type": "object"}}}), **errors(404)}}},
+                "windows": {"type": "object", "description": "Per window (hour, day) and version: records, PSI "
+                            "per field, warning rates, labels, holdout_labels and quality (live log_loss, "
+                            "accuracy, roc_auc, brier and calibration beside the holdout's)"},
+                "history": {"type": "array", "description": "The latest looks in brief, oldest first: at, state "
+                            "and per version records, PSI per field and live log_loss", "items": {
+                                "type": "object", "properties": {"at": {"type": "string"}, "state": {"type": "string"},
+                                                                 "versions": {"type": "object"}}}}}}),
+                **errors(404)}}},
         "/api/models/{model}/outcomes": {"post": {
             "summary": "What really happened to scored records (joined with captured predictions: live quality)",
             "tags": ["models"], "parameters": [MODEL_PARAM],

@@ -68,6 +68,8 @@ STREAM_BACKLOG = "batcomputer_stream_backlog"        # gauge {model}: stream ent
 STREAM_PENDING = "batcomputer_stream_pending"        # gauge {model}: entries read but not yet acknowledged
 DRIFT_PSI = "batcomputer_drift_psi"                  # gauge {model, version, field, window}: PSI of captured traffic
 DRIFT_STATE = "batcomputer_drift_state"              # gauge {model}: 0 ok, 1 warn, 2 alert (the monitor's last look)
+LIVE_QUALITY = "batcomputer_live_quality"            # gauge {model, version, window, metric}: live quality (outcomes)
+HOLDOUT_QUALITY = "batcomputer_holdout_quality"      # gauge {model, version, metric}: the same on the version's holdout
 MODEL_VERSION = "batcomputer_model_version"          # gauge {model, alias}: the version an alias points to
 
 Labels = tuple[tuple[str, str], ...]

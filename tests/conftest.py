@@ -250,6 +250,14 @@ class Services:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)
 
+    @staticmethod
+    def stop_one(process: subprocess.Popen[bytes]) -> None:
+        """SIGTERM one process (and what it started) and wait for it: a warm shutdown."""
+        import signal
+
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(60)
+
     def stop(self) -> None:
         import signal
 

@@ -5,7 +5,10 @@ rows per record, a hundred to a few thousand times the cost of scoring it. Compu
 would hold the interpreter (the GIL) and the process's share of the CPU while unexplained records wait. So each
 process that scores (a record worker, a bulk pool process, a stream consumer) hands explanations to its own
 child, started on first use with ``BATCOMPUTER_EXPLAIN_NICENESS`` added to its niceness: the kernel runs it when
-the cores are not needed by scoring, and the scoring process only waits, without the GIL, for the answer.
+the cores are not needed by scoring, and the scoring process only waits, without the GIL, for the answer. Where
+the kernel groups processes by session (autogroup, on most desktops and plain Linux hosts; not inside container
+cgroups), niceness only orders a session's own processes and every session gets an equal share: the child
+starts its own session and lowers that session's weight too, or it would take from the gateway's share.
 
 The child loads bundles from the registry itself (verified like every load) and keeps a few loaded. Requests go
 one at a time over a pipe: ``(model, version, records)`` in, ``("ok", explanations)`` or ``("error",
@@ -82,7 +85,8 @@ class Explainer:
         root = str(Path(__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
         child = subprocess.Popen([sys.executable, "-c", "from worker.explainer import serve; serve()"],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True,
+                                 start_new_session=True)
         assert child.stdin is not None and child.stdout is not None
         pipe = (Connection(os.dup(child.stdin.fileno()), readable=False),
                 Connection(os.dup(child.stdout.fileno()), writable=False))
@@ -117,7 +121,7 @@ def serve() -> None:
     requests, answers = Connection(0, writable=False), Connection(os.dup(1), readable=False)
     os.dup2(2, 1)  # nothing but answers may go down the pipe: whatever prints goes to the worker's log
     settings: Settings = requests.recv()
-    os.nice(settings.explain_niceness)
+    lower_priority(settings.explain_niceness)
     bundles = BundleCache(Registry.from_settings(settings), size=4)
     while True:
         try:
@@ -129,6 +133,16 @@ def serve() -> None:
         except Exception as exc:
             answer = ("error", exc if picklable(exc) else ModelError(f"{type(exc).__name__}: {exc}"))
         answers.send(answer)
+
+
+def lower_priority(niceness: int) -> None:
+    """Add ``niceness`` to this process's, and to its session's autogroup where the kernel has them."""
+    os.nice(niceness)
+    try:
+        with open("/proc/self/autogroup", "w") as autogroup:
+            autogroup.write(str(niceness))
+    except OSError:  # no autogroups (a container's cgroup, another kernel): niceness alone does it
+        pass
 
 
 def picklable(exc: BaseException) -> bool:

@@ -64,7 +64,7 @@ class StreamConsumer:
         self.bundles = BundleCache(self.registry)
         self.stop = threading.Event()
         self.next_claim = time.monotonic()
-        self.capture = Capture.from_settings(settings, self.recorder)
+        self.capture = Capture.from_settings(settings, self.recorder, self.redis)
         self.limits = Limits.from_settings(settings)
         self.watchdog = Watchdog(self.limits.grace)
         self.explainer = Explainer(settings)
@@ -78,10 +78,10 @@ class StreamConsumer:
         try:
             self._consume()
         finally:
-            flusher.stop()
             self.explainer.close()
             if self.capture is not None:
-                self.capture.flush(force=True)
+                self.capture.flush(force=True)  # before the last metrics flush: what it writes or drops is counted
+            flusher.stop()
 
     def _consume(self) -> None:
         next_trim = time.monotonic()

@@ -101,7 +101,7 @@ class Scorer:
         self.batcher = Batcher(score_singles, self.settings.batch_max_records, window, recorder=self.recorder)
         self.explaining = Batcher(explain_singles, self.settings.batch_max_records, window, recorder=self.recorder)
         self.holder = holder_name(self.queues)
-        self.capture = Capture.from_settings(self.settings, self.recorder)
+        self.capture = Capture.from_settings(self.settings, self.recorder, self.redis)
         self.runner: Any = None
         if QUEUE_BULK in self.queues:  # files come on the bulk queue only: record workers need no pyarrow
             from batcomputer.files.storage import Storage
@@ -118,10 +118,10 @@ class Scorer:
     def stop(self) -> None:
         if self.heartbeat is not None and self._pid == os.getpid():
             self.heartbeat.stop()
-            self.flush_metrics()
             self.explainer.close()
             if self.capture is not None:
-                self.capture.flush(force=True)
+                self.capture.flush(force=True)  # before the metrics: what it writes or drops is counted
+            self.flush_metrics()
 
     def on_beat(self) -> None:
         self.give_back()

@@ -1,5 +1,7 @@
 """Liveness (/healthz) and readiness (/readyz: Redis reachable, every served model verified; workers, queue
-depths and stream lag in the body, for people and autoscalers; readiness never depends on workers)."""
+depths, stream lag and the capture's health in the body, for people and autoscalers; readiness never depends
+on workers, nor on the capture: a capture root that cannot be written shows as ``degraded`` while scoring goes
+on)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from api.gateway import Gateway
 from batcomputer.errors import BatcomputerError, Unavailable
 from batcomputer.jobqueue.keyspace import QUEUES
 from batcomputer.jobqueue.streams import StreamStore
+from batcomputer.monitoring.store import CaptureHealth
 
 health = Blueprint("health", __name__)
 log = logging.getLogger("batcomputer.api")
@@ -77,7 +80,8 @@ def readyz() -> dict[str, Any]:
     queues = {q: {"depth": admission.depth(q), "drain_per_second": round(admission.drain_rate(q), 2)} for q in QUEUES}
     return {"status": "ready", "redis": "ok", "registry": {"models": sorted(served),
                                                           "serving": served}, "workers": workers,
-            "queues": queues, "streams": stream_lag(gw, sorted(served))}
+            "queues": queues, "streams": stream_lag(gw, sorted(served)),
+            "capture": CaptureHealth(gw.redis, gw.settings.key_prefix).state(time.time())}
 
 
 def stream_lag(gw: Gateway, models: list[str]) -> dict[str, Any]:

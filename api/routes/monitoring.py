@@ -25,14 +25,16 @@ def check_model(model: str) -> None:
 @monitoring.get("/<model>/monitoring")
 def show_monitoring(model: str) -> dict[str, Any]:
     """The monitor's latest look at the model's captured traffic: drift per field and window, warning rates,
-    label mix, live quality where outcomes came back, state and alerts (written by the monitor flow)."""
+    label mix, live quality where outcomes came back, state and alerts (written by the monitor flow); and
+    ``history``, the briefs of its latest looks (a day of them), oldest first, for plots over time."""
     check_model(model)
     gw = gateway()
-    found = MonitorStore(gw.redis, gw.settings.key_prefix).load(model)
+    store = MonitorStore(gw.redis, gw.settings.key_prefix)
+    found = store.load(model)
     if found is None:
         raise NotFound(f"no monitor result for {model!r} yet: capture must be on (BATCOMPUTER_CAPTURE_ROOT) and "
                        f"the monitor flow must have run (deployment monitor-{model})", model=model)
-    return found
+    return {**found, "history": store.history(model)}
 
 
 @monitoring.post("/<model>/outcomes")

@@ -419,13 +419,14 @@ async function renderModels() {
 
 async function route() {
   const page = (location.hash.match(/^#\/(\w+)/) || [null, "predict"])[1];
-  const known = ["predict", "batch", "models"].includes(page) ? page : "predict";
+  const known = ["predict", "batch", "models", "monitoring"].includes(page) ? page : "predict";
   for (const section of document.querySelectorAll(".page")) section.hidden = section.id !== `page-${known}`;
   for (const link of document.querySelectorAll("nav a")) {
     if (link.dataset.page === known) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
   if (known === "models") await renderModels();
+  if (known === "monitoring") await renderMonitoring();  // monitoring.js
 }
 
 async function start() {
@@ -440,6 +441,7 @@ async function start() {
   document.getElementById("predict-form").addEventListener("submit", submitPredict);
   document.getElementById("batch-form").addEventListener("submit", submitBatch);
   document.getElementById("batch-cancel").addEventListener("click", cancelBatch);
+  document.getElementById("monitoring-model").addEventListener("change", renderMonitoring);
   window.addEventListener("hashchange", route);
   await boot();
 }

@@ -141,9 +141,18 @@ class Keys:
         """Hash: ``<job id>|<index>`` -> the label that really happened (``batcomputer.monitoring.outcomes``)."""
         return f"{self.prefix}outcomes:{model}"
 
+    @property
+    def capture_health(self) -> str:
+        """Hash: per capturing process whose last write failed, what it dropped (``batcomputer.monitoring.store``)."""
+        return f"{self.prefix}capture:health"
+
     def monitoring(self, model: str) -> str:
         """String: the latest monitor result of ``model`` (JSON; ``batcomputer.monitoring.store``)."""
         return f"{self.prefix}monitoring:{model}"
+
+    def monitoring_history(self, model: str) -> str:
+        """List: the latest monitor results of ``model`` in brief, newest first (``batcomputer.monitoring.store``)."""
+        return f"{self.prefix}monitoring-history:{model}"
 
     @property
     def progress(self) -> str:

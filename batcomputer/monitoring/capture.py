@@ -30,6 +30,7 @@ import orjson
 from batcomputer.errors import ConfigurationError
 from batcomputer.files.storage import Location, commit
 from batcomputer.metrics import CAPTURED
+from batcomputer.monitoring.store import CaptureHealth
 from batcomputer.settings import Settings
 
 log = logging.getLogger("batcomputer.capture")
@@ -57,7 +58,7 @@ class Capture:
 
     def __init__(self, root: str, options: dict[str, Any] | None = None, rates: dict[str, float] | None = None,
                  roll_bytes: int = 64 << 20, roll_seconds: float = 60.0, clock: Callable[[], float] = time.time,
-                 sample: Callable[[], float] = random.random, recorder: Any = None) -> None:
+                 sample: Callable[[], float] = random.random, recorder: Any = None, health: Any = None) -> None:
         import fsspec
 
         self.fs, self.path = fsspec.core.url_to_fs(root, **(options or {}))
@@ -67,14 +68,17 @@ class Capture:
         self.roll_bytes, self.roll_seconds = roll_bytes, roll_seconds
         self.clock, self.sample = clock, sample
         self.recorder = recorder  # batcomputer.metrics.Recorder: written and dropped, for /metrics
+        self.health = health  # batcomputer.monitoring.store.CaptureHealth: a failing root, for /readyz
+        self._failing = False  # whether the last write failed (then the health says so)
         self.name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.counts = {"captured": 0, "written": 0, "dropped": 0, "files": 0}
         self._lock = threading.Lock()
         self._partitions: dict[tuple[str, int, str], Partition] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings, recorder: Any = None) -> Capture | None:
-        """The configured capture, or None when it is off (no ``BATCOMPUTER_CAPTURE_ROOT``)."""
+    def from_settings(cls, settings: Settings, recorder: Any = None, client: Any = None) -> Capture | None:
+        """The configured capture, or None when it is off (no ``BATCOMPUTER_CAPTURE_ROOT``); with ``client``
+        (Redis), failing and recovered writes are reported for ``/readyz``."""
         if not settings.capture_root:
             return None
         try:
@@ -82,7 +86,8 @@ class Capture:
         except ValueError as exc:
             raise ConfigurationError(f"BATCOMPUTER_CAPTURE_RATES: {exc}") from None
         return cls(settings.capture_root, settings.capture_options, rates, settings.capture_roll_mb << 20,
-                   settings.capture_roll_seconds, recorder=recorder)
+                   settings.capture_roll_seconds, recorder=recorder,
+                   health=CaptureHealth(client, settings.key_prefix) if client is not None else None)
 
     def add(self, bundle: Any, source: str, ids: list[str], indexes: list[int], records: list[dict[str, Any]],
             results: list[dict[str, Any]], sampled: bool = False) -> int:
@@ -145,12 +150,27 @@ class Capture:
                 self._count("dropped", part.rows)
                 log.warning("dropped %d captured records of %s@%d: %s: %s", part.rows, part.model, part.version,
                             type(exc).__name__, exc)
+                self._report(part.rows, type(exc).__name__)
                 continue
+            self._report(0, None)
             written += part.rows
             self.counts["written"] += part.rows
             self._count("written", part.rows)
             self.counts["files"] += 1
         return written
+
+    def _report(self, dropped: int, reason: str | None) -> None:
+        """Tell the health a write failed, or worked after failures; a Redis away is not the capture's fault."""
+        if self.health is None or (reason is None and not self._failing):
+            return
+        try:
+            if reason is None:
+                self.health.wrote(self.name)
+            else:
+                self.health.dropped(self.name, dropped, reason, self.clock())
+            self._failing = reason is not None
+        except Exception as exc:
+            log.warning("could not report the capture's health: %s", exc)
 
     def _count(self, outcome: str, rows: int) -> None:
         if self.recorder is not None:

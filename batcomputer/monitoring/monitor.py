@@ -17,6 +17,7 @@ from batcomputer.settings import Settings
 
 WINDOWS = {"hour": 3_600, "day": 86_400}
 MIN_RECORDS = 100  # fewer records in a window than this say nothing about drift: its state stays "ok"
+CALIBRATION_BINS = 10  # equal-width bins of the predicted probability in live calibration
 
 
 def read_window(root: str, options: dict[str, Any], model: str, since: float) -> Any:
@@ -98,7 +99,8 @@ def holdout_mix(bundle: Any) -> dict[str, float] | None:
 
 def quality(bundle: Any, rows: Any, outcomes: Any) -> dict[str, Any]:
     """Live quality of a version over the captured rows whose outcome came back: log loss, accuracy and (two
-    classes) ROC AUC, beside the same figures on the holdout the version was promoted on."""
+    classes) ROC AUC, the Brier score and calibration, beside the same figures on the holdout the version was
+    promoted on."""
     import numpy as np
 
     from batcomputer.monitoring.outcomes import outcome_key
@@ -107,7 +109,7 @@ def quality(bundle: Any, rows: Any, outcomes: Any) -> dict[str, Any]:
     truth = outcomes.lookup(schema.model, [outcome_key(str(i), int(n)) for i, n in zip(rows["id"], rows["index"],
                                                                                       strict=True)])
     known = [i for i, label in enumerate(truth) if label is not None]
-    holdout = {name: bundle.metrics.get(name) for name in ("log_loss", "accuracy", "roc_auc")}
+    holdout = {name: bundle.metrics.get(name) for name in ("log_loss", "accuracy", "roc_auc", "brier")}
     if not known:
         return {"records": 0, "holdout": holdout}
     seen = rows.iloc[known]
@@ -125,4 +127,29 @@ def quality(bundle: Any, rows: Any, outcomes: Any) -> dict[str, Any]:
         positive = schema.labels[1]
         found["roc_auc"] = round(float(roc_auc_score([label == positive for label in labels],
                                                      seen[f"out_{schema.outputs[1]}"].to_numpy())), 6)
+    if len(schema.labels) == 2:
+        happened = np.array([label == schema.labels[1] for label in labels], dtype=float)
+        predicted = seen[f"out_{schema.outputs[1]}"].to_numpy(dtype=float)
+        found["brier"] = round(float(np.mean((predicted - happened) ** 2)), 6)
+        found["calibration"] = calibration(predicted, happened)
     return found
+
+
+def calibration(predicted: Any, happened: Any, bins: int = CALIBRATION_BINS) -> dict[str, Any]:
+    """How far predicted probabilities are from how often it happened: per equal-width bin of the predicted
+    probability, the records, their mean prediction and the observed rate; and the expected calibration error
+    (the records-weighted mean of the gaps)."""
+    import numpy as np
+
+    index = np.minimum((predicted * bins).astype(int), bins - 1)
+    table, error = [], 0.0
+    for b in range(bins):
+        chosen = index == b
+        count = int(chosen.sum())
+        if not count:
+            continue
+        mean, rate = float(predicted[chosen].mean()), float(happened[chosen].mean())
+        error += count * abs(mean - rate)
+        table.append({"from": b / bins, "to": (b + 1) / bins, "records": count, "predicted": round(mean, 6),
+                      "observed": round(rate, 6)})
+    return {"error": round(error / len(predicted), 6), "bins": table}

@@ -40,5 +40,7 @@ def test_every_panel_queries_series_that_exist() -> None:
                for name in re.findall(r"batcomputer_[a-z_]+", t["expr"])}
     for needed in ("batcomputer_jobs_ended_total", "batcomputer_queue_depth", "batcomputer_queue_wait_seconds_bucket",
                    "batcomputer_end_to_end_seconds_bucket", "batcomputer_scoring_seconds_bucket",
-                   "batcomputer_micro_batch_records_sum", "batcomputer_stream_backlog", "batcomputer_model_version"):
+                   "batcomputer_micro_batch_records_sum", "batcomputer_stream_backlog", "batcomputer_model_version",
+                   "batcomputer_drift_psi", "batcomputer_live_quality", "batcomputer_holdout_quality",
+                   "batcomputer_captured_records_total"):
         assert needed in covered

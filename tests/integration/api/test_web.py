@@ -163,3 +163,70 @@ def test_the_models_page_shows_versions_metrics_aliases_and_history(session: Ses
     session.shoot("models")
     assert session.serious_violations() == []
     assert session.fits()
+
+
+@pytest.fixture(scope="module")
+def monitored(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Two looks of the monitor at crime's traffic, five minutes apart: jobs scored by the stack's worker,
+    captured (the capture writer, with its clock at each look), outcomes posted to the gateway for some of
+    them, and the monitor's result of each look saved as the monitor flow saves it. Returns the latest."""
+    import dataclasses
+    import time
+
+    from batcomputer.jobqueue.connection import redis_client
+    from batcomputer.monitoring.capture import Capture
+    from batcomputer.monitoring.monitor import watch
+    from batcomputer.monitoring.outcomes import OutcomeStore
+    from batcomputer.monitoring.store import MonitorStore
+
+    base, settings, _ = stack
+    root = tmp_path_factory.mktemp("monitored") / "capture"
+    own = dataclasses.replace(settings, capture_root=str(root))
+    registry = Registry.from_settings(own)
+    bundle = registry.bundle("crime", None, pipeline=True)
+    fields = bundle.schema.field_names
+    first = time.time() - 600
+    latest: dict[str, Any] = {}
+    for look, seed in ((0, 3), (1, 4)):
+        rows = crime_table(registry, 400, seed=seed, bad=False).select(fields).to_pylist()
+        job = requests.post(f"{base}/api/models/crime/jobs?wait=30", json={"records": rows}, timeout=60).json()
+        assert job["state"] == "succeeded", job
+        capture = Capture(str(root), clock=lambda look=look: first + look * 300)
+        capture.add(bundle, "job", [job["id"]] * len(rows), list(range(len(rows))), rows, job["results"])
+        assert capture.flush(force=True) == len(rows)
+        labels = bundle.schema.labels
+        outcomes = [{"job": job["id"], "index": i, "label": result["label"] if i % 4 == 0 else
+                     labels[1 - labels.index(result["label"])]}  # for every other record: half right, half wrong
+                    for i, result in enumerate(job["results"]) if i % 2 == 0]
+        posted = requests.post(f"{base}/api/models/crime/outcomes", json={"outcomes": outcomes}, timeout=30)
+        assert posted.status_code == 200, posted.text
+        latest = watch(own, registry, "crime", now=first + look * 300 + 10,
+                       outcomes=OutcomeStore(redis_client(own), own.key_prefix))
+        MonitorStore(redis_client(own), own.key_prefix).save(latest)
+    return latest
+
+
+def test_the_monitoring_page_plots_drift_over_time_quality_and_calibration(session: Session,
+                                                                           monitored: dict[str, Any]) -> None:
+    page = session.open("#/monitoring")
+    page.select_option("#monitoring-model", "crime")
+    page.wait_for_selector("#monitoring-state", timeout=30_000)
+    seen = monitored["windows"]["hour"]
+    version = max(seen, key=int)
+    fields = [f["field"] for f in seen[version]["fields"]]
+    # one line per field over the two looks, and the thresholds
+    lines = page.eval_on_selector_all("#monitoring-drift svg.plot polyline.series", "nodes => nodes.map(n => n.dataset.name)")
+    assert sorted(lines) == sorted(fields)
+    assert page.locator("#monitoring-drift line.threshold").count() == 2
+    text = page.inner_text("#monitoring-body")
+    assert f"State: {monitored['state']}" in text
+    for drift in seen[version]["fields"]:
+        assert f"{drift['psi']:.4f}" in text  # the table beside the plot
+    quality = seen[version]["quality"]
+    assert quality["records"] == 400 and f"{quality['log_loss']:.4f}" in text  # both looks are in the last hour
+    assert f"{quality['calibration']['error']:.4f}" in text
+    dots = page.locator("#monitoring-quality circle.dot[data-name='observed rate']").count()
+    assert dots == len(quality["calibration"]["bins"]) > 0
+    session.shoot("monitoring")
+    assert session.serious_violations() == []
+    assert session.fits()

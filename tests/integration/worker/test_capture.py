@@ -87,18 +87,32 @@ def test_every_scored_record_of_every_source_is_captured_once_with_what_the_clie
     assert all(r["in_age"] == ages[r["index"]] for r in scored)
 
 
-def test_a_root_that_cannot_be_written_drops_and_counts_while_scoring_goes_on(titanic_draft: Draft,
-                                                                            tmp_path: Path) -> None:
+def test_a_root_that_cannot_be_written_drops_and_counts_while_scoring_goes_on_and_readyz_says_so(
+        services: Services, titanic_draft: Draft, tmp_path: Path) -> None:
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("a file where the capture root should be")
-    capture = Capture(str(blocked / "capture"))
-    registry = Registry.from_settings(Settings(registry=str(tmp_path / "registry")))
-    registry.set_alias("titanic", "production", registry.publish(titanic_draft).version)
-    bundle = registry.bundle("titanic", "production", pipeline=True)
-    results = score(bundle, [RECORD] * 3)
-    assert capture.add(bundle, "job", ["j"] * 3, [0, 1, 2], [RECORD] * 3, results) == 3
-    assert capture.flush(force=True) == 0
-    assert capture.counts["dropped"] == 3 and capture.waiting() == 0
+    services.settings = dataclasses.replace(services.settings, capture_root=str(blocked / "capture"))
+    publish(services, titanic_draft, "titanic", titanic_draft.pipeline)
+    client = create_app(services.settings).test_client()
+    assert client.get("/readyz").get_json()["capture"] == {"state": "ok"}
+    worker = services.worker("records")
+    jobs = [client.post("/api/models/titanic/jobs?wait=20", json=RECORD).get_json() for _ in range(3)]
+    assert [job["state"] for job in jobs] == ["succeeded"] * 3  # scoring goes on
+    services.stop_one(worker)  # SIGTERM: it writes what it holds, and cannot
+    health = client.get("/readyz")
+    assert health.status_code == 200 and health.get_json()["status"] == "ready"
+    capture = health.get_json()["capture"]
+    assert capture["state"] == "degraded" and capture["processes"] == 1 and capture["dropped"] == 3
+    assert capture["reasons"] and str(tmp_path) not in health.get_data(as_text=True)  # no server path
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert re.search(r'batcomputer_captured_records_total\{outcome="dropped"\} 3\.0', metrics), metrics
+    blocked.unlink()  # the root can be written again: the next worker's write takes the capture off degraded
+    worker = services.worker("records")
+    assert client.post("/api/models/titanic/jobs?wait=20", json=RECORD).get_json()["state"] == "succeeded"
+    services.stop_one(worker)
+    assert table_of(blocked / "capture").num_rows == 1
+    # The first worker is gone while degraded; what it dropped stays on record until it is old enough.
+    assert client.get("/readyz").get_json()["capture"]["processes"] == 1
 
 
 def test_the_readmes_queries_read_the_capture_tree_as_one_table(titanic_draft: Draft, tmp_path: Path) -> None:

@@ -62,6 +62,10 @@ def test_explanations_equal_in_process_ones_and_come_from_a_child_at_lower_prior
         assert child is not None and child != os.getpid()
         ours = os.getpriority(os.PRIO_PROCESS, 0)
         assert os.getpriority(os.PRIO_PROCESS, child) == min(19, ours + settings.explain_niceness)
+        autogroup = Path(f"/proc/{child}/autogroup")
+        if autogroup.exists():  # a session of its own, weighed as lightly (else it shares the worker's weight)
+            assert autogroup.read_text().split()[-1] == str(settings.explain_niceness)
+            assert autogroup.read_text().split()[0] != Path("/proc/self/autogroup").read_text().split()[0]
         assert explainer.explain(bundle, RECORDS[:1])[0]["baseline"] == expected[0]["baseline"]
         assert explainer.pid == child  # one child serves every request
     finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from batcomputer.models.bundle import Draft
 from batcomputer.models.registry import Registry
 from batcomputer.monitoring.monitor import watch
 from batcomputer.monitoring.outcomes import OutcomeStore
+from batcomputer.monitoring.store import MonitorStore
 from tests.conftest import Services
 from tests.pipelines import publish
 
@@ -71,10 +73,29 @@ def test_outcomes_join_captured_predictions_into_live_quality_equal_to_pandas(
     found = watch(services.settings, registry, "titanic", outcomes=store)
     live = found["windows"]["hour"]["1"]["quality"]
     rows = pd.DataFrame([{"p": result["survived_proba"] if outcome["label"] == "survived" else result["died_proba"],
-                          "right": result["label"] == outcome["label"]}
+                          "right": result["label"] == outcome["label"], "survived": result["survived_proba"],
+                          "happened": float(outcome["label"] == "survived")}
                          for job in jobs for result, outcome in zip(
                              job["results"], [o for o in outcomes if o["job"] == job["id"]], strict=True)])
     assert live["records"] == 2_000
     assert math.isclose(live["log_loss"], float((-rows["p"].map(math.log)).mean()), abs_tol=1e-6)
     assert math.isclose(live["accuracy"], float(rows["right"].mean()), abs_tol=1e-6)
     assert 0.5 < live["roc_auc"] <= 1 and live["holdout"]["log_loss"] is not None
+    assert math.isclose(live["brier"], float(((rows["survived"] - rows["happened"]) ** 2).mean()), abs_tol=1e-6)
+    assert live["holdout"]["brier"] is not None
+    bins = rows.groupby((rows["survived"] * 10).astype(int).clip(upper=9))  # deciles of the predicted probability
+    expected = [{"records": len(b), "predicted": b["survived"].mean(), "observed": b["happened"].mean()}
+                for _, b in bins]
+    assert [b["records"] for b in live["calibration"]["bins"]] == [b["records"] for b in expected]
+    for mine, theirs in zip(live["calibration"]["bins"], expected, strict=True):
+        assert math.isclose(mine["predicted"], theirs["predicted"], abs_tol=1e-6)
+        assert math.isclose(mine["observed"], theirs["observed"], abs_tol=1e-6)
+    gap = sum(b["records"] * abs(b["predicted"] - b["observed"]) for b in expected) / len(rows)
+    assert math.isclose(live["calibration"]["error"], gap, abs_tol=1e-5)
+    MonitorStore(store.redis, services.settings.key_prefix).save(found)  # as the monitor flow does
+    text = client.get("/metrics").get_data(as_text=True)
+    for metric in ("log_loss", "accuracy", "roc_auc", "brier"):
+        shown = re.search(rf'batcomputer_live_quality{{metric="{metric}",model="titanic",version="1",window="hour"}} '
+                          r'(\S+)', text)
+        assert shown and math.isclose(float(shown.group(1)), live[metric], abs_tol=1e-9), metric
+    assert re.search(r'batcomputer_holdout_quality\{metric="log_loss",model="titanic",version="1"\} ', text)
