@@ -116,17 +116,19 @@ def load_source(spec: Spec, source: str | None, data_dir: Path) -> tuple[Source,
     return chosen, raw, data
 
 
-def sample_records(name: str, rows: int, source: str | None, data_dir: Path, seed: int = 0) -> Any:
+def sample_records(name: str, rows: int, source: str | None, data_dir: Path, seed: int = 0,
+                   outcomes: bool = False) -> Any:
     """``rows`` records a model takes, drawn with replacement from its source's usable rows (so categories
     come in their real proportions): a DataFrame of a ``record_id`` and the fields, text for categories (None
-    where absent) and numbers for numbers."""
+    where absent) and numbers for numbers; with ``outcomes``, also each record's real ``outcome`` (a label)."""
     import numpy as np
     import pandas as pd
 
     spec = load_spec(name)
     chosen, raw, _ = load_source(spec, source, data_dir)
-    table, _, _ = build_table(spec, chosen, raw)
-    picked = table.iloc[np.random.default_rng(seed).integers(0, len(table), rows)].reset_index(drop=True)
+    table, y, _ = build_table(spec, chosen, raw)
+    drawn = np.random.default_rng(seed).integers(0, len(table), rows)
+    picked = table.iloc[drawn].reset_index(drop=True)
     for field in spec.fields:
         column = picked[field.name]
         if field.kind == "categorical":
@@ -134,6 +136,8 @@ def sample_records(name: str, rows: int, source: str | None, data_dir: Path, see
         elif field.integer and column.notna().all():
             picked[field.name] = column.astype("int64")
     picked.insert(0, "record_id", np.arange(1, rows + 1))
+    if outcomes:
+        picked["outcome"] = [spec.labels[int(k)] for k in np.asarray(y)[drawn]]
     return picked
 
 

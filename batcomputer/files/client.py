@@ -77,6 +77,23 @@ class Client:
         body = {"input_uri": input_uri, **({"output_uri": output_uri} if output_uri else {})}
         return self._json("POST", f"/api/models/{urllib.parse.quote(model)}/batches", body)
 
+    def model(self, model: str) -> dict[str, Any]:
+        """A model's versions, aliases and current schema (with its training profile)."""
+        return self._json("GET", f"/api/models/{urllib.parse.quote(model)}")
+
+    def submit(self, model: str, records: list[dict[str, Any]], wait: float = 0) -> dict[str, Any]:
+        """Submit records as one job (``wait``: seconds the gateway may wait for its end)."""
+        suffix = f"?wait={wait:g}" if wait else ""
+        return self._json("POST", f"/api/models/{urllib.parse.quote(model)}/jobs{suffix}", {"records": records})
+
+    def append(self, model: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Append records to the model's input stream."""
+        return self._json("POST", f"/api/models/{urllib.parse.quote(model)}/stream", {"records": records})
+
+    def outcomes(self, model: str, outcomes: list[dict[str, Any]]) -> dict[str, Any]:
+        """Send what really happened (``{"job", "index", "label"}`` items)."""
+        return self._json("POST", f"/api/models/{urllib.parse.quote(model)}/outcomes", {"outcomes": outcomes})
+
     def job(self, job_id: str, wait: float = 0) -> dict[str, Any]:
         return self._json("GET", f"/api/jobs/{job_id}" + (f"?wait={wait:g}" if wait else ""))
 

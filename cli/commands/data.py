@@ -50,13 +50,16 @@ def data_fetch(ctx: Context, dataset: str | None, police_month: str | None, forc
 @click.option("--source", default=None, help="A source name of the model's spec, or for a file source its path "
               "(default: the first source with a dataset)")
 @click.option("--seed", type=int, default=0, show_default=True, help="Which rows are drawn")
+@click.option("--outcomes", is_flag=True, help="Add each record's real outcome (an `outcome` column of labels): "
+              "what `bench/replay.py --outcomes` sends back")
 @pass_context
-def data_sample(ctx: Context, model: str, target: Path, rows: int, source: str | None, seed: int) -> None:
+def data_sample(ctx: Context, model: str, target: Path, rows: int, source: str | None, seed: int,
+                outcomes: bool) -> None:
     """Write ROWS records MODEL takes (its named fields, drawn from its data, plus a record_id column) to
     TARGET, a .parquet or .csv file: input for `batcomputer score` and the batch API."""
     from training.trainer import sample_records  # heavy: imported when the command runs
 
-    picked = sample_records(model, rows, source, Path(ctx.settings.data_dir), seed)
+    picked = sample_records(model, rows, source, Path(ctx.settings.data_dir), seed, outcomes)
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.suffix == ".csv":
         picked.to_csv(target, index=False)
