@@ -215,7 +215,8 @@ def test_the_monitoring_page_plots_drift_over_time_quality_and_calibration(sessi
     version = max(seen, key=int)
     fields = [f["field"] for f in seen[version]["fields"]]
     # one line per field over the two looks, and the thresholds
-    lines = page.eval_on_selector_all("#monitoring-drift svg.plot polyline.series", "nodes => nodes.map(n => n.dataset.name)")
+    lines = page.eval_on_selector_all("#monitoring-drift svg.plot polyline.series",
+                                      "nodes => nodes.map(n => n.dataset.name)")
     assert sorted(lines) == sorted(fields)
     assert page.locator("#monitoring-drift line.threshold").count() == 2
     text = page.inner_text("#monitoring-body")
