@@ -60,12 +60,15 @@ class Decision:
     held: tuple[float, float] = (0.0, 0.0)  # when this run held its model's retrain slot: from, until (epoch s)
     # each field's mean absolute contribution to the last output on the holdout: {"challenger": {...}, "champion"}
     importance: dict[str, dict[str, float]] = field(default_factory=dict)
+    live_rows: int = 0  # captured records with outcomes it trained and was judged on too ([retrain] live_days)
+    live_drift: list[dict[str, Any]] = field(default_factory=list)  # the monitor's last hour of the champion
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "policy": self.policy, "version": self.version, "created": self.created,
                 "promoted": self.promoted, "champion": self.champion, "rule": self.rule,
                 "comparisons": self.comparisons, "held": list(self.held), "reasons": self.reasons,
-                "metrics": self.metrics, "importance": self.importance,
+                "metrics": self.metrics, "importance": self.importance, "live_rows": self.live_rows,
+                "live_drift": self.live_drift,
                 "drift": [{"field": d.field, "psi": d.psi, "level": d.level, "note": d.note} for d in self.drift]}
 
 
@@ -88,17 +91,19 @@ def fetch_data(settings: Settings, dataset: str) -> None:
 
 @task(cache_policy=NO_CACHE)
 def load_and_validate(settings: Settings, spec_name: str, champion_schema: Any) -> dict[str, Any]:
-    """Load what has been fetched and check it before anything is trained."""
+    """Load what has been fetched (and, with the spec's ``[retrain] live_days``, the captured records whose
+    outcomes came back) and check it before anything is trained."""
     from training.datasets import load_dataset
-    from training.features import build_table
     from training.spec import load_spec
+    from training.trainer import training_table
 
     spec = load_spec(spec_name)
     source, _ = spec.pick_source(None)
     assert source.dataset is not None
     raw, data = load_dataset(source.dataset, Path(settings.data_dir), available=True)
+    live = live_rows(settings, spec) if spec.live_days is not None else None
     try:
-        table, y, report = build_table(spec, source, raw)
+        table, y, report = training_table(spec, source, raw, live)
     except DataError as exc:
         raise RetrainRefused(f"the data does not fit the spec: {exc.detail}") from None
     if len(table) < spec.min_rows:
@@ -110,7 +115,38 @@ def load_and_validate(settings: Settings, spec_name: str, champion_schema: Any) 
                              f"at least 10 rows", positive_rate=positive)
     drift = field_drift(champion_schema, table) if champion_schema is not None else []
     return {"raw": raw, "data": data, "rows": len(table), "positive_rate": positive, "drift": drift,
-            "report": report}
+            "report": report, "live": live, "live_rows": len(live[1]) if live is not None else 0}
+
+
+def live_rows(settings: Settings, spec: Any) -> tuple[Any, Any]:
+    """The captured records of the spec's model from its last ``live_days`` whose outcomes came back."""
+    if not settings.capture_root:
+        raise RetrainRefused("the spec trains on captured records ([retrain] live_days) and capture is off "
+                             "(BATCOMPUTER_CAPTURE_ROOT)")
+    from batcomputer.jobqueue.connection import redis_client
+    from batcomputer.monitoring.monitor import labelled
+    from batcomputer.monitoring.outcomes import OutcomeStore
+
+    outcomes = OutcomeStore(redis_client(settings), settings.key_prefix)
+    return labelled(settings, spec.name, [f.name for f in spec.fields], spec.labels,
+                    time.time() - spec.live_days * 86_400, outcomes)
+
+
+def live_drift(settings: Settings, model: str, champion: int | None) -> list[dict[str, Any]]:
+    """The monitor's last look at the champion's captured traffic: PSI per field over the last hour."""
+    if champion is None:
+        return []
+    try:
+        from batcomputer.jobqueue.connection import redis_client
+        from batcomputer.monitoring.store import MonitorStore
+
+        found = MonitorStore(redis_client(settings), settings.key_prefix).load(model) or {}
+    except Exception as exc:  # no Redis here: the report says nothing of live traffic
+        get_run_logger().warning("no live drift: %s", exc)
+        return []
+    seen = found.get("windows", {}).get("hour", {}).get(str(champion)) or {}
+    return [{"field": f["field"], "psi": f.get("psi"), "records": seen.get("records", 0), "at": found.get("at")}
+            for f in seen.get("fields", [])]
 
 
 @task(cache_policy=NO_CACHE)
@@ -122,7 +158,7 @@ def train_and_compare(settings: Settings, spec_name: str, loaded: dict[str, Any]
 
     spec = load_spec(spec_name)
     source, _ = spec.pick_source(None)
-    draft = fit(spec, loaded["raw"], source.name, loaded["data"])
+    draft = fit(spec, loaded["raw"], source.name, loaded["data"], loaded.get("live"))
     result: dict[str, Any] = {"draft": draft, "challenger": draft.metrics, "champion": None}
     if champion is not None:
         result["champion"] = evaluate_champion(settings, spec_name, loaded, champion, model)
@@ -136,12 +172,12 @@ def evaluate_champion(settings: Settings, spec_name: str, loaded: dict[str, Any]
     from sklearn.model_selection import train_test_split
 
     from training.evaluation import evaluate
-    from training.features import build_table
     from training.spec import load_spec
+    from training.trainer import training_table
 
     spec = load_spec(spec_name)
     source, _ = spec.pick_source(None)
-    table, y, _ = build_table(spec, source, loaded["raw"])
+    table, y, _ = training_table(spec, source, loaded["raw"], loaded.get("live"))
     _, x_test, y_train, y_test = train_test_split(table, y, test_size=spec.holdout, random_state=spec.seed,
                                                   stratify=y)
     bundle = Registry.from_settings(settings).bundle(model, champion, pipeline=True)
@@ -184,6 +220,14 @@ def report(decision: Decision) -> str:
                   for d in decision.drift]
     else:
         lines.append("No champion to compare with.")
+    if decision.live_drift:
+        lines += ["", f"## Drift of production's live traffic (the monitor's last hour, "
+                      f"{decision.live_drift[0]['records']:,} captured records)", "", "| field | PSI |", "|---|---|"]
+        lines += [f"| {d['field']} | {'-' if d['psi'] is None else format(d['psi'], '.4f')} |"
+                  for d in decision.live_drift]
+    if decision.live_rows:
+        lines += ["", f"Trained and judged on {decision.live_rows:,} captured records whose outcomes came back, "
+                      "beside the fetched data."]
     return "\n".join(lines)
 
 
@@ -264,7 +308,8 @@ def _retrain(settings: Settings, model: str, policy: str, spec_name: str, loaded
     else:
         verdict = Verdict(False, "moving", [f"production moved {MAX_COMPARISONS} times while this run compared"])
     decision = Decision(model, policy, published.version, published.created, promoted, champion, verdict.reasons,
-                        drift=loaded["drift"], rule=verdict.rule, comparisons=comparisons, held=(since, time.time()))
+                        drift=loaded["drift"], rule=verdict.rule, comparisons=comparisons, held=(since, time.time()),
+                        live_rows=loaded["live_rows"], live_drift=live_drift(settings, model, champion))
     metric = compared["metric"]
     for name in dict.fromkeys((metric, "log_loss", "roc_auc", "pr_auc", "accuracy")):
         decision.metrics[name] = {"challenger": float(compared["challenger"][name]),

@@ -54,6 +54,8 @@ class Spec:
     freshness_days: float | None = None  # a champion trained longer ago than this yields to a challenger that
     #                                      is no worse than it by more than the margin (None: never by age)
     min_rows: int = 100     # fewer usable rows than this stop a retraining before it trains
+    live_days: float | None = None  # [retrain] live_days: also train on the captured records of this many days
+    #                                 whose outcomes came back (None: on the fetched data only)
 
     @property
     def lower_is_better(self) -> bool:
@@ -123,7 +125,8 @@ def parse_spec(raw: dict[str, Any], path: Path) -> Spec:
                     estimator_params=dict(estimator.get("params", {})), seed=int(raw.get("seed", 0)),
                     holdout=float(raw.get("holdout", 0.25)), metric=raw.get("metric", "log_loss"), raw=raw,
                     margin=float(raw.get("margin", 0.0)), min_rows=int(raw.get("min_rows", 100)),
-                    freshness_days=float(raw["freshness_days"]) if "freshness_days" in raw else None)
+                    freshness_days=float(raw["freshness_days"]) if "freshness_days" in raw else None,
+                    live_days=_live_days(path, raw.get("retrain", {})))
     except KeyError as exc:
         raise _fail(path, f"missing key {exc}") from None
     except (TypeError, ValueError) as exc:
@@ -145,6 +148,18 @@ def parse_spec(raw: dict[str, Any], path: Path) -> Spec:
     if len(labels) != 2 or len(outputs) != 2:
         raise _fail(path, "target needs exactly two labels and two outputs (binary classification)")
     return spec
+
+
+def _live_days(path: Any, retrain: Any) -> float | None:
+    """``[retrain] live_days``: a number of days greater than zero, or absent."""
+    if not isinstance(retrain, dict) or set(retrain) - {"live_days"}:
+        raise _fail(path, "[retrain] takes live_days: the days of captured records with outcomes to train on too")
+    days = retrain.get("live_days")
+    if days is None:
+        return None
+    if isinstance(days, bool) or not isinstance(days, int | float) or days <= 0:
+        raise _fail(path, "[retrain] live_days must be a number of days greater than zero")
+    return float(days)
 
 
 def spec_names() -> list[str]:

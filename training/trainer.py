@@ -44,10 +44,25 @@ BACKGROUND_KEPT = 200  # training rows a bundle keeps for explanations
 IMPORTANCE_ROWS = 200  # holdout rows its global importance is measured on
 
 
-def fit(spec: Spec, raw: Any, source_name: str, data: dict[str, Any]) -> Draft:
-    """Fit and evaluate the spec's pipeline on a raw table; return the bundle draft."""
-    source = spec.sources[source_name]
+def training_table(spec: Spec, source: Any, raw: Any, live: tuple[Any, Any] | None = None) -> tuple[Any, Any, Any]:
+    """The fields and classes a model trains and is judged on: the source's rows, and after them ``live``
+    rows (captured records whose outcomes came back, already fields: ``monitoring.monitor.labelled``)."""
+    import numpy as np
+    import pandas as pd
+
     table, y, report = build_table(spec, source, raw)
+    if live is not None and len(live[1]):
+        table = pd.concat([table, live[0][list(table.columns)]], ignore_index=True)
+        y = np.concatenate([np.asarray(y), live[1]])
+        report = {**report, "live_rows": len(live[1])}
+    return table, y, report
+
+
+def fit(spec: Spec, raw: Any, source_name: str, data: dict[str, Any], live: tuple[Any, Any] | None = None) -> Draft:
+    """Fit and evaluate the spec's pipeline on a raw table (and ``live`` rows: ``training_table``); return the
+    bundle draft."""
+    source = spec.sources[source_name]
+    table, y, report = training_table(spec, source, raw, live)
     x_train, x_test, y_train, y_test = train_test_split(table, y, test_size=spec.holdout, random_state=spec.seed,
                                                         stratify=y)
     pipeline = build_pipeline(spec)

@@ -153,3 +153,28 @@ def calibration(predicted: Any, happened: Any, bins: int = CALIBRATION_BINS) -> 
         table.append({"from": b / bins, "to": (b + 1) / bins, "records": count, "predicted": round(mean, 6),
                       "observed": round(rate, 6)})
     return {"error": round(error / len(predicted), 6), "bins": table}
+
+
+def labelled(settings: Settings, model: str, fields: list[str], labels: tuple[str, ...], since: float,
+             outcomes: Any) -> tuple[Any, Any]:
+    """The captured records of ``model`` (every version) scored since ``since`` whose outcome came back: a
+    DataFrame of the fields (NaN where absent) and each one's class index in ``labels``; the latest capture of
+    a record counts once."""
+    import numpy as np
+    import pandas as pd
+
+    from batcomputer.monitoring.outcomes import outcome_key
+
+    table = read_window(settings.capture_root or "", settings.capture_options, model, since)
+    empty = (pd.DataFrame({name: [] for name in fields}), np.zeros(0, dtype=int))
+    if table is None or not table.num_rows:
+        return empty
+    frame = table.to_pandas().drop_duplicates(subset=["id", "index"], keep="last")
+    truth = outcomes.lookup(model, [outcome_key(str(i), int(n)) for i, n in zip(frame["id"], frame["index"],
+                                                                                strict=True)])
+    known = [i for i, label in enumerate(truth) if label in labels]
+    if not known:
+        return empty
+    rows = frame.iloc[known]
+    x = pd.DataFrame({name: rows[f"in_{name}"].to_numpy() for name in fields}).fillna(value=np.nan)
+    return x, np.array([labels.index(str(truth[i])) for i in known], dtype=int)

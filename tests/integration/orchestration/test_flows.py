@@ -24,6 +24,7 @@ from prefect.testing.utilities import prefect_test_harness
 from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
 from orchestration.flows import RetrainRefused, promote, retrain, rollback, score_batch
+from tests.conftest import Services
 from tests.integration.api.test_api_batches import crime_table
 
 SPECS = Path(__file__).resolve().parents[3] / "training" / "specs"
@@ -135,3 +136,40 @@ def test_score_batch_runs_a_file_through_the_live_stack(stack: tuple[str, Settin
                       output_uri=str(root / "flows" / "out.parquet"), api_url=base, settings=settings)
     assert job["state"] == "succeeded" and job["rows_total"] == 5_000 and job["rows_failed"] == 3
     assert pq.read_table(root / "flows" / "out.parquet").num_rows == 5_000
+
+
+def test_a_spec_with_live_days_trains_and_judges_on_captured_records_whose_outcomes_came_back(
+        services: Services, data_dir: Path, tmp_path: Path) -> None:
+    from api.app import create_app
+    from batcomputer.jobqueue.connection import redis_client
+    from batcomputer.monitoring.monitor import watch
+    from batcomputer.monitoring.outcomes import OutcomeStore
+    from batcomputer.monitoring.store import MonitorStore
+
+    own = dataclasses.replace(services.settings, data_dir=str(data_dir), capture_root=str(tmp_path / "capture"))
+    services.settings = own
+    first = retrain(model="titanic", policy="auto", fetch=False, settings=own)
+    assert first["live_rows"] == 0 and first["live_drift"] == []
+    services.worker("records")
+    client = create_app(own).test_client()
+    passengers = [{"pclass": 3, "sex": "male", "age": float(age), "sibsp": 0, "parch": 0} for age in range(20, 70)]
+    jobs = [client.post("/api/models/titanic/jobs?wait=20", json={"records": passengers}).get_json()
+            for _ in range(4)]
+    assert all(job["state"] == "succeeded" for job in jobs)
+    told = [{"job": job["id"], "index": i, "label": "survived" if i % 3 == 0 else "died"}
+            for job in jobs[:3] for i in range(len(passengers))]  # the fourth job's outcomes never came back
+    assert client.post("/api/models/titanic/outcomes", json={"outcomes": told}).get_json()["kept"] == len(told)
+    services.stop()  # the worker writes what it captured
+    store = OutcomeStore(redis_client(own), own.key_prefix)
+    MonitorStore(store.redis, own.key_prefix).save(watch(own, Registry.from_settings(own), "titanic", outcomes=store))
+    spec = tmp_path / "titanic-live.toml"
+    spec.write_text((SPECS / "titanic.toml").read_text() + "\n[retrain]\nlive_days = 1\n")
+    second = retrain(model="titanic", policy="never", spec=str(spec), fetch=False, settings=own)
+    assert second["live_rows"] == len(told) and second["created"]  # new data: a new version
+    bundle = Registry.from_settings(own).bundle("titanic", second["version"])
+    assert bundle.metrics["data"]["live_rows"] == len(told)
+    assert {d["field"] for d in second["live_drift"]} == {"pclass", "sex", "age", "sibsp", "parch"}
+    assert all(d["records"] == len(passengers) * 4 for d in second["live_drift"])  # every captured record
+    without = dataclasses.replace(own, capture_root=None)
+    with pytest.raises(RetrainRefused, match="capture is off"):
+        retrain(model="titanic", policy="never", spec=str(spec), fetch=False, settings=without)
