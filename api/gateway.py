@@ -50,6 +50,27 @@ class Submitted:
     final: bool
 
 
+MAX_KEY_CHARS = 200  # a client's key of a record
+
+
+def check_key(key: Any, where: str) -> str:
+    """A client's key of a record: text of 1 to ``MAX_KEY_CHARS`` characters."""
+    if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_CHARS:
+        raise BadRequest(f"{where} must be text of 1 to {MAX_KEY_CHARS} characters (the client's own key of the "
+                         "record, to send its outcome by later)", field=where.split("[")[0])
+    return key
+
+
+def keys_of(body: dict[str, Any], count: int) -> list[str | None] | None:
+    """The ``keys`` beside a body's ``records``: one per record (null where a record has none), or None."""
+    keys = body.get("keys")
+    if keys is None:
+        return None
+    if not isinstance(keys, list) or len(keys) != count:
+        raise BadRequest(f"keys must be a list of one key per record ({count}), each text or null", field="keys")
+    return [None if key is None else check_key(key, f"keys[{i}]") for i, key in enumerate(keys)]
+
+
 class Gateway:
     """Everything the routes need, built once per app from the settings."""
 
@@ -136,22 +157,33 @@ class Gateway:
 
     def submit_body(self, pinned: Pinned, raw: bytes, idempotency: tuple[str, bytes] | None = None,
                     wait: float = 0.0, single: bool = False, owner: Key | None = None,
-                    timeout: float | None = None, explain: bool = False) -> Submitted:
-        """Submit a request body: one record, or ``{"records": [...]}`` (only one record when ``single``).
-        A plainly valid body is decoded and validated in one pass (``clean_json``); anything else takes
-        the detailed path, whose errors name every field and reason."""
+                    timeout: float | None = None, explain: bool = False, key: str | None = None) -> Submitted:
+        """Submit a request body: one record, or ``{"records": [...]}`` (only one record when ``single``),
+        with ``"keys"`` beside the records (or ``key`` for one record): the client's key of each record, by
+        which it may send outcomes later. A plainly valid body is decoded and validated in one pass
+        (``clean_json``); anything else takes the detailed path, whose errors name every field and reason."""
         fast = clean_json(pinned.schema, raw)
         if fast is None or (single and b'"records"' in raw):
             body = parse_json(raw)
             if single and isinstance(body, dict) and "records" in body:
                 raise BadRequest("/api/predict takes one record; send lists to /api/models/{model}/jobs",
                                  field="records")
-            return self.submit(pinned, self.records_of(body), idempotency, wait, owner, "predict" if single else "job",
-                               timeout, explain)
+            records = self.records_of(body)
+            keys = keys_of(body, len(records)) if isinstance(body, dict) and "records" in body else None
+            if key is not None:
+                if keys is not None or len(records) != 1:
+                    raise BadRequest("key names one record's key; a list's keys go in \"keys\" beside \"records\"",
+                                     field="key")
+                keys = [key]
+            return self.submit(pinned, records, idempotency, wait, owner, "predict" if single else "job",
+                               timeout, explain, keys)
         payload, count = fast
         self.check_count(count)
+        if key is not None and count != 1:
+            raise BadRequest("key names one record's key; a list's keys go in \"keys\" beside \"records\"",
+                             field="key")
         return self._enqueue(pinned, Payload(payload, count), idempotency, wait, owner, "predict" if single else "job",
-                             timeout, explain)
+                             timeout, explain, [key] if key is not None else None)
 
     def share(self) -> Share:
         """What one key may hold of a queue (``BATCOMPUTER_KEY_SHARE``, ``BATCOMPUTER_KEY_RESERVE``)."""
@@ -164,14 +196,15 @@ class Gateway:
 
     def submit(self, pinned: Pinned, records: list[Any], idempotency: tuple[str, bytes] | None = None,
                wait: float = 0.0, owner: Key | None = None, source: str = "job",
-               timeout: float | None = None, explain: bool = False) -> Submitted:
+               timeout: float | None = None, explain: bool = False, keys: list[str | None] | None = None) -> Submitted:
         """Validate, create the job record, enqueue it; optionally wait up to ``wait`` seconds for it."""
         return self._enqueue(pinned, validate_records(pinned.schema, records), idempotency, wait, owner, source,
-                             timeout, explain)
+                             timeout, explain, keys)
 
     def _enqueue(self, pinned: Pinned, clean: list[dict[str, Any]] | Payload,
                  idempotency: tuple[str, bytes] | None, wait: float, owner: Key | None = None,
-                 source: str = "job", timeout: float | None = None, explain: bool = False) -> Submitted:
+                 source: str = "job", timeout: float | None = None, explain: bool = False,
+                 keys: list[str | None] | None = None) -> Submitted:
         """Create the job record, enqueue it; optionally wait up to ``wait`` seconds for it.
 
         The job record is the commitment: once it exists the job will run. If the message cannot be sent
@@ -194,7 +227,8 @@ class Gateway:
                                        extra={**({"owner": owner.id} if owner else {}),
                                               **({"source": source} if source != "job" else {}),
                                               **({"timeout": f"{timeout:g}"} if timeout else {}),
-                                              **({"explain": "1"} if explain else {})} or None,
+                                              **({"explain": "1"} if explain else {}),
+                                              **({"keys": json.dumps(keys)} if keys else {})} or None,
                                        limit=self.settings.max_queue_depth, lane=lane, share=self.share())
             if not created.new:  # the same request came before (perhaps at this very moment)
                 job = self.wait_for(created.job_id, wait)

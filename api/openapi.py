@@ -129,6 +129,12 @@ EXPLAIN_PARAM = {"name": "explain", "in": "query", "required": False,
                  "description": "true: each result carries `explanation`: the `baseline` (mean prediction over the "
                                 "training rows) and each field's Shapley `contributions` to each output, which add "
                                 "up to the result's probabilities; 422 not_explainable for a version without them"}
+KEY_PARAM = {"name": "key", "in": "query", "required": False, "schema": {"type": "string", "minLength": 1,
+                                                                        "maxLength": 200},
+             "description": "Your own key of the one record sent, to send its outcome by later "
+                            "(POST /api/models/{model}/outcomes with {\"key\", \"label\"})"}
+KEYS_SCHEMA = {"type": "array", "items": {"type": ["string", "null"], "minLength": 1, "maxLength": 200},
+               "description": "Your own key of each record (null for none), to send its outcome by later"}
 TIMEOUT_PARAM = {"name": "timeout", "in": "query", "required": False,
                  "schema": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
                  "description": "Seconds the scoring of these records may take, at most "
@@ -141,7 +147,8 @@ def records_body(models: list[str]) -> dict[str, Any]:
     refs = [{"$ref": f"#/components/schemas/{component_name(m)}Record"} for m in models]
     record: dict[str, Any] = refs[0] if len(refs) == 1 else {"oneOf": refs}
     return {"oneOf": [record, {"type": "object", "required": ["records"], "additionalProperties": False,
-                               "properties": {"records": {"type": "array", "minItems": 1, "items": record}}}]}
+                               "properties": {"records": {"type": "array", "minItems": 1, "items": record},
+                                              "keys": KEYS_SCHEMA}}]}
 
 
 def jobs_operation(model: str | None, schemas: dict[str, Schema]) -> dict[str, Any]:
@@ -155,7 +162,8 @@ def jobs_operation(model: str | None, schemas: dict[str, Schema]) -> dict[str, A
         "summary": f"Submit records to {model or 'a model'}",
         "description": "Validates every record against the model's schema, pins the version now, queues a job.",
         "tags": ["jobs"],
-        "parameters": ([] if model else [MODEL_PARAM]) + [*VERSION_PARAMS, WAIT_PARAM, TIMEOUT_PARAM, EXPLAIN_PARAM, {
+        "parameters": ([] if model else [MODEL_PARAM]) + [
+            *VERSION_PARAMS, WAIT_PARAM, TIMEOUT_PARAM, EXPLAIN_PARAM, KEY_PARAM, {
             "name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
             "description": "The same key and body return the same job"}],
         "requestBody": json_body(body, examples),
@@ -173,6 +181,8 @@ def batch_operation() -> dict[str, Any]:
                               "roots (default: a file Batcomputer names and keeps BATCOMPUTER_BATCH_TTL_SECONDS)"},
                "callback_url": {"type": "string", "description": "POSTed the job when it ends, signed (see README)"},
                "columns": {"type": "string", "description": "Input columns the output keeps, comma-separated"},
+               "key_column": {"type": "string", "description": "The input column holding your key of each row, "
+                              "kept with its captured record, to send its outcome by"},
                "overwrite": {"type": "string", "enum": ["true", "false"], "description": "true: replace an "
                              "output_uri that exists (with API keys, one no other key's batch writes)"},
                "explain": {"type": "string", "enum": ["true", "false"], "description": "true: one column "
@@ -214,7 +224,7 @@ def predict_operation(schemas: dict[str, Schema], default: str) -> dict[str, Any
         "description": f"Scores one record with the default model ({default}) or ?model=, through the workers.",
         "tags": ["seed"],
         "parameters": [{"name": "model", "in": "query", "required": False, "schema": {"type": "string",
-                        "enum": list(schemas)}}, *VERSION_PARAMS, TIMEOUT_PARAM, EXPLAIN_PARAM],
+                        "enum": list(schemas)}}, *VERSION_PARAMS, TIMEOUT_PARAM, EXPLAIN_PARAM, KEY_PARAM],
         "requestBody": json_body(refs[0] if len(refs) == 1 else {"oneOf": refs}, examples),
         "responses": {**ok("The named outputs", outputs[0] if len(outputs) == 1 else {"oneOf": outputs}),
                       **errors(400, 404, 413, 415, 502, 503, 504)},
@@ -398,8 +408,10 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
             "tags": ["models"], "parameters": [MODEL_PARAM],
             "requestBody": json_body({"type": "object", "required": ["outcomes"], "properties": {
                 "outcomes": {"type": "array", "maxItems": 10_000, "items": {
-                    "type": "object", "required": ["job", "label"], "properties": {
+                    "type": "object", "required": ["label"], "properties": {
                         "job": {"type": "string"}, "index": {"type": "integer", "minimum": 0},
+                        "key": {"type": "string", "description": "instead of job and index: your key of the "
+                                "record (keys, ?key= or ?key_column= when it was sent)"},
                         "label": {"type": "string"}}}}}}),
             "responses": {**ok("Kept", {"type": "object", "properties": {"kept": {"type": "integer"}}}),
                           **errors(400, 404, 415, 422)}}},

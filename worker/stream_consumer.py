@@ -165,7 +165,8 @@ class StreamConsumer:
             self.recorder.observe(SCORING, labels, (time.perf_counter() - began,))
             if self.capture is not None:
                 self.capture.add(bundle, "stream", [entry.id for entry, _ in valid], [0] * len(valid),
-                                 [clean for _, clean in valid], results)
+                                 [clean for _, clean in valid], results,
+                                 keys=[entry.fields.get("key") or None for entry, _ in valid])
             self.recorder.observe(MICRO_BATCH, labels, (len(valid),))
             self.recorder.count(STREAM_RECORDS, (("model", self.model), ("outcome", "scored")), len(valid))
             self.recorder.set(MODEL_VERSION_SCORED, labels, bundle.version)

@@ -26,7 +26,7 @@ PARQUET = "application/vnd.apache.parquet"
 FILE_TYPES = (PARQUET, "application/octet-stream")
 MULTIPART = "multipart/form-data"
 ACCEPTED = (*JSON, *FILE_TYPES, MULTIPART)
-OPTIONS = ("output_uri", "callback_url", "columns", "overwrite", "timeout", "explain")
+OPTIONS = ("output_uri", "callback_url", "columns", "overwrite", "timeout", "explain", "key_column")
 
 
 def _columns(raw: Any) -> list[str] | None:
@@ -72,9 +72,14 @@ def _submit(gw: Gateway, pinned: Pinned, job_id: str, input_url: str, uploaded: 
     columns = _columns(options.get("columns"))
     timeout = gw.parse_timeout(options.get("timeout"), gw.settings.timeout_chunk_seconds)
     explain = gw.parse_explain(options.get("explain"), pinned)
+    key_column = options.get("key_column") or None
+    if key_column is not None and (not isinstance(key_column, str) or len(key_column) > 200):
+        raise BadRequest("key_column must name the input column holding each row's key (for outcomes)",
+                         field="key_column")
     parts = storage.place(f"parts/{job_id}").url
     spec = {"kind": KIND_BATCH, "input": source.url, "output": output.url, "parts": parts, "columns": columns,
-            "owned": owned, **({"timeout": timeout} if timeout else {}), **({"explain": True} if explain else {})}
+            "owned": owned, **({"timeout": timeout} if timeout else {}), **({"explain": True} if explain else {}),
+            **({"key_column": key_column} if key_column else {})}
     extra: dict[str, Any] = {"kind": KIND_BATCH, "input": source.url, "output": output.url, "parts": parts}
     if owned:
         extra["owned"] = "1"

@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 
 from api import auth
 from api.context import gateway, read_body
+from api.gateway import check_key
 from batcomputer.errors import BadRequest, Conflict
 from batcomputer.jobqueue.keyspace import KIND_BATCH, KIND_CHUNK, STATES
 from batcomputer.jobqueue.records import RawJSON
@@ -42,8 +43,9 @@ def submit_job(model: str) -> Response:
     caller = auth.caller()
     timeout = gw.parse_timeout(request.args.get("timeout"), gw.settings.timeout_records_seconds)
     explain = gw.parse_explain(request.args.get("explain"), pinned)
+    record_key = request.args.get("key")
     submitted = gw.submit_body(pinned, raw, (key, raw) if key else None, wait, owner=caller, timeout=timeout,
-                               explain=explain)
+                               explain=explain, key=check_key(record_key, "key") if record_key is not None else None)
     return job_response(submitted.job, 200 if submitted.final else 202)
 
 

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify, request
 import batcomputer
 from api import auth
 from api.context import gateway, read_body
+from api.gateway import check_key
 from api.problems import problem_response
 from batcomputer.errors import BatcomputerError
 
@@ -36,8 +37,10 @@ def predict() -> dict[str, Any]:
     caller = auth.caller()
     timeout = gw.parse_timeout(request.args.get("timeout"), gw.settings.timeout_records_seconds)
     explain = gw.parse_explain(request.args.get("explain"), pinned)
+    key = request.args.get("key")
     submitted = gw.submit_body(pinned, read_body(), wait=gw.settings.predict_timeout_seconds, single=True,
-                               owner=caller, timeout=timeout, explain=explain)
+                               owner=caller, timeout=timeout, explain=explain,
+                               key=check_key(key, "key") if key is not None else None)
     result = dict(gw.results_of(submitted, "the record")[0])
     result.pop("label", None)
     if request.args.get("warnings", "").lower() not in ("true", "1", "yes"):

@@ -8,7 +8,8 @@ import orjson
 from flask import Blueprint, Response, jsonify, request
 
 from api.context import gateway, read_body
-from api.gateway import parse_json
+from api.gateway import check_key, keys_of, parse_json
+from batcomputer.errors import BadRequest
 from batcomputer.jobqueue.streams import StreamStore
 from batcomputer.models.schema import validate_records
 
@@ -19,13 +20,21 @@ streams = Blueprint("streams", __name__, url_prefix="/api/models")
 def append(model: str) -> tuple[Response, int]:
     """One record or ``{"records": [...]}``; 202 with the entry ids, 429 with Retry-After past the backlog
     limit (nothing appended), 422 naming every field problem (nothing appended). ``?explain=true`` marks the
-    entries (field ``explain``) so that their outputs carry their explanation."""
+    entries (field ``explain``) so that their outputs carry their explanation. ``"keys"`` beside the records
+    (or ``?key=`` for one) give each entry the client's key (field ``key``), to send its outcome by."""
     gw = gateway()
     pinned = gw.pin(model)
     explain = gw.parse_explain(request.args.get("explain"), pinned)
-    records = validate_records(pinned.schema, gw.records_of(parse_json(read_body())))
+    sent = parse_json(read_body())
+    records = validate_records(pinned.schema, gw.records_of(sent))
+    keys = keys_of(sent, len(records)) if isinstance(sent, dict) and "records" in sent else None
+    if request.args.get("key") is not None:
+        if keys is not None or len(records) != 1:
+            raise BadRequest("key names one record's key; a list's keys go in \"keys\" beside \"records\"",
+                             field="key")
+        keys = [check_key(request.args["key"], "key")]
     store = StreamStore(gw.redis, gw.settings.key_prefix, model, gw.settings.stream_maxlen)
     ids = store.append([orjson.dumps(record) for record in records], gw.settings.stream_max_backlog,
-                       meta={"explain": "true"} if explain else None)
+                       meta={"explain": "true"} if explain else None, keys=keys)
     body: dict[str, Any] = {"model": model, "stream": store.input, "ids": ids}
     return jsonify(body), 202

@@ -228,7 +228,8 @@ class JobStore:
                                     reply[8].decode() if len(reply) > 8 else "",
                                     reply[9].decode() if len(reply) > 9 else "job",
                                     float(reply[10]) if len(reply) > 10 and reply[10] else None,
-                                    len(reply) > 11 and reply[11] == b"1"))
+                                    len(reply) > 11 and reply[11] == b"1",
+                                    orjson.loads(reply[12]) if len(reply) > 12 and reply[12] else None))
         if dead:
             self.end(dead)
             self.redis.hincrby(self.keys.stats, STAT_DEAD, len(dead))

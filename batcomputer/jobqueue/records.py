@@ -59,6 +59,7 @@ class Start:
     source: str = "job"  # how it came: a job, or /api/predict ("predict")
     timeout: float | None = None  # the time limit its request asked for, in seconds (None: the model's or default)
     explain: bool = False  # its request asked for each field's contribution to each output
+    keys: list[str | None] | None = None  # the client's key of each record, where it sent them (for outcomes)
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ def decode_text(fields: dict[str, str]) -> dict[str, Any]:
         job.pop(internal, None)
     if "webhook" in job:
         job["webhook"] = json.loads(job["webhook"])
+    if "keys" in job:
+        job["keys"] = json.loads(job["keys"])  # the client's key of each record, as it sent them
     if job.get("kind") == KIND_BATCH:
         job.update(progress(job.pop("scoring_started", None), job.pop("scoring_finished", None), job))
         for name in BATCH_COUNTS:  # one shape from submission on: totals are null until the file is planned

@@ -84,12 +84,17 @@ class StreamStore:
             return 0
         return sum(int(g.get("pending", 0)) for g in groups if _text(g.get("name")) == STREAM_GROUP)
 
-    def append(self, records: list[bytes], limit: int, meta: dict[str, str] | None = None) -> list[str]:
+    def append(self, records: list[bytes], limit: int, meta: dict[str, str] | None = None,
+               keys: list[str | None] | None = None) -> list[str]:
         """Append records (their JSON) unless the backlog would pass ``limit``: then ``TooManyRequests`` with a
         Retry-After from the rate consumers score at. Checked and appended in one script (``append.lua``), so
-        concurrent producers never pass the limit together, in one round trip however many records."""
+        concurrent producers never pass the limit together, in one round trip however many records. ``keys``:
+        the client's key of each record (an entry field ``key``; None for none)."""
         pairs = [part for pair in (meta or {}).items() for part in pair]
-        reply = self.scripts.call("append", [self.input], [limit, STREAM_GROUP, len(pairs) // 2, *pairs, *records])
+        body: list[Any] = list(records) if keys is None else [
+            part for key, record in zip(keys, records, strict=True) for part in (key or "", record)]
+        reply = self.scripts.call("append", [self.input], [limit, STREAM_GROUP, len(pairs) // 2, *pairs,
+                                                           0 if keys is None else 1, *body])
         if _text(reply[0]) == "full":
             backlog = int(reply[1])
             rate = self.rate()

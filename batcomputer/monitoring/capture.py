@@ -30,6 +30,7 @@ import orjson
 from batcomputer.errors import ConfigurationError
 from batcomputer.files.storage import Location, commit
 from batcomputer.metrics import CAPTURED
+from batcomputer.monitoring.outcomes import OutcomeStore, outcome_key
 from batcomputer.monitoring.store import CaptureHealth
 from batcomputer.settings import Settings
 
@@ -58,7 +59,8 @@ class Capture:
 
     def __init__(self, root: str, options: dict[str, Any] | None = None, rates: dict[str, float] | None = None,
                  roll_bytes: int = 64 << 20, roll_seconds: float = 60.0, clock: Callable[[], float] = time.time,
-                 sample: Callable[[], float] = random.random, recorder: Any = None, health: Any = None) -> None:
+                 sample: Callable[[], float] = random.random, recorder: Any = None, health: Any = None,
+                 outcomes: Any = None) -> None:
         import fsspec
 
         self.fs, self.path = fsspec.core.url_to_fs(root, **(options or {}))
@@ -69,6 +71,7 @@ class Capture:
         self.clock, self.sample = clock, sample
         self.recorder = recorder  # batcomputer.metrics.Recorder: written and dropped, for /metrics
         self.health = health  # batcomputer.monitoring.store.CaptureHealth: a failing root, for /readyz
+        self.outcomes = outcomes  # batcomputer.monitoring.outcomes.OutcomeStore: client keys of captured records
         self._failing = False  # whether the last write failed (then the health says so)
         self.name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.counts = {"captured": 0, "written": 0, "dropped": 0, "files": 0}
@@ -87,12 +90,14 @@ class Capture:
             raise ConfigurationError(f"BATCOMPUTER_CAPTURE_RATES: {exc}") from None
         return cls(settings.capture_root, settings.capture_options, rates, settings.capture_roll_mb << 20,
                    settings.capture_roll_seconds, recorder=recorder,
-                   health=CaptureHealth(client, settings.key_prefix) if client is not None else None)
+                   health=CaptureHealth(client, settings.key_prefix) if client is not None else None,
+                   outcomes=OutcomeStore(client, settings.key_prefix) if client is not None else None)
 
     def add(self, bundle: Any, source: str, ids: list[str], indexes: list[int], records: list[dict[str, Any]],
-            results: list[dict[str, Any]], sampled: bool = False) -> int:
+            results: list[dict[str, Any]], sampled: bool = False, keys: list[Any] | None = None) -> int:
         """Capture scored records (their clean inputs and results), sampled at the source's rate unless the
-        caller ``sampled`` them already; returns how many were kept."""
+        caller ``sampled`` them already; ``keys``: the client's key of each record (None where it sent none),
+        by which it may send the record's outcome. Returns how many were kept."""
         rate = 1.0 if sampled else self.rates.get(source, 1.0)
         if rate <= 0 or not records:
             return 0
@@ -106,12 +111,12 @@ class Capture:
             key = (bundle.model, int(bundle.version), date)
             part = self._partitions.get(key)
             if part is None:
-                outputs = [name for name in results[0] if name not in ("label", "warnings")]
+                outputs = [name for name in results[0] if name not in ("label", "warnings", "explanation")]
                 part = self._partitions[key] = Partition(bundle.model, int(bundle.version), date, bundle.schema,
                                                          outputs, since=now)
                 part.columns = {name: [] for name in ("sha256", "source", "id", "index", "at",
                                                       *(f"in_{f}" for f in fields),
-                                                      *(f"out_{o}" for o in outputs), "label", "warnings")}
+                                                      *(f"out_{o}" for o in outputs), "label", "warnings", "key")}
             columns = part.columns
             for i in keep:
                 record, result = records[i], results[i]
@@ -126,6 +131,7 @@ class Capture:
                     columns[f"out_{name}"].append(result.get(name))
                 columns["label"].append(result.get("label"))
                 columns["warnings"].append(orjson.dumps(result.get("warnings") or []).decode())
+                columns["key"].append(None if keys is None or keys[i] is None else str(keys[i]))
             part.rows += len(keep)
             part.bytes += len(keep) * (ROW_BYTES + 16 * (len(fields) + len(part.outputs)))
             self.counts["captured"] += len(keep)
@@ -153,11 +159,25 @@ class Capture:
                 self._report(part.rows, type(exc).__name__)
                 continue
             self._report(0, None)
+            self._index(part)
             written += part.rows
             self.counts["written"] += part.rows
             self._count("written", part.rows)
             self.counts["files"] += 1
         return written
+
+    def _index(self, part: Partition) -> None:
+        """Tell the outcomes which captured record each client key names (``OutcomeStore.index``): one
+        round trip per written file that holds keys, never on the scoring path."""
+        if self.outcomes is None:
+            return
+        named = {key: outcome_key(id_, index) for key, id_, index in zip(part.columns["key"], part.columns["id"],
+                                                                          part.columns["index"], strict=True) if key}
+        if named:
+            try:
+                self.outcomes.index(part.model, named)
+            except Exception as exc:  # outcomes by key wait for Redis; the file is written
+                log.warning("could not index %d client key(s) of %s: %s", len(named), part.model, exc)
 
     def _report(self, dropped: int, reason: str | None) -> None:
         """Tell the health a write failed, or worked after failures; a Redis away is not the capture's fault."""
@@ -182,7 +202,7 @@ class Capture:
 
         types: dict[str, Any] = {"sha256": pa.string(), "source": pa.string(), "id": pa.string(),
                                  "index": pa.int32(), "at": pa.timestamp("ms", tz="UTC"), "label": pa.string(),
-                                 "warnings": pa.string()}
+                                 "warnings": pa.string(), "key": pa.string()}
         for spec in part.schema.fields:
             types[f"in_{spec.name}"] = pa.string() if spec.kind == "categorical" else pa.float64()
         for name in part.outputs:

@@ -95,11 +95,16 @@ class BatchRunner:
         planned = plan_file(bundle, self.storage.confine(spec["input"], "input_uri"), spec.get("columns"),
                             self.rows_of(spec), self.batches.live_processes)
         parquet, kept, chunks = planned.parquet, planned.kept, planned.chunks
+        key_column = spec.get("key_column")
+        if key_column and key_column not in parquet.schema_arrow.names:
+            raise BadInput(f"key_column: the file has no column {key_column!r}; it has "
+                           f"{', '.join(parquet.schema_arrow.names)}", field="key_column")
         if not chunks:  # an empty file: an empty output, at once
             return self.merge(batch_id, bundle, spec)
         common = {"input": spec["input"], "parts": spec["parts"], "columns": kept,
                   **({"timeout": spec["timeout"]} if spec.get("timeout") else {}),
-                  **({"explain": True} if spec.get("explain") else {})}
+                  **({"explain": True} if spec.get("explain") else {}),
+                  **({"key_column": key_column} if key_column else {})}
         ids = self.batches.plan(batch_id, self.holder, bundle.schema.model, bundle.version, bundle.sha256,
                                 [(c.index, c.rows, {**common, "index": c.index, "group": c.group, "skip": c.skip,
                                                     "rows": c.rows, "groups": c.groups}) for c in chunks])
@@ -125,7 +130,9 @@ class BatchRunner:
         if chunk.group >= parquet.metadata.num_row_groups:
             raise BadInput(f"input_uri: chunk {chunk.index} was planned in row group {chunk.group} and the file has "
                            f"{parquet.metadata.num_row_groups}; was it replaced during the job?", field="input_uri")
-        table = read_chunk(source, parquet, chunk, read_columns(bundle, parquet, kept), self.rows_of(spec),
+        key_column = spec.get("key_column")
+        read = read_columns(bundle, parquet, [*kept, *([key_column] if key_column else [])])
+        table = read_chunk(source, parquet, chunk, read, self.rows_of(spec),
                            threads=False)
         out, failed = score_rows(bundle, table, kept, self.guard(f"chunk {chunk.index} of batch {batch_id}",
                                                                  spec.get("timeout")))
@@ -138,7 +145,7 @@ class BatchRunner:
             return CANCELLED, {}
         if self.capture is not None:
             first = sum(parquet.metadata.row_group(g).num_rows for g in range(chunk.group)) + chunk.skip
-            capture_rows(self.capture, bundle, batch_id, first, table, out)
+            capture_rows(self.capture, bundle, batch_id, first, table, out, key_column)
         return SUCCEEDED, {"rows_failed": str(failed)}
 
     def rows_of(self, spec: dict[str, Any]) -> int:
@@ -231,9 +238,11 @@ class BatchRunner:
             self.batches.schedule_webhook(batch_id)
 
 
-def capture_rows(capture: Any, bundle: Bundle, batch_id: str, first: int, table: Any, out: Any) -> int:
+def capture_rows(capture: Any, bundle: Bundle, batch_id: str, first: int, table: Any, out: Any,
+                 key_column: str | None = None) -> int:
     """Capture a sample of a chunk's scored rows (the ``batch`` rate): their inputs, outputs and label, each
-    with its row number in the file (``first`` is the chunk's). Rows that failed validation are not captured."""
+    with its row number in the file (``first`` is the chunk's) and, with ``key_column``, the client's key of
+    it (``?key_column=``). Rows that failed validation are not captured."""
     import numpy as np
 
     rate = capture.rates.get("batch", 0.0)
@@ -247,5 +256,7 @@ def capture_rows(capture: Any, bundle: Bundle, batch_id: str, first: int, table:
     outputs, _ = classes_of(bundle)
     scored = out.select([*outputs, LABEL]).take(picks).to_pylist()
     results = [{**row, "warnings": []} for row in scored]
+    keys = ([None if k is None else str(k) for k in table.column(key_column).take(picks).to_pylist()]
+            if key_column else None)
     return int(capture.add(bundle, "batch", [batch_id] * len(picks), [first + int(i) for i in picks], records,
-                           results, sampled=True))
+                           results, sampled=True, keys=keys))

@@ -1,6 +1,7 @@
 -- Appends records to a model's input stream unless its backlog would pass the limit (gateway).
 -- KEYS: the input stream.  ARGV: the backlog limit, the consumer group, the number of metadata fields m, then
--- m field/value pairs every entry carries, then the records (their JSON, one per entry).
+-- m field/value pairs every entry carries, then 1 when each record comes with the client's key (an entry field
+-- `key`) or 0, then the records (their JSON, one per entry), each after its key ('' for none) when keyed.
 -- The backlog is the group's lag (entries not yet delivered) plus its pending entries, as XINFO GROUPS tells;
 -- before a consumer made the group, or when Redis cannot tell the lag (entries deleted before they were read),
 -- it is the stream's length, which can only overstate it. Checked and appended in one step, so concurrent
@@ -15,13 +16,25 @@ if backlog > 0 then
   end
 end
 local meta = tonumber(ARGV[3])
-local first = 4 + 2 * meta
-if backlog + #ARGV - first + 1 > limit then return {'full', backlog} end
+local keyed = ARGV[4 + 2 * meta] == '1'
+local first = 5 + 2 * meta
+local step = keyed and 2 or 1
+if backlog + (#ARGV - first + 1) / step > limit then return {'full', backlog} end
 local fields = {'record', ''}
-for i = 4, first - 1 do fields[#fields + 1] = ARGV[i] end
+for i = 4, first - 2 do fields[#fields + 1] = ARGV[i] end
 local added = {'added'}
-for i = first, #ARGV do
-  fields[2] = ARGV[i]
-  added[#added + 1] = redis.call('XADD', KEYS[1], '*', unpack(fields))
+for i = first, #ARGV, step do
+  local entry = fields
+  if keyed then
+    fields[2] = ARGV[i + 1]
+    if ARGV[i] ~= '' then
+      entry = {unpack(fields)}
+      entry[#entry + 1] = 'key'
+      entry[#entry + 1] = ARGV[i]
+    end
+  else
+    fields[2] = ARGV[i]
+  end
+  added[#added + 1] = redis.call('XADD', KEYS[1], '*', unpack(entry))
 end
 return added

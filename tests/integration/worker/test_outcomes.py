@@ -99,3 +99,54 @@ def test_outcomes_join_captured_predictions_into_live_quality_equal_to_pandas(
                           r'(\S+)', text)
         assert shown and math.isclose(float(shown.group(1)), live[metric], abs_tol=1e-9), metric
     assert re.search(r'batcomputer_holdout_quality\{metric="log_loss",model="titanic",version="1"\} ', text)
+
+
+def test_outcomes_by_the_clients_own_keys_of_jobs_predictions_stream_entries_and_batch_rows(
+        services: Services, titanic_draft: Draft, tmp_path: Path) -> None:
+    import pyarrow.dataset as ds
+
+    from batcomputer.jobqueue.streams import StreamStore
+    from tests.integration.worker.test_worker_batches import titanic_table, upload
+
+    root = tmp_path / "capture"
+    services.settings = dataclasses.replace(services.settings, capture_root=str(root),
+                                            capture_rates="job=1,predict=1,stream=1,batch=1")
+    publish(services, titanic_draft, "titanic", titanic_draft.pipeline)
+    services.worker("records")
+    services.worker("bulk")
+    services.start("stream", "stream", "titanic", "--metrics-port=0")
+    client = create_app(services.settings).test_client()
+    listed = client.post("/api/models/titanic/jobs?wait=20", json={"records": [RECORD] * 3,
+                                                                    "keys": ["ann", "bob", None]}).get_json()
+    assert listed["state"] == "succeeded" and listed["keys"] == ["ann", "bob", None]
+    one = client.post("/api/models/titanic/jobs?wait=20&key=cat", json=RECORD).get_json()
+    assert one["state"] == "succeeded"
+    assert client.post("/api/predict?model=titanic&key=dan", json=RECORD).status_code == 200
+    appended = client.post("/api/models/titanic/stream", json={"records": [RECORD, RECORD], "keys": ["eve", "fay"]})
+    assert appended.status_code == 202
+    table = titanic_table(300)
+    batch = upload(client, "titanic", table, 100, "?key_column=passenger")
+    # what cannot be a key is refused up front, naming where
+    assert client.post("/api/models/titanic/jobs", json={"records": [RECORD], "keys": ["a", "b"]}).get_json()[
+        "field"] == "keys"
+    assert client.post("/api/models/titanic/jobs?key=", json=RECORD).get_json()["field"] == "key"
+    assert client.post("/api/models/titanic/jobs?key=x", json={"records": [RECORD] * 2}).get_json()["field"] == "key"
+    from tests.conftest import wait_until
+
+    wait_until(lambda: client.get(f"/api/jobs/{batch['id']}").get_json()["state"] == "succeeded", 120, "the batch")
+    store = StreamStore(redis_client(services.settings), services.settings.key_prefix, "titanic")
+    wait_until(lambda: store.redis.xlen(store.output) >= 2, 60, "stream outputs")
+    outputs = [fields for _, fields in store.redis.xrange(store.output)]
+    assert {fields[b"key"] for fields in outputs} == {b"eve", b"fay"}  # the key comes back with each output
+    services.stop()  # every process writes what it captured, and indexes its keys
+    captured = ds.dataset(str(root), format="parquet", partitioning="hive").to_table().to_pylist()
+    keys = sorted(row["key"] for row in captured if row["key"])
+    assert keys == sorted(["ann", "bob", "cat", "dan", "eve", "fay", *table.column("passenger").to_pylist()])
+    told = [{"key": key, "label": "survived" if n % 2 else "died"} for n, key in enumerate(keys)]
+    answer = client.post("/api/models/titanic/outcomes", json={"outcomes": [*told, {"key": "nobody", "label": "died"}]})
+    problem = answer.get_json()
+    assert answer.status_code == 422 and problem["kept"] == len(told)
+    assert [(p["item"], p["field"], p["code"]) for p in problem["problems"]] == [(len(told), "key", "unknown_key")]
+    found = watch(services.settings, Registry.from_settings(services.settings), "titanic",
+                  outcomes=OutcomeStore(redis_client(services.settings), services.settings.key_prefix))
+    assert found["windows"]["hour"]["1"]["quality"]["records"] == len(told)  # every keyed record joined
