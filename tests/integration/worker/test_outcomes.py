@@ -143,10 +143,25 @@ def test_outcomes_by_the_clients_own_keys_of_jobs_predictions_stream_entries_and
     keys = sorted(row["key"] for row in captured if row["key"])
     assert keys == sorted(["ann", "bob", "cat", "dan", "eve", "fay", *table.column("passenger").to_pylist()])
     told = [{"key": key, "label": "survived" if n % 2 else "died"} for n, key in enumerate(keys)]
-    answer = client.post("/api/models/titanic/outcomes", json={"outcomes": [*told, {"key": "nobody", "label": "died"}]})
+    rows, named = [t for t in told if t["key"].startswith("p0")], [t for t in told if not t["key"].startswith("p0")]
+    answer = client.post("/api/models/titanic/outcomes",
+                         json={"outcomes": [*named, {"key": "nobody", "label": "died"}]})
     problem = answer.get_json()
-    assert answer.status_code == 422 and problem["kept"] == len(told)
-    assert [(p["item"], p["field"], p["code"]) for p in problem["problems"]] == [(len(told), "key", "unknown_key")]
+    assert answer.status_code == 422 and problem["kept"] == len(named) == 6
+    assert [(p["item"], p["field"], p["code"]) for p in problem["problems"]] == [(6, "key", "unknown_key")]
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), sink)  # the batch rows' outcomes as a file: key and label columns
+    sent = client.post("/api/models/titanic/outcomes", data=sink.getvalue(),
+                       headers={"Content-Type": "application/vnd.apache.parquet"})
+    assert sent.status_code == 200 and sent.get_json()["kept"] == len(rows) == 300
+    refused = client.post("/api/models/titanic/outcomes", data=b"not parquet",
+                          headers={"Content-Type": "application/vnd.apache.parquet"})
+    assert refused.status_code == 400 and refused.get_json()["field"] == "body"
     found = watch(services.settings, Registry.from_settings(services.settings), "titanic",
                   outcomes=OutcomeStore(redis_client(services.settings), services.settings.key_prefix))
     assert found["windows"]["hour"]["1"]["quality"]["records"] == len(told)  # every keyed record joined
