@@ -1,6 +1,7 @@
 """The monitor flow: drift of captured traffic per model (``batcomputer.monitoring.monitor``), kept for the
-gateway, shown as an artifact, and, when a field's drift is major in the last hour, a Prefect event that the
-model's retrain deployment is triggered by (``orchestration.deployments``): at most once per cooldown, so one
+gateway, shown as an artifact, and, when a field's drift is major in the last hour or live quality is worse
+than the holdout's by the version's margin (``[monitor]`` in its spec), a Prefect event that the model's retrain
+deployment is triggered by (``orchestration.deployments``): at most once per cooldown, so one
 drift never starts a loop of retrains."""
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def monitor(model: str, settings: Settings | None = None) -> dict[str, Any]:
         emit_event(DRIFT_ALERT, resource={"prefect.resource.id": model_resource(model)},
                    payload={"alerts": result["alerts"]})
         result["retrain_requested_at"] = now
-        print(f"{model}: major drift ({', '.join(a['field'] for a in result['alerts'])}): retrain requested")
+        causes = [a.get("field") or "live " + str(a.get("metric")) for a in result["alerts"]]
+        print(f"{model}: alert ({', '.join(causes)}): retrain requested")
     store.save(result)
     create_markdown_artifact(report(result), key=f"monitor-{model}".replace("_", "-").lower(),
                              description=f"Drift of {model}'s captured traffic")

@@ -139,6 +139,12 @@ def parse_spec(raw: dict[str, Any], path: Path) -> Spec:
         raise _fail(path, "margin must not be negative and min_rows must be at least 1")
     if spec.freshness_days is not None and spec.freshness_days <= 0:
         raise _fail(path, "freshness_days must be greater than zero")
+    monitor = raw.get("monitor", {})
+    numbers = isinstance(monitor, dict) and all(isinstance(v, int | float) and not isinstance(v, bool)
+                                                for v in monitor.values())
+    if not numbers or set(monitor) - {"psi_warn", "psi_alert", "quality_margin"} or not (
+            0 < monitor.get("psi_warn", 0.1) < monitor.get("psi_alert", 0.25)) or monitor.get("quality_margin", 0) < 0:
+        raise _fail(path, "[monitor] takes psi_warn and psi_alert (0 < warn < alert) and quality_margin (not negative)")
     timeouts = raw.get("timeouts", {})
     if not isinstance(timeouts, dict) or set(timeouts) - {"records", "chunk", "stream"} or not all(
             isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in timeouts.values()):

@@ -140,6 +140,6 @@ async function renderMonitoring() {
   }
   holder.replaceChildren(
     element("p", { id: "monitoring-state", class: `state ${found.state}`, role: "status",
-      text: `State: ${found.state} (latest look ${when(found.at)}${found.alerts.length ? `; alerts on ${found.alerts.map((a) => a.field).join(", ")}` : ""}).` }),
+      text: `State: ${found.state} (latest look ${when(found.at)}${found.alerts.length ? `; alerts on ${found.alerts.map((a) => a.field || `live ${a.metric}`).join(", ")}` : ""}).` }),
     driftOverTime(model, found), qualitySection(model, found.windows), labelSection(model, found.windows));
 }

@@ -17,6 +17,7 @@ from batcomputer.settings import Settings
 
 WINDOWS = {"hour": 3_600, "day": 86_400}
 MIN_RECORDS = 100  # fewer records in a window than this say nothing about drift: its state stays "ok"
+LOWER_IS_BETTER = ("log_loss", "brier")  # quality metrics where less is better (the others: accuracy, AUCs)
 CALIBRATION_BINS = 10  # equal-width bins of the predicted probability in live calibration
 
 
@@ -53,20 +54,56 @@ def watch(settings: Settings, registry: Any, model: str, now: float | None = Non
             for version, rows in frame.groupby("version"):
                 bundle = registry.bundle(model, int(str(version)))
                 versions[str(version)] = describe(bundle.schema, rows)
+                versions[str(version)]["thresholds"] = thresholds_of(bundle)
                 versions[str(version)]["holdout_labels"] = holdout_mix(bundle)
                 if outcomes is not None:
                     versions[str(version)]["quality"] = quality(bundle, rows, outcomes)
         result["windows"][window] = versions
     for version, seen in result["windows"].get("hour", {}).items():
+        limits = seen["thresholds"]
         if seen["records"] < MIN_RECORDS:
             continue
         for drift in seen["fields"]:
-            level = "alert" if (drift["psi"] or 0) > MAJOR else "warn" if (drift["psi"] or 0) > MODERATE else "ok"
-            if STATES.index(level) > STATES.index(result["state"]):
-                result["state"] = level
+            psi = drift["psi"] or 0
+            level = "alert" if psi > limits["alert"] else "warn" if psi > limits["warn"] else "ok"
+            drift["level"] = level
+            raise_state(result, level)
             if level == "alert":
                 result["alerts"].append({"version": int(version), "field": drift["field"], "psi": drift["psi"]})
+        worse = worse_than_holdout(seen.get("quality") or {}, limits)
+        if worse is not None:
+            raise_state(result, "alert")
+            result["alerts"].append({"version": int(version), **worse})
     return result
+
+
+def raise_state(result: dict[str, Any], level: str) -> None:
+    if STATES.index(level) > STATES.index(result["state"]):
+        result["state"] = level
+
+
+def thresholds_of(bundle: Any) -> dict[str, Any]:
+    """A version's monitor thresholds: its spec's ``[monitor]`` table (``psi_warn``, ``psi_alert``,
+    ``quality_margin``), else the defaults (PSI 0.1 and 0.25; quality worse than the holdout by the spec's
+    ``margin``), and the spec's deciding ``metric``."""
+    spec = bundle.manifest.get("spec") or {}
+    table = spec.get("monitor") or {}
+    return {"warn": float(table.get("psi_warn", MODERATE)), "alert": float(table.get("psi_alert", MAJOR)),
+            "metric": spec.get("metric", "log_loss"),
+            "quality_margin": float(table.get("quality_margin", spec.get("margin", 0.0)))}
+
+
+def worse_than_holdout(quality: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any] | None:
+    """The live figure of the deciding metric, when enough records came back and it is worse than the
+    holdout's by more than the margin; else None."""
+    metric = limits["metric"]
+    live, holdout = quality.get(metric), (quality.get("holdout") or {}).get(metric)
+    if quality.get("records", 0) < MIN_RECORDS or live is None or holdout is None:
+        return None
+    gap = live - holdout if metric in LOWER_IS_BETTER else holdout - live
+    if gap <= limits["quality_margin"]:
+        return None
+    return {"metric": metric, "live": live, "holdout": holdout, "margin": limits["quality_margin"]}
 
 
 def describe(schema: Any, rows: Any) -> dict[str, Any]:

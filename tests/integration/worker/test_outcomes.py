@@ -164,4 +164,11 @@ def test_outcomes_by_the_clients_own_keys_of_jobs_predictions_stream_entries_and
     assert refused.status_code == 400 and refused.get_json()["field"] == "body"
     found = watch(services.settings, Registry.from_settings(services.settings), "titanic",
                   outcomes=OutcomeStore(redis_client(services.settings), services.settings.key_prefix))
-    assert found["windows"]["hour"]["1"]["quality"]["records"] == len(told)  # every keyed record joined
+    hour = found["windows"]["hour"]["1"]
+    assert hour["quality"]["records"] == len(told)  # every keyed record joined
+    # outcomes that ignore the model (alternate labels) make live log loss far worse than the holdout's: alert
+    assert hour["quality"]["log_loss"] > hour["quality"]["holdout"]["log_loss"] + hour["thresholds"]["quality_margin"]
+    assert found["state"] == "alert"
+    assert {"version": 1, "metric": "log_loss", "live": hour["quality"]["log_loss"],
+            "holdout": hour["quality"]["holdout"]["log_loss"],
+            "margin": hour["thresholds"]["quality_margin"]} in found["alerts"]
