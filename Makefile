@@ -63,6 +63,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/explain.py
+	$(BIN)/python bench/capture.py
 
 clean:
 	rm -rf $(VENV) .venv-clients .mypy_cache .ruff_cache .pytest_cache

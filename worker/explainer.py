@@ -113,7 +113,7 @@ class Explainer:
 
 
 def serve() -> None:
-    """The child's loop: lower its own priority, then answer requests until the pipe ends."""
+    """The child's loop: answer requests until the pipe ends, at a lower priority once it has started."""
     from batcomputer.models.explain import explain
     from batcomputer.models.registry import Registry
     from worker.bundle_cache import BundleCache
@@ -121,15 +121,19 @@ def serve() -> None:
     requests, answers = Connection(0, writable=False), Connection(os.dup(1), readable=False)
     os.dup2(2, 1)  # nothing but answers may go down the pipe: whatever prints goes to the worker's log
     settings: Settings = requests.recv()
-    lower_priority(settings.explain_niceness)
     bundles = BundleCache(Registry.from_settings(settings), size=4)
+    lowered = False
     while True:
         try:
             model, version, records = requests.recv()
         except EOFError:  # the scoring process ended or gave up on this child
             return
         try:
-            answer: tuple[str, Any] = ("ok", explain(bundles.get(model, version), records))
+            bundle = bundles.get(model, version)
+            if not lowered:  # after the first bundle's load (scikit-learn's imports): a busy machine must not
+                lower_priority(settings.explain_niceness)  # starve the start of the first explained request
+                lowered = True
+            answer: tuple[str, Any] = ("ok", explain(bundle, records))
         except Exception as exc:
             answer = ("error", exc if picklable(exc) else ModelError(f"{type(exc).__name__}: {exc}"))
         answers.send(answer)

@@ -173,10 +173,11 @@ class StreamConsumer:
             explanations = self.explanations(bundle, valid)
             for (entry, _), result in zip(valid, results, strict=True):
                 meta = {k: v for k, v in entry.fields.items() if k != "record"}
-                warnings = result.pop("warnings", None)
+                warnings = result.get("warnings")  # the result stays whole: the capture reads it when it writes
                 explained = explanations.get(entry.id)
                 outputs.append((entry.id, {**meta, "in_id": entry.id, "model": self.model,
-                                           "version": str(bundle.version), **{k: str(v) for k, v in result.items()},
+                                           "version": str(bundle.version),
+                                           **{k: str(v) for k, v in result.items() if k != "warnings"},
                                            **({"warnings": orjson.dumps(warnings).decode()} if warnings else {}),
                                            **({"explanation": explained} if explained else {})}))
         if dead:

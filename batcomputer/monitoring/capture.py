@@ -36,7 +36,23 @@ from batcomputer.settings import Settings
 
 log = logging.getLogger("batcomputer.capture")
 SOURCES = ("job", "predict", "stream", "batch")
+COMPACT_RECORDS = 4_096  # records a partition holds as the scorers' own dicts before converting them to Arrow
 ROW_BYTES = 200  # an estimate of a captured row's size in memory beyond its values, for rolling files
+
+
+@dataclass(frozen=True)
+class Call:
+    """One ``add``: the scorer's own lists, kept as they are (no work per record on the scoring path)."""
+
+    sha256: str
+    source: str
+    at: int  # milliseconds
+    ids: list[str]
+    indexes: list[int]
+    records: list[dict[str, Any]]
+    results: list[dict[str, Any]]
+    keys: list[Any] | None
+    keep: list[int] | None  # the sampled records' positions (None: all of them)
 
 
 @dataclass
@@ -48,7 +64,9 @@ class Partition:
     date: str
     schema: Any  # the model's Schema: which inputs, of which kind
     outputs: list[str]
-    columns: dict[str, list[Any]] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)  # what each ``add`` kept, not yet converted
+    pending: int = 0  # records in ``calls``
+    tables: list[Any] = field(default_factory=list)  # calls converted (``table_of``), waiting to be written
     rows: int = 0
     bytes: int = 0
     since: float = 0.0
@@ -106,7 +124,9 @@ class Capture:
             return 0
         now = self.clock()
         date = datetime.fromtimestamp(now, UTC).date().isoformat()
-        fields = bundle.schema.field_names
+        kept = len(keep)
+        call = Call(bundle.sha256, source, int(now * 1000), ids, indexes, records, results, keys,
+                    None if kept == len(records) else list(keep))
         with self._lock:
             key = (bundle.model, int(bundle.version), date)
             part = self._partitions.get(key)
@@ -114,27 +134,14 @@ class Capture:
                 outputs = [name for name in results[0] if name not in ("label", "warnings", "explanation")]
                 part = self._partitions[key] = Partition(bundle.model, int(bundle.version), date, bundle.schema,
                                                          outputs, since=now)
-                part.columns = {name: [] for name in ("sha256", "source", "id", "index", "at",
-                                                      *(f"in_{f}" for f in fields),
-                                                      *(f"out_{o}" for o in outputs), "label", "warnings", "key")}
-            columns = part.columns
-            for i in keep:
-                record, result = records[i], results[i]
-                columns["sha256"].append(bundle.sha256)
-                columns["source"].append(source)
-                columns["id"].append(ids[i])
-                columns["index"].append(indexes[i])
-                columns["at"].append(int(now * 1000))
-                for name in fields:
-                    columns[f"in_{name}"].append(record.get(name))
-                for name in part.outputs:
-                    columns[f"out_{name}"].append(result.get(name))
-                columns["label"].append(result.get("label"))
-                columns["warnings"].append(orjson.dumps(result.get("warnings") or []).decode())
-                columns["key"].append(None if keys is None or keys[i] is None else str(keys[i]))
-            part.rows += len(keep)
-            part.bytes += len(keep) * (ROW_BYTES + 16 * (len(fields) + len(part.outputs)))
-            self.counts["captured"] += len(keep)
+            part.calls.append(call)
+            part.pending += kept
+            if part.pending >= COMPACT_RECORDS:  # converted now: a partition never holds many scorers' dicts
+                part.tables.append(table_of(part, part.calls))
+                part.calls, part.pending = [], 0
+            part.rows += kept
+            part.bytes += kept * (ROW_BYTES + 16 * (len(bundle.schema.field_names) + len(part.outputs)))
+            self.counts["captured"] += kept
             full = part.bytes >= self.roll_bytes
         if full:
             self.flush(only=key)
@@ -150,7 +157,7 @@ class Capture:
         written = 0
         for part in taken:
             try:
-                self._write(part)
+                table = self._write(part)
             except Exception as exc:  # the root is unwritable: drop and count, scoring goes on
                 self.counts["dropped"] += part.rows
                 self._count("dropped", part.rows)
@@ -159,20 +166,21 @@ class Capture:
                 self._report(part.rows, type(exc).__name__)
                 continue
             self._report(0, None)
-            self._index(part)
+            self._index(part, table)
             written += part.rows
             self.counts["written"] += part.rows
             self._count("written", part.rows)
             self.counts["files"] += 1
         return written
 
-    def _index(self, part: Partition) -> None:
+    def _index(self, part: Partition, table: Any) -> None:
         """Tell the outcomes which captured record each client key names (``OutcomeStore.index``): one
         round trip per written file that holds keys, never on the scoring path."""
-        if self.outcomes is None:
+        if self.outcomes is None or table.column("key").null_count == table.num_rows:
             return
-        named = {key: outcome_key(id_, index) for key, id_, index in zip(part.columns["key"], part.columns["id"],
-                                                                          part.columns["index"], strict=True) if key}
+        named = {key: outcome_key(id_, index) for key, id_, index in zip(
+            table.column("key").to_pylist(), table.column("id").to_pylist(), table.column("index").to_pylist(),
+            strict=True) if key}
         if named:
             try:
                 self.outcomes.index(part.model, named)
@@ -196,23 +204,18 @@ class Capture:
         if self.recorder is not None:
             self.recorder.count(CAPTURED, (("outcome", outcome),), float(rows))
 
-    def _write(self, part: Partition) -> None:
+    def _write(self, part: Partition) -> Any:
+        """Write the partition's records as one Parquet file, committed whole; returns them as a table."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        types: dict[str, Any] = {"sha256": pa.string(), "source": pa.string(), "id": pa.string(),
-                                 "index": pa.int32(), "at": pa.timestamp("ms", tz="UTC"), "label": pa.string(),
-                                 "warnings": pa.string(), "key": pa.string()}
-        for spec in part.schema.fields:
-            types[f"in_{spec.name}"] = pa.string() if spec.kind == "categorical" else pa.float64()
-        for name in part.outputs:
-            types[f"out_{name}"] = pa.float64()
-        table = pa.table({name: pa.array(values, type=types[name]) for name, values in part.columns.items()})
+        table = pa.concat_tables([*part.tables, *([table_of(part, part.calls)] if part.calls else [])])
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")
         folder = f"{self.path.rstrip('/')}/model={part.model}/version={part.version}/date={part.date}"
         name = f"part-{self.name}-{int(part.since * 1000)}-{uuid.uuid4().hex[:6]}.parquet"
         commit(Location(f"{self.root}/{name}", self.fs, f"{folder}/{name}", self.local), buffer.getvalue())
+        return table
 
     def expire(self, days: float) -> int:
         """Delete the date partitions older than ``days`` (retention); returns how many went."""
@@ -228,6 +231,54 @@ class Capture:
         """Rows held in memory, not yet written."""
         with self._lock:
             return sum(part.rows for part in self._partitions.values())
+
+
+def table_of(part: Partition, calls: list[Call]) -> Any:
+    """The kept records of ``calls`` as one table of the capture's columns: the lists joined (in C), then
+    converted at once (``from_pylist``), so a record costs no Python work of its own but its warnings'."""
+    import pyarrow as pa
+
+    ids: list[str] = []
+    indexes: list[int] = []
+    records: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    keys: list[Any] = []
+    shas: list[str] = []
+    sources: list[str] = []
+    ats: list[int] = []
+    for call in calls:
+        if call.keep is None:
+            ids += call.ids
+            indexes += call.indexes
+            records += call.records
+            results += call.results
+            keys += call.keys if call.keys is not None else [None] * len(call.ids)
+            count = len(call.ids)
+        else:
+            ids += [call.ids[i] for i in call.keep]
+            indexes += [call.indexes[i] for i in call.keep]
+            records += [call.records[i] for i in call.keep]
+            results += [call.results[i] for i in call.keep]
+            keys += [call.keys[i] for i in call.keep] if call.keys is not None else [None] * len(call.keep)
+            count = len(call.keep)
+        shas += [call.sha256] * count
+        sources += [call.source] * count
+        ats += [call.at] * count
+    inputs = pa.Table.from_pylist(records, schema=pa.schema(
+        [(spec.name, pa.string() if spec.kind == "categorical" else pa.float64()) for spec in part.schema.fields]))
+    scored = pa.Table.from_pylist(results, schema=pa.schema(
+        [*((name, pa.float64()) for name in part.outputs), ("label", pa.string())]))
+    return pa.table({
+        "sha256": pa.array(shas, pa.string()), "source": pa.array(sources, pa.string()),
+        "id": pa.array(ids, pa.string()), "index": pa.array(indexes, pa.int32()),
+        "at": pa.array(ats, pa.timestamp("ms", tz="UTC")),
+        **{f"in_{name}": inputs.column(name) for name in inputs.column_names},
+        **{f"out_{name}": scored.column(name) for name in part.outputs},
+        "label": scored.column("label"),
+        "warnings": pa.array([orjson.dumps(r["warnings"]).decode() if r.get("warnings") else "[]" for r in results],
+                             pa.string()),
+        "key": pa.array([None if k is None else str(k) for k in keys], pa.string()),
+    })
 
 
 def parse_rates(text: str) -> dict[str, float]:
