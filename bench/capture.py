@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 from batcomputer.jobqueue.streams import StreamStore  # noqa: E402
 from batcomputer.settings import Settings, per_core  # noqa: E402
 from bench.run import lua_script, real_records, run_wrk, wait_http  # noqa: E402
+from cli.launchers.groups import stop_groups  # noqa: E402
 from cli.launchers.redis_server import free_port, start_redis_server  # noqa: E402
 
 
@@ -47,14 +48,7 @@ class Stack:
         wait_http(f"{self.base}/readyz")
 
     def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_groups(self.processes, 60)
 
 
 def drain(client: Any, store: StreamStore, bodies: list[bytes]) -> float:

@@ -259,16 +259,9 @@ class Services:
         process.wait(60)
 
     def stop(self) -> None:
-        import signal
+        from cli.launchers.groups import stop_groups
 
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+        stop_groups(self.processes, 30)
 
     def server_errors(self) -> list[str]:
         """Access-log lines of the gateway that answered 5xx other than 503."""
