@@ -24,7 +24,8 @@ def build(interval_seconds: float | None = None, models: tuple[str, ...] = ("cri
                                    triggers=[DeploymentEventTrigger(
                                        name=f"drift-{model}", expect={DRIFT_ALERT},
                                        match={"prefect.resource.id": model_resource(model)},
-                                       parameters={"model": model, "policy": "auto"})],
+                                       parameters={"model": model, "policy": "auto",
+                                                   "reason": "{{ event.payload.reason }}"})],
                                    **schedule) for model in models]
     found += [monitor.to_deployment(name=f"monitor-{model}", parameters={"model": model},
                                     description=f"Drift of {model}'s captured traffic", interval=MONITOR_SECONDS)

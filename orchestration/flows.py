@@ -62,13 +62,14 @@ class Decision:
     importance: dict[str, dict[str, float]] = field(default_factory=dict)
     live_rows: int = 0  # captured records with outcomes it trained and was judged on too ([retrain] live_days)
     live_drift: list[dict[str, Any]] = field(default_factory=list)  # the monitor's last hour of the champion
+    trigger: str = ""  # why it ran, when something started it (a monitor alert's fields and figures)
 
     def to_json(self) -> dict[str, Any]:
         return {"model": self.model, "policy": self.policy, "version": self.version, "created": self.created,
                 "promoted": self.promoted, "champion": self.champion, "rule": self.rule,
                 "comparisons": self.comparisons, "held": list(self.held), "reasons": self.reasons,
                 "metrics": self.metrics, "importance": self.importance, "live_rows": self.live_rows,
-                "live_drift": self.live_drift,
+                "live_drift": self.live_drift, "trigger": self.trigger,
                 "drift": [{"field": d.field, "psi": d.psi, "level": d.level, "note": d.note} for d in self.drift]}
 
 
@@ -200,7 +201,9 @@ def report(decision: Decision) -> str:
     lines = [f"# Retrain {decision.model}: {'promoted' if decision.promoted else 'not promoted'}", "",
              f"Policy `{decision.policy}`; published version {decision.version} "
              f"({'new' if decision.created else 'identical to an existing version: nothing new published'}); "
-             f"production was {decision.champion}.", "", f"## Decision (rule `{decision.rule}`)", ""]
+             f"production was {decision.champion}.",
+             *([f"Started by: {decision.trigger}."] if decision.trigger else []),
+             "", f"## Decision (rule `{decision.rule}`)", ""]
     lines += [f"- {reason}" for reason in decision.reasons]
     lines += ["", "## Challenger and champion on the same holdout", "", "| metric | challenger | champion |",
               "|---|---|---|"]
@@ -233,11 +236,12 @@ def report(decision: Decision) -> str:
 
 @flow(name="retrain", log_prints=True)
 def retrain(model: str, policy: str = "auto", spec: str | None = None, fetch: bool = True,
-            settings: Settings | None = None) -> dict[str, Any]:
+            settings: Settings | None = None, reason: str = "") -> dict[str, Any]:
     """Retrain ``model`` (from its spec, or ``spec``: another spec file of the same model) and publish it;
     move production by ``policy`` and the gate's rules (``orchestration.gate``). Retrains of one model run one
     at a time (a Prefect global concurrency limit), and production moves only if it still points where the
-    flow compared; if it moved meanwhile, the flow compares with the new production again."""
+    flow compared; if it moved meanwhile, the flow compares with the new production again. ``reason``: why it
+    runs (a monitor alert's fields and figures, passed by the deployment's event trigger)."""
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {POLICIES}, not {policy!r}")
     settings = settings or Settings.from_env()
@@ -249,7 +253,7 @@ def retrain(model: str, policy: str = "auto", spec: str | None = None, fetch: bo
         raise ValueError(f"spec {spec_name!r} trains {loaded_spec.name!r}, not {model!r}")
     limit = one_at_a_time(model)
     with concurrency(limit, occupy=1, strict=True):
-        return _retrain(settings, model, policy, spec_name, loaded_spec, fetch, time.time())
+        return _retrain(settings, model, policy, spec_name, loaded_spec, fetch, time.time(), reason)
 
 
 def one_at_a_time(model: str) -> str:
@@ -265,7 +269,7 @@ def one_at_a_time(model: str) -> str:
 
 
 def _retrain(settings: Settings, model: str, policy: str, spec_name: str, loaded_spec: Any,
-             fetch: bool, since: float) -> dict[str, Any]:
+             fetch: bool, since: float, reason: str = "") -> dict[str, Any]:
     registry = Registry.from_settings(settings)
     alias = settings.default_alias
     aliases = registry.aliases(model) if model in registry.models() else {}
@@ -309,7 +313,8 @@ def _retrain(settings: Settings, model: str, policy: str, spec_name: str, loaded
         verdict = Verdict(False, "moving", [f"production moved {MAX_COMPARISONS} times while this run compared"])
     decision = Decision(model, policy, published.version, published.created, promoted, champion, verdict.reasons,
                         drift=loaded["drift"], rule=verdict.rule, comparisons=comparisons, held=(since, time.time()),
-                        live_rows=loaded["live_rows"], live_drift=live_drift(settings, model, champion))
+                        live_rows=loaded["live_rows"], live_drift=live_drift(settings, model, champion),
+                        trigger=reason)
     metric = compared["metric"]
     for name in dict.fromkeys((metric, "log_loss", "roc_auc", "pr_auc", "accuracy")):
         decision.metrics[name] = {"challenger": float(compared["challenger"][name]),

@@ -28,6 +28,14 @@ def model_resource(model: str) -> str:
     return f"batcomputer.model.{model}"
 
 
+def alert_reason(alerts: list[dict[str, Any]]) -> str:
+    """The alerts in one line, as the retrain the event starts records why it ran."""
+    parts = [f"version {a['version']} {a['field']} PSI {a['psi']:.3f}" if a.get("field") else
+             f"version {a['version']} live {a['metric']} {a['live']:.4f} against holdout {a['holdout']:.4f}"
+             for a in alerts]
+    return "monitor alert: " + "; ".join(parts)
+
+
 @flow(name="monitor", log_prints=True)
 def monitor(model: str, settings: Settings | None = None) -> dict[str, Any]:
     """Watch ``model``'s captured traffic; emit ``DRIFT_ALERT`` when the drift is major (once per cooldown)."""
@@ -43,11 +51,11 @@ def monitor(model: str, settings: Settings | None = None) -> dict[str, Any]:
     now = time.time()
     result["retrain_requested_at"] = last or None
     if result["state"] == "alert" and now - last >= settings.drift_cooldown_seconds:
+        reason = alert_reason(result["alerts"])
         emit_event(DRIFT_ALERT, resource={"prefect.resource.id": model_resource(model)},
-                   payload={"alerts": result["alerts"]})
+                   payload={"alerts": result["alerts"], "reason": reason})
         result["retrain_requested_at"] = now
-        causes = [a.get("field") or "live " + str(a.get("metric")) for a in result["alerts"]]
-        print(f"{model}: alert ({', '.join(causes)}): retrain requested")
+        print(f"{model}: {reason}: retrain requested")
     store.save(result)
     create_markdown_artifact(report(result), key=f"monitor-{model}".replace("_", "-").lower(),
                              description=f"Drift of {model}'s captured traffic")

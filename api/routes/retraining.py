@@ -119,5 +119,6 @@ def list_retrains(model: str) -> dict[str, Any]:
         found.append({"flow_run_id": run["id"], "name": run.get("name"),
                       "state": (run.get("state") or {}).get("type"), "started": run.get("start_time"),
                       "ended": run.get("end_time"), "policy": (run.get("parameters") or {}).get("policy", "auto"),
+                      "reason": (run.get("parameters") or {}).get("reason") or None,
                       "decision": decision_of(str(artifact.get("data") or "")) if artifact else None})
     return {"model": model, "runs": found[:10]}

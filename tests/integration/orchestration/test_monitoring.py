@@ -144,7 +144,11 @@ def test_major_drift_starts_the_retrain_deployment_by_its_event_trigger_once_per
         assert done.returncode == 0 and done.stdout.strip().endswith("alert"), done.stderr[-2000:]
         triggered = wait_until(lambda: flow_runs(server, "retrain-titanic") or None, 120,
                                "the drift trigger to start the retrain deployment")
-        assert len(triggered) == 1 and triggered[0]["parameters"] == {"model": "titanic", "policy": "auto"}
+        assert len(triggered) == 1 and {k: triggered[0]["parameters"][k] for k in ("model", "policy")} == {
+            "model": "titanic", "policy": "auto"}
+        reason = triggered[0]["parameters"]["reason"]  # why it runs travels with it: the fields and their PSI
+        assert reason.startswith("monitor alert: ") and all(f"version 1 {f} PSI " in reason
+                                                             for f in ("sex", "age", "pclass")), reason
         first = MonitorStore(redis_client(own), own.key_prefix).load("titanic")
         assert first is not None and first["retrain_requested_at"]
         again = subprocess.run([sys.executable, "-c", "from orchestration.monitoring import monitor; "
