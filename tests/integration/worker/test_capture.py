@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from batcomputer.models.registry import Registry
 from batcomputer.models.scoring import score
 from batcomputer.monitoring.capture import Capture
 from batcomputer.settings import Settings
-from tests.conftest import Services, wait_until
+from tests.conftest import ROOT, Services, wait_until
 from tests.integration.worker.test_worker_batches import titanic_table
 from tests.pipelines import publish
 
@@ -131,6 +133,17 @@ def test_the_readmes_queries_read_the_capture_tree_as_one_table(titanic_draft: D
     scope: dict[str, Any] = {}
     exec(query.replace('CAPTURE = "var/capture"', f"CAPTURE = {str(root)!r}"), scope)
     assert scope["frame"].shape[0] == 12 and scope["mix"].num_rows >= 1
+    # DuckDB's query, as the README writes it, in the test tools' venv (DuckDB is no dependency of the project)
+    sql = re.findall(r"```sql\n(.*?)```", README.read_text(), re.S)[0].replace("var/capture", str(root))
+    duckdb = ROOT / ".venv-clients" / "bin" / "python"
+    assert duckdb.exists(), "the test tools are missing: make test-tools"
+    done = subprocess.run([str(duckdb), "-c", "import duckdb, json, sys; print(json.dumps(duckdb.sql(sys.stdin.read())"
+                           ".fetchall(), default=str))"], input=sql, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert sum(row[4] for row in rows) == 12 and {row[0] for row in rows} == {"titanic"}
+    expected = scope["frame"]["out_survived_proba"].mean()
+    assert abs(sum(row[4] * row[5] for row in rows) / 12 - expected) < 1e-9
 
 
 def test_a_worker_killed_mid_window_leaves_only_whole_files(services: Services, captured: Path) -> None:
