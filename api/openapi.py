@@ -133,7 +133,7 @@ KEY_PARAM = {"name": "key", "in": "query", "required": False, "schema": {"type":
                                                                         "maxLength": 200},
              "description": "Your own key of the one record sent, to send its outcome by later "
                             "(POST /api/models/{model}/outcomes with {\"key\", \"label\"})"}
-KEYS_SCHEMA = {"type": "array", "items": {"type": ["string", "null"], "minLength": 1, "maxLength": 200},
+KEYS_SCHEMA = {"type": "array", "items": {"type": "string", "nullable": True, "minLength": 1, "maxLength": 200},
                "description": "Your own key of each record (null for none), to send its outcome by later"}
 TIMEOUT_PARAM = {"name": "timeout", "in": "query", "required": False,
                  "schema": {"type": "number", "minimum": 0, "exclusiveMinimum": True},
