@@ -238,8 +238,15 @@ class StreamConsumer:
 def run_consumer(settings: Settings, model: str, node: str = "") -> None:
     """Consume until SIGTERM or SIGINT (the batch in hand is finished first)."""
     consumer = StreamConsumer(settings, model, node=node)
+    stopping: list[bool] = []
 
     def stop(*_: Any) -> None:
+        # A second SIGTERM (the group's and the supervisor's forward arrive together) can interrupt the first
+        # handler inside Event.set, which holds the event's lock: calling it again would wait on that lock
+        # forever. So only the first signal sets the event; the list append is one bytecode.
+        if stopping:
+            return
+        stopping.append(True)
         consumer.stop.set()
 
     signal.signal(signal.SIGTERM, stop)

@@ -19,7 +19,8 @@ def supervise(command: list[str], max_backoff: float = 30.0) -> int:
     child: subprocess.Popen[bytes] | None = None
 
     def forward(signum: int, _frame: FrameType | None) -> None:
-        stopping.set()
+        if not stopping.is_set():  # a second signal may interrupt this handler inside Event.set (see below)
+            stopping.set()
         if child is not None and child.poll() is None:
             child.send_signal(signum)
 
