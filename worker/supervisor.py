@@ -18,8 +18,13 @@ def supervise(command: list[str], max_backoff: float = 30.0) -> int:
     stopping = threading.Event()
     child: subprocess.Popen[bytes] | None = None
 
+    told: list[int] = []
+
     def forward(signum: int, _frame: FrameType | None) -> None:
-        if not stopping.is_set():  # a second signal may interrupt this handler inside Event.set (see below)
+        # A second signal may interrupt this handler inside Event.set, which holds the event's lock: only the
+        # first one sets it (the append is one bytecode); every one is passed on to the child.
+        if not told:
+            told.append(signum)
             stopping.set()
         if child is not None and child.poll() is None:
             child.send_signal(signum)
