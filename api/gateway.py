@@ -71,6 +71,17 @@ def keys_of(body: dict[str, Any], count: int) -> list[str | None] | None:
     return [None if key is None else check_key(key, f"keys[{i}]") for i, key in enumerate(keys)]
 
 
+def record_keys(body: Any, count: int, key: str | None) -> list[str | None] | None:
+    """The client's keys of a request's ``count`` records: ``"keys"`` beside ``"records"``, or ``key`` (the
+    ``?key=`` of a one-record request); None without either."""
+    keys = keys_of(body, count) if isinstance(body, dict) and "records" in body else None
+    if key is None:
+        return keys
+    if keys is not None or count != 1:
+        raise BadRequest("key names one record's key; a list's keys go in \"keys\" beside \"records\"", field="key")
+    return [check_key(key, "key")]
+
+
 class Gateway:
     """Everything the routes need, built once per app from the settings."""
 
@@ -169,21 +180,13 @@ class Gateway:
                 raise BadRequest("/api/predict takes one record; send lists to /api/models/{model}/jobs",
                                  field="records")
             records = self.records_of(body)
-            keys = keys_of(body, len(records)) if isinstance(body, dict) and "records" in body else None
-            if key is not None:
-                if keys is not None or len(records) != 1:
-                    raise BadRequest("key names one record's key; a list's keys go in \"keys\" beside \"records\"",
-                                     field="key")
-                keys = [key]
+            keys = record_keys(body, len(records), key)
             return self.submit(pinned, records, idempotency, wait, owner, "predict" if single else "job",
                                timeout, explain, keys)
         payload, count = fast
         self.check_count(count)
-        if key is not None and count != 1:
-            raise BadRequest("key names one record's key; a list's keys go in \"keys\" beside \"records\"",
-                             field="key")
         return self._enqueue(pinned, Payload(payload, count), idempotency, wait, owner, "predict" if single else "job",
-                             timeout, explain, [key] if key is not None else None)
+                             timeout, explain, record_keys(None, count, key))
 
     def share(self) -> Share:
         """What one key may hold of a queue (``BATCOMPUTER_KEY_SHARE``, ``BATCOMPUTER_KEY_RESERVE``)."""

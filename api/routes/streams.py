@@ -8,8 +8,7 @@ import orjson
 from flask import Blueprint, Response, jsonify, request
 
 from api.context import gateway, read_body
-from api.gateway import check_key, keys_of, parse_json
-from batcomputer.errors import BadRequest
+from api.gateway import parse_json, record_keys
 from batcomputer.jobqueue.streams import StreamStore
 from batcomputer.models.schema import validate_records
 
@@ -27,12 +26,7 @@ def append(model: str) -> tuple[Response, int]:
     explain = gw.parse_explain(request.args.get("explain"), pinned)
     sent = parse_json(read_body())
     records = validate_records(pinned.schema, gw.records_of(sent))
-    keys = keys_of(sent, len(records)) if isinstance(sent, dict) and "records" in sent else None
-    if request.args.get("key") is not None:
-        if keys is not None or len(records) != 1:
-            raise BadRequest("key names one record's key; a list's keys go in \"keys\" beside \"records\"",
-                             field="key")
-        keys = [check_key(request.args["key"], "key")]
+    keys = record_keys(sent, len(records), request.args.get("key"))
     store = StreamStore(gw.redis, gw.settings.key_prefix, model, gw.settings.stream_maxlen)
     ids = store.append([orjson.dumps(record) for record in records], gw.settings.stream_max_backlog,
                        meta={"explain": "true"} if explain else None, keys=keys)
