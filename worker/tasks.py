@@ -316,7 +316,7 @@ class Scorer:
                 bundle = self.bundles.get(start.model, start.version)
                 count = len(start.records)
                 self.capture.add(bundle, start.source, [job_id] * count, list(range(count)), start.records,
-                                 fields["results"], keys=start.keys)
+                                 fields["results"], keys=start.keys, owner=start.owner)
             except Exception as exc:  # capture never fails a job
                 log.warning("could not capture job %s: %s", job_id, exc)
 

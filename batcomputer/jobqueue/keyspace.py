@@ -146,9 +146,10 @@ class Keys:
         """Hash: per capturing process whose last write failed, what it dropped (``batcomputer.monitoring.store``)."""
         return f"{self.prefix}capture:health"
 
-    def outcome_keys(self, model: str) -> str:
-        """Hash: a client's key of a captured record -> ``<job or entry id>|<index>`` (written by the capture)."""
-        return f"{self.prefix}outcome-keys:{model}"
+    def outcome_keys(self, model: str, owner: str) -> str:
+        """Hash: a client's key of a captured record of the API key ``owner`` ('' without keys) -> ``<job or
+        entry id>|<index>`` (written by the capture; ``batcomputer.monitoring.outcomes``)."""
+        return f"{self.prefix}outcome-keys:{model}:{owner or '-'}"
 
     def monitoring(self, model: str) -> str:
         """String: the latest monitor result of ``model`` (JSON; ``batcomputer.monitoring.store``)."""

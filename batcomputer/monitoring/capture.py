@@ -3,7 +3,8 @@ capture root, partitioned Hive-style by model, version and date, in files each p
 
 A row: the bundle's sha256, the source (``job``, ``predict``, ``stream``, ``batch``), the job or entry id and
 the record's index in it, when it was scored, each input field (``in_<field>``), each output (``out_<name>``),
-the label and the warnings (as JSON). Rows wait in memory per partition and are written as one file when the partition
+the label, the warnings (as JSON), the client's key and the API key's id whose work it was (``owner``; null
+without keys). Rows wait in memory per partition and are written as one file when the partition
 holds ``roll_bytes`` (estimated) or its oldest row is ``roll_seconds`` old (``flush``, called by the process's
 heartbeat); each file is committed whole (a temporary file renamed, or one PUT), so a killed process loses at
 most what it had not written yet and never leaves a partial file. A root that cannot be written drops the rows
@@ -53,6 +54,7 @@ class Call:
     results: list[dict[str, Any]]
     keys: list[Any] | None
     keep: list[int] | None  # the sampled records' positions (None: all of them)
+    owner: str = ""  # the API key whose work it is ('' for none: the local profile, streams)
 
 
 @dataclass
@@ -112,10 +114,12 @@ class Capture:
                    outcomes=OutcomeStore(client, settings.key_prefix) if client is not None else None)
 
     def add(self, bundle: Any, source: str, ids: list[str], indexes: list[int], records: list[dict[str, Any]],
-            results: list[dict[str, Any]], sampled: bool = False, keys: list[Any] | None = None) -> int:
+            results: list[dict[str, Any]], sampled: bool = False, keys: list[Any] | None = None,
+            owner: str = "") -> int:
         """Capture scored records (their clean inputs and results), sampled at the source's rate unless the
         caller ``sampled`` them already; ``keys``: the client's key of each record (None where it sent none),
-        by which it may send the record's outcome. Returns how many were kept."""
+        by which ``owner`` (the API key whose work it is) may send the record's outcome. Returns how many
+        were kept."""
         rate = 1.0 if sampled else self.rates.get(source, 1.0)
         if rate <= 0 or not records:
             return 0
@@ -126,7 +130,7 @@ class Capture:
         date = datetime.fromtimestamp(now, UTC).date().isoformat()
         kept = len(keep)
         call = Call(bundle.sha256, source, int(now * 1000), ids, indexes, records, results, keys,
-                    None if kept == len(records) else list(keep))
+                    None if kept == len(records) else list(keep), owner)
         with self._lock:
             key = (bundle.model, int(bundle.version), date)
             part = self._partitions.get(key)
@@ -174,18 +178,22 @@ class Capture:
         return written
 
     def _index(self, part: Partition, table: Any) -> None:
-        """Tell the outcomes which captured record each client key names (``OutcomeStore.index``): one
-        round trip per written file that holds keys, never on the scoring path."""
+        """Tell the outcomes which captured record each client key names (``OutcomeStore.index``), in the
+        index of the key's owner (a key sent by one tenant never names another's record): one round trip per
+        written file that holds keys, never on the scoring path."""
         if self.outcomes is None or table.column("key").null_count == table.num_rows:
             return
-        named = {key: outcome_key(id_, index) for key, id_, index in zip(
-            table.column("key").to_pylist(), table.column("id").to_pylist(), table.column("index").to_pylist(),
-            strict=True) if key}
-        if named:
-            try:
-                self.outcomes.index(part.model, named)
-            except Exception as exc:  # outcomes by key wait for Redis; the file is written
-                log.warning("could not index %d client key(s) of %s: %s", len(named), part.model, exc)
+        named: dict[str, dict[str, str]] = {}
+        for key, id_, index, owner in zip(table.column("key").to_pylist(), table.column("id").to_pylist(),
+                                          table.column("index").to_pylist(), table.column("owner").to_pylist(),
+                                          strict=True):
+            if key:
+                named.setdefault(owner or "", {})[key] = outcome_key(id_, index)
+        try:
+            self.outcomes.index(part.model, named)
+        except Exception as exc:  # outcomes by key wait for Redis; the file is written
+            log.warning("could not index %d client key(s) of %s: %s", sum(map(len, named.values())), part.model,
+                        exc)
 
     def _report(self, dropped: int, reason: str | None) -> None:
         """Tell the health a write failed, or worked after failures; a Redis away is not the capture's fault."""
@@ -246,6 +254,7 @@ def table_of(part: Partition, calls: list[Call]) -> Any:
     shas: list[str] = []
     sources: list[str] = []
     ats: list[int] = []
+    owners: list[str | None] = []
     for call in calls:
         if call.keep is None:
             ids += call.ids
@@ -264,6 +273,7 @@ def table_of(part: Partition, calls: list[Call]) -> Any:
         shas += [call.sha256] * count
         sources += [call.source] * count
         ats += [call.at] * count
+        owners += [call.owner or None] * count
     inputs = {f"in_{spec.name}": pa.array([r.get(spec.name) for r in records],
                                            pa.string() if spec.kind == "categorical" else pa.float64())
               for spec in part.schema.fields}  # a list per column, then one C conversion: 8x from_pylist's speed
@@ -276,6 +286,7 @@ def table_of(part: Partition, calls: list[Call]) -> Any:
         "warnings": pa.array([orjson.dumps(r["warnings"]).decode() if r.get("warnings") else "[]" for r in results],
                              pa.string()),
         "key": pa.array([None if k is None else str(k) for k in keys], pa.string()),
+        "owner": pa.array(owners, pa.string()),
     })
 
 

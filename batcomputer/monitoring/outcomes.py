@@ -57,7 +57,7 @@ class OutcomeStore:
             else:
                 candidates.append((position, job, index, label, False))
         if named:
-            found_keys = self.redis.hmget(self.keys.outcome_keys(model), [key for _, key, _ in named])
+            found_keys = self.redis.hmget(self.keys.outcome_keys(model, owner or ""), [key for _, key, _ in named])
             for (position, key, label), where in zip(named, found_keys, strict=True):
                 if where is None:
                     problems.append({"item": position, "field": "key", "code": "unknown_key",
@@ -91,11 +91,14 @@ class OutcomeStore:
                 pipe.execute()
         return len(kept), sorted(problems, key=lambda problem: problem["item"])
 
-    def index(self, model: str, named: dict[str, str]) -> None:
-        """Remember which captured record (``outcome_key``) each client key names (the latest capture wins)."""
+    def index(self, model: str, named: dict[str, dict[str, str]]) -> None:
+        """Remember, per owner (an API key's id, '' for none), which captured record (``outcome_key``) each of
+        its client keys names (the latest capture wins): one tenant's keys never name another's records."""
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(self.keys.outcome_keys(model), mapping=named)
-            pipe.expire(self.keys.outcome_keys(model), KEEP_SECONDS)
+            for owner, keys in named.items():
+                if keys:
+                    pipe.hset(self.keys.outcome_keys(model, owner), mapping=keys)
+                    pipe.expire(self.keys.outcome_keys(model, owner), KEEP_SECONDS)
             pipe.execute()
 
     def lookup(self, model: str, keys: list[str]) -> list[str | None]:

@@ -145,7 +145,8 @@ class BatchRunner:
             return CANCELLED, {}
         if self.capture is not None:
             first = sum(parquet.metadata.row_group(g).num_rows for g in range(chunk.group)) + chunk.skip
-            capture_rows(self.capture, bundle, batch_id, first, table, out, key_column)
+            owner = (self.jobs.fields(batch_id, "owner")[0] or "") if key_column else ""
+            capture_rows(self.capture, bundle, batch_id, first, table, out, key_column, owner)
         return SUCCEEDED, {"rows_failed": str(failed)}
 
     def rows_of(self, spec: dict[str, Any]) -> int:
@@ -239,10 +240,11 @@ class BatchRunner:
 
 
 def capture_rows(capture: Any, bundle: Bundle, batch_id: str, first: int, table: Any, out: Any,
-                 key_column: str | None = None) -> int:
+                 key_column: str | None = None, owner: str = "") -> int:
     """Capture a sample of a chunk's scored rows (the ``batch`` rate): their inputs, outputs and label, each
     with its row number in the file (``first`` is the chunk's) and, with ``key_column``, the client's key of
-    it (``?key_column=``). Rows that failed validation are not captured."""
+    it (``?key_column=``), by which ``owner`` (the batch's API key) may send outcomes. Rows that failed
+    validation are not captured."""
     import numpy as np
 
     rate = capture.rates.get("batch", 0.0)
@@ -259,4 +261,4 @@ def capture_rows(capture: Any, bundle: Bundle, batch_id: str, first: int, table:
     keys = ([None if k is None else str(k) for k in table.column(key_column).take(picks).to_pylist()]
             if key_column else None)
     return int(capture.add(bundle, "batch", [batch_id] * len(picks), [first + int(i) for i in picks], records,
-                           results, sampled=True, keys=keys))
+                           results, sampled=True, keys=keys, owner=owner))

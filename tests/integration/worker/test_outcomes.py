@@ -172,3 +172,34 @@ def test_outcomes_by_the_clients_own_keys_of_jobs_predictions_stream_entries_and
     assert {"version": 1, "metric": "log_loss", "live": hour["quality"]["log_loss"],
             "holdout": hour["quality"]["holdout"]["log_loss"],
             "margin": hour["thresholds"]["quality_margin"]} in found["alerts"]
+
+
+def test_a_client_key_names_only_its_own_tenants_record(services: Services, titanic_draft: Draft,
+                                                         tmp_path: Path) -> None:
+    """An attacker with a score key who sends records with the keys another tenant uses must neither take
+    over those keys (the victim's outcomes still reach the victim's records) nor reach the victim's records."""
+    from batcomputer.jobqueue.jobs import JobStore
+    from batcomputer.jobqueue.keyspace import QUEUE_RECORDS
+    from batcomputer.monitoring.capture import Capture
+
+    settings = services.settings
+    version = publish(services, titanic_draft, "titanic", titanic_draft.pipeline)
+    bundle = Registry.from_settings(settings).bundle("titanic", version)
+    client = redis_client(settings)
+    store = OutcomeStore(client, settings.key_prefix)
+    jobs = JobStore.from_settings(client, settings)
+    capture = Capture(str(tmp_path / "capture"), outcomes=store)
+    result = {"died": 0.5, "survived": 0.5, "label": "died", "warnings": []}
+    for job_id, owner in (("victim-job", "victim"), ("attacker-job", "attacker")):  # the attacker's comes later
+        jobs.create(job_id, "titanic", bundle.version, bundle.sha256, [RECORD], QUEUE_RECORDS,
+                    extra={"owner": owner})
+        capture.add(bundle, "job", [job_id], [0], [RECORD], [result], keys=["order-17"], owner=owner)
+        assert capture.flush(force=True) == 1
+    labels = ("died", "survived")
+    assert store.record("titanic", labels, [{"key": "order-17", "label": "survived"}], "victim") == (1, [])
+    assert store.lookup("titanic", ["victim-job|0", "attacker-job|0"]) == ["survived", None]
+    kept, problems = store.record("titanic", labels, [{"key": "order-17", "label": "died"}], "attacker")
+    assert kept == 1 and not problems  # the attacker's own record, under its own key
+    assert store.lookup("titanic", ["victim-job|0", "attacker-job|0"]) == ["survived", "died"]
+    kept, problems = store.record("titanic", labels, [{"key": "order-18", "label": "died"}], "attacker")
+    assert kept == 0 and problems[0]["code"] == "unknown_key"
