@@ -6,8 +6,9 @@ private Redis, the record workers and the gateway as `batcomputer up` ships them
 with capture off, then all again with capture on (``BATCOMPUTER_CAPTURE_ROOT`` a local folder, the shipped
 rates, roll size and age), and reports for each: requests/s and p50 of `POST /api/models/crime/jobs?wait=10`
 driven by wrk at concurrency 32, and records/s draining a backlog of real crime records through the stream. The
-two settings alternate (off, on, off, on) and each figure is the better of its two runs, so a machine that
-warms up or slows down during the run favours neither.
+two settings alternate (off, on, off, on) and each figure is the best of its runs (each stack drains the
+backlog three times: one drain takes seconds, and this machine's speed varies by 10% and more from one second
+to the next), so a machine that warms up or slows down during the run favours neither.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="bench/capture.py")
     parser.add_argument("--seconds", type=int, default=10, help="seconds of each wrk run")
     parser.add_argument("--records", type=int, default=100_000, help="stream backlog drained in each run")
+    parser.add_argument("--drains", type=int, default=3, help="backlogs drained by each stack")
+    parser.add_argument("--rounds", type=int, default=2, help="stacks started of each setting, in turn")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     base_settings = Settings.from_env()
@@ -90,7 +93,7 @@ def main() -> None:
                                                  True: {"rps": [], "p50": [], "drain": []}}
     captured = folder / "capture"
     try:
-        for on in (False, True, False, True):
+        for on in (False, True) * args.rounds:
             stack = Stack({**env, **({"BATCOMPUTER_CAPTURE_ROOT": str(captured)} if on else {})}, log,
                           record_workers)
             try:
@@ -98,14 +101,18 @@ def main() -> None:
                 result, _ = run_wrk(script, stack.base, 32, args.seconds)
                 found[on]["rps"].append(result["rps"])
                 found[on]["p50"].append(result["p50"])
-                found[on]["drain"].append(drain(client, store, bodies))
+                found[on]["drain"] += [drain(client, store, bodies) for _ in range(args.drains)]
             finally:
                 stack.stop()
     finally:
         redis.stop()
+    for on in (False, True):
+        print(f"every drain with capture {('off', 'on')[on]}: "
+              f"{', '.join(f'{rate:,.0f}' for rate in found[on]['drain'])} records/s")
     files = list(captured.rglob("*.parquet"))
     print(f"crime model; {os.cpu_count()} cores; {record_workers} record worker process(es), the gateway and one "
-          f"stream consumer as shipped; capture at the shipped rates; best of 2 runs each\n")
+          f"stream consumer as shipped; capture at the shipped rates; best of {args.rounds} runs each "
+          f"({args.drains} drains per run)\n")
     print(f"{'':44}{'off':>12}{'on':>12}{'on / off':>10}")
     rows = [("single jobs at concurrency 32: requests/s", max(found[False]["rps"]), max(found[True]["rps"])),
             ("  p50 ms", min(found[False]["p50"]), min(found[True]["p50"])),

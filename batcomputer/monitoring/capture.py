@@ -26,35 +26,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from batcomputer.errors import ConfigurationError
 from batcomputer.files.storage import Location, commit
 from batcomputer.metrics import CAPTURED
+from batcomputer.monitoring.columns import Call, Columns
 from batcomputer.monitoring.outcomes import OutcomeStore, outcome_key
 from batcomputer.monitoring.store import CaptureHealth
 from batcomputer.settings import Settings
 
 log = logging.getLogger("batcomputer.capture")
 SOURCES = ("job", "predict", "stream", "batch")
-COMPACT_RECORDS = 4_096  # records a partition holds as the scorers' own dicts before converting them to Arrow
+COMPACT_RECORDS = 4_096  # rows a partition gathers before converting them to Arrow (``columns``)
+COPY_AT_ONCE = 64  # an ``add`` this large is copied into the column lists at once, smaller ones later together
 ROW_BYTES = 200  # an estimate of a captured row's size in memory beyond its values, for rolling files
-
-
-@dataclass(frozen=True)
-class Call:
-    """One ``add``: the scorer's own lists, kept as they are (no work per record on the scoring path)."""
-
-    sha256: str
-    source: str
-    at: int  # milliseconds
-    ids: list[str]
-    indexes: list[int]
-    records: list[dict[str, Any]]
-    results: list[dict[str, Any]]
-    keys: list[Any] | None
-    keep: list[int] | None  # the sampled records' positions (None: all of them)
-    owner: str = ""  # the API key whose work it is ('' for none: the local profile, streams)
 
 
 @dataclass
@@ -66,9 +50,10 @@ class Partition:
     date: str
     schema: Any  # the model's Schema: which inputs, of which kind
     outputs: list[str]
-    calls: list[Call] = field(default_factory=list)  # what each ``add`` kept, not yet converted
+    calls: list[Call] = field(default_factory=list)  # small ``add``s, kept as they came
     pending: int = 0  # records in ``calls``
-    tables: list[Any] = field(default_factory=list)  # calls converted (``table_of``), waiting to be written
+    columns: Columns | None = None  # large ``add``s, copied into column lists at once
+    tables: list[Any] = field(default_factory=list)  # converted, waiting to be written
     rows: int = 0
     bytes: int = 0
     since: float = 0.0
@@ -138,11 +123,14 @@ class Capture:
                 outputs = [name for name in results[0] if name not in ("label", "warnings", "explanation")]
                 part = self._partitions[key] = Partition(bundle.model, int(bundle.version), date, bundle.schema,
                                                          outputs, since=now)
-            part.calls.append(call)
-            part.pending += kept
-            if part.pending >= COMPACT_RECORDS:  # converted now: a partition never holds many scorers' dicts
-                part.tables.append(table_of(part, part.calls))
-                part.calls, part.pending = [], 0
+            if kept >= COPY_AT_ONCE:  # its dicts are hot now, and none is left for the garbage collector to walk
+                part.columns = part.columns or Columns(part.schema, part.outputs)
+                part.columns.extend(call)
+            else:
+                part.calls.append(call)
+                part.pending += kept
+            if part.pending + (len(part.columns) if part.columns else 0) >= COMPACT_RECORDS:
+                part.tables.append(converted(part))
             part.rows += kept
             part.bytes += kept * (ROW_BYTES + 16 * (len(bundle.schema.field_names) + len(part.outputs)))
             self.counts["captured"] += kept
@@ -217,7 +205,7 @@ class Capture:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.concat_tables([*part.tables, *([table_of(part, part.calls)] if part.calls else [])])
+        table = pa.concat_tables([*part.tables, *([converted(part)] if part.calls or part.columns else [])])
         buffer = io.BytesIO()
         pq.write_table(table, buffer, compression="zstd")
         folder = f"{self.path.rstrip('/')}/model={part.model}/version={part.version}/date={part.date}"
@@ -241,53 +229,13 @@ class Capture:
             return sum(part.rows for part in self._partitions.values())
 
 
-def table_of(part: Partition, calls: list[Call]) -> Any:
-    """The kept records of ``calls`` as one table of the capture's columns: the lists joined (in C), then one
-    list per column converted at once (about half a microsecond per record)."""
-    import pyarrow as pa
-
-    ids: list[str] = []
-    indexes: list[int] = []
-    records: list[dict[str, Any]] = []
-    results: list[dict[str, Any]] = []
-    keys: list[Any] = []
-    shas: list[str] = []
-    sources: list[str] = []
-    ats: list[int] = []
-    owners: list[str | None] = []
-    for call in calls:
-        if call.keep is None:
-            ids += call.ids
-            indexes += call.indexes
-            records += call.records
-            results += call.results
-            keys += call.keys if call.keys is not None else [None] * len(call.ids)
-            count = len(call.ids)
-        else:
-            ids += [call.ids[i] for i in call.keep]
-            indexes += [call.indexes[i] for i in call.keep]
-            records += [call.records[i] for i in call.keep]
-            results += [call.results[i] for i in call.keep]
-            keys += [call.keys[i] for i in call.keep] if call.keys is not None else [None] * len(call.keep)
-            count = len(call.keep)
-        shas += [call.sha256] * count
-        sources += [call.source] * count
-        ats += [call.at] * count
-        owners += [call.owner or None] * count
-    inputs = {f"in_{spec.name}": pa.array([r.get(spec.name) for r in records],
-                                           pa.string() if spec.kind == "categorical" else pa.float64())
-              for spec in part.schema.fields}  # a list per column, then one C conversion: 8x from_pylist's speed
-    return pa.table({
-        "sha256": pa.array(shas, pa.string()), "source": pa.array(sources, pa.string()),
-        "id": pa.array(ids, pa.string()), "index": pa.array(indexes, pa.int32()),
-        "at": pa.array(ats, pa.timestamp("ms", tz="UTC")), **inputs,
-        **{f"out_{name}": pa.array([r.get(name) for r in results], pa.float64()) for name in part.outputs},
-        "label": pa.array([r.get("label") for r in results], pa.string()),
-        "warnings": pa.array([orjson.dumps(r["warnings"]).decode() if r.get("warnings") else "[]" for r in results],
-                             pa.string()),
-        "key": pa.array([None if k is None else str(k) for k in keys], pa.string()),
-        "owner": pa.array(owners, pa.string()),
-    })
+def converted(part: Partition) -> Any:
+    """The partition's gathered rows (small calls, then the column lists) as one table; it holds none after."""
+    columns = part.columns or Columns(part.schema, part.outputs)
+    for call in part.calls:
+        columns.extend(call)
+    part.calls, part.pending, part.columns = [], 0, None
+    return columns.table()
 
 
 def parse_rates(text: str) -> dict[str, float]:
