@@ -92,7 +92,7 @@ class StreamConsumer:
                 window_count += self.step()
                 failing = False
                 if self.capture is not None:
-                    self.capture.flush()  # what is old enough
+                    self.capture.flush(wait=False)  # what is old enough, written by the capture's own thread
             except Exception as exc:  # Redis away, a bundle unreadable: the entries stay pending; try again
                 if not failing:
                     log.warning("consumer %s: %s; retrying", self.name, exc, exc_info=not isinstance(

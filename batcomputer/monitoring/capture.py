@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import queue
 import random
 import socket
 import threading
@@ -82,6 +83,7 @@ class Capture:
         self.counts = {"captured": 0, "written": 0, "dropped": 0, "files": 0}
         self._lock = threading.Lock()
         self._partitions: dict[tuple[str, int, str], Partition] = {}
+        self._queue: queue.Queue[Partition] | None = None  # partitions for the writer thread (``flush(wait=False)``)
 
     @classmethod
     def from_settings(cls, settings: Settings, recorder: Any = None, client: Any = None) -> Capture | None:
@@ -136,22 +138,47 @@ class Capture:
             self.counts["captured"] += kept
             full = part.bytes >= self.roll_bytes
         if full:
-            self.flush(only=key)
+            self.flush(only=key, wait=False)
         return len(keep)
 
-    def flush(self, force: bool = False, only: tuple[str, int, str] | None = None) -> int:
-        """Write every partition that is full or old enough (all of them with ``force``); returns rows written."""
+    def flush(self, force: bool = False, only: tuple[str, int, str] | None = None, wait: bool = True) -> int:
+        """Write every partition that is full or old enough (all of them with ``force``, after what the writer
+        thread holds); returns rows written. Without ``wait`` they go to the capture's writer thread, so that
+        the scoring thread never compresses a file (at most two wait for it: past that, the caller waits)."""
         now = self.clock()
         with self._lock:
             due = [key for key, part in self._partitions.items()
                    if force or key == only or part.bytes >= self.roll_bytes or now - part.since >= self.roll_seconds]
             taken = [self._partitions.pop(key) for key in due]
+            if taken and not wait and not force and self._queue is None:
+                self._queue = queue.Queue(maxsize=2)
+                threading.Thread(target=self._write_behind, name="capture-writer", daemon=True).start()
+        if not wait and not force:
+            for part in taken:
+                assert self._queue is not None
+                self._queue.put(part)
+            return 0
+        if force and self._queue is not None:
+            self._queue.join()  # what the writer holds is written first: a stop loses nothing
+        return self._write_all(taken)
+
+    def _write_behind(self) -> None:
+        assert self._queue is not None
+        while True:
+            part = self._queue.get()
+            try:
+                self._write_all([part])
+            finally:
+                self._queue.task_done()
+
+    def _write_all(self, taken: list[Partition]) -> int:
         written = 0
         for part in taken:
             try:
                 table = self._write(part)
             except Exception as exc:  # the root is unwritable: drop and count, scoring goes on
-                self.counts["dropped"] += part.rows
+                with self._lock:
+                    self.counts["dropped"] += part.rows
                 self._count("dropped", part.rows)
                 log.warning("dropped %d captured records of %s@%d: %s: %s", part.rows, part.model, part.version,
                             type(exc).__name__, exc)
@@ -160,9 +187,10 @@ class Capture:
             self._report(0, None)
             self._index(part, table)
             written += part.rows
-            self.counts["written"] += part.rows
+            with self._lock:
+                self.counts["written"] += part.rows
+                self.counts["files"] += 1
             self._count("written", part.rows)
-            self.counts["files"] += 1
         return written
 
     def _index(self, part: Partition, table: Any) -> None:

@@ -67,3 +67,27 @@ def test_a_row_without_a_field_is_captured_with_a_null(tmp_path: Path) -> None:
     assert capture.flush(force=True) == COPY_AT_ONCE
     rows = ds.dataset(str(tmp_path), format="parquet", partitioning="hive").to_table().to_pylist()
     assert rows[5]["in_month"] is None and rows[7]["warnings"] == "[]" and rows[6]["in_month"] == 6.0
+
+
+def test_full_partitions_are_written_behind_the_scorer_and_a_stop_waits_for_them(tmp_path: Path) -> None:
+    import threading
+
+    capture = Capture(str(tmp_path), roll_bytes=1)  # every add fills its partition
+    scorer = threading.get_ident()
+    writers: set[int] = set()
+    write = capture._write
+
+    def watched(part: Any) -> Any:
+        writers.add(threading.get_ident())
+        return write(part)
+
+    capture._write = watched  # type: ignore[method-assign]
+    for n in range(20):
+        records, results = scored(n * 100, 100)
+        capture.add(BUNDLE, "stream", [f"e{n}"] * 100, list(range(100)), records, results)
+    capture.flush(force=True)
+    assert capture.counts["written"] == 2_000 and capture.counts["files"] == 20
+    assert scorer not in writers  # no file was compressed on the scoring thread
+    table = ds.dataset(str(tmp_path), format="parquet", partitioning="hive").to_table()
+    assert sorted(zip(table.column("id").to_pylist(), table.column("index").to_pylist(), strict=True)) == sorted(
+        (f"e{n}", i) for n in range(20) for i in range(100))
