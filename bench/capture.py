@@ -5,7 +5,8 @@ Run with `.venv/bin/python bench/capture.py` (`make bench` runs it; never part o
 private Redis, the record workers and the gateway as `batcomputer up` ships them, and a stream consumer, all
 with capture off, then all again with capture on (``BATCOMPUTER_CAPTURE_ROOT`` a local folder, the shipped
 rates, roll size and age), and reports for each: requests/s and p50 of `POST /api/models/crime/jobs?wait=10`
-driven by wrk at concurrency 32, and records/s draining a backlog of real crime records through the stream. The
+driven by wrk at concurrency 32, records/s draining a backlog of real crime records through the stream, and the
+CPU time the stream consumer spent per record of it (which the machine's other work does not inflate). The
 two settings alternate (off, on, off, on) and each figure is the best of its runs (each stack drains the
 backlog three times: one drain takes seconds, and this machine's speed varies by 10% and more from one second
 to the next), so a machine that warms up or slows down during the run favours neither.
@@ -52,6 +53,22 @@ class Stack:
         stop_groups(self.processes, 60)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) of a process and its children so far: a cost that a noisy machine's other
+    work does not add to, unlike the wall clock."""
+    import psutil
+
+    total = 0.0
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def drain(client: Any, store: StreamStore, bodies: list[bytes]) -> float:
     """Records/s draining ``bodies`` appended at once, from the first output to the last."""
     client.delete(store.output)
@@ -89,8 +106,8 @@ def main() -> None:
     store = StreamStore(client, "bench:", "crime", base_settings.stream_maxlen)
     record_workers = per_core(base_settings.record_workers)
     log = (folder / "services.log").open("ab")
-    found: dict[bool, dict[str, list[float]]] = {False: {"rps": [], "p50": [], "drain": []},
-                                                 True: {"rps": [], "p50": [], "drain": []}}
+    found: dict[bool, dict[str, list[float]]] = {on: {"rps": [], "p50": [], "drain": [], "cpu": []}
+                                                 for on in (False, True)}
     captured = folder / "capture"
     try:
         for on in (False, True) * args.rounds:
@@ -101,14 +118,18 @@ def main() -> None:
                 result, _ = run_wrk(script, stack.base, 32, args.seconds)
                 found[on]["rps"].append(result["rps"])
                 found[on]["p50"].append(result["p50"])
-                found[on]["drain"] += [drain(client, store, bodies) for _ in range(args.drains)]
+                for _ in range(args.drains):
+                    before = cpu_seconds(stack.processes[-1].pid)
+                    found[on]["drain"].append(drain(client, store, bodies))
+                    found[on]["cpu"].append((cpu_seconds(stack.processes[-1].pid) - before) / len(bodies) * 1e6)
             finally:
                 stack.stop()
     finally:
         redis.stop()
     for on in (False, True):
         print(f"every drain with capture {('off', 'on')[on]}: "
-              f"{', '.join(f'{rate:,.0f}' for rate in found[on]['drain'])} records/s")
+              f"{', '.join(f'{rate:,.0f}' for rate in found[on]['drain'])} records/s; the consumer's CPU "
+              f"{', '.join(f'{cpu:.1f}' for cpu in found[on]['cpu'])} us per record")
     files = list(captured.rglob("*.parquet"))
     print(f"crime model; {os.cpu_count()} cores; {record_workers} record worker process(es), the gateway and one "
           f"stream consumer as shipped; capture at the shipped rates; best of {args.rounds} runs each "
@@ -117,7 +138,8 @@ def main() -> None:
     rows = [("single jobs at concurrency 32: requests/s", max(found[False]["rps"]), max(found[True]["rps"])),
             ("  p50 ms", min(found[False]["p50"]), min(found[True]["p50"])),
             (f"stream backlog of {args.records:,} drained: records/s", max(found[False]["drain"]),
-             max(found[True]["drain"]))]
+             max(found[True]["drain"])),
+            ("  the stream consumer's CPU per record (us)", min(found[False]["cpu"]), min(found[True]["cpu"]))]
     for name, off, on in rows:
         print(f"{name:44}{off:>12,.1f}{on:>12,.1f}{on / off:>10.3f}")
     print(f"\ncaptured: {len(files)} file(s), {sum(f.stat().st_size for f in files) / 1e6:.1f} MB under {captured}")
