@@ -26,6 +26,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     from api.routes.models import models
     from api.routes.monitoring import monitoring
     from api.routes.retraining import retraining
+    from api.routes.rollout import rollout
     from api.routes.seed import seed
     from api.routes.streams import streams
     from api.routes.v2 import v2
@@ -40,7 +41,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     install_metrics(app, gateway)
     install_cors(app, settings)
     install_auth(app, settings, gateway.redis)
-    for blueprint in (health, metrics, models, jobs, batches, retraining, monitoring, streams, seed, v2, docs, web):
+    for blueprint in (health, metrics, models, rollout, jobs, batches, retraining, monitoring, streams, seed, v2, docs,
+                      web):
         app.register_blueprint(blueprint)
     if not logging.getLogger("batcomputer").handlers:  # gunicorn configures its own loggers only
         configure_logging(settings, logging.INFO, "batcomputer")

@@ -15,7 +15,8 @@ from batcomputer.settings import Settings
 PUBLIC = {"health.healthz", "health.readyz", "metrics.show_metrics", "docs.openapi", "docs.swagger", "docs.page",
           "docs.asset", "static", "web.index", "web.asset", "web.font", "v2.health_live", "v2.health_ready"}
 ADMIN = {"models.move_alias", "models.unpin_alias", "models.rollback", "retraining.retrain", "jobs.list_dead",
-         "jobs.replay_job", "monitoring.show_monitoring"}  # monitoring: aggregates of every key's traffic
+         "jobs.replay_job", "monitoring.show_monitoring",  # monitoring: aggregates of every key's traffic
+         "rollout.set_canary", "rollout.clear_canary"}
 LOCAL_ACTOR = "local"  # who moves an alias when there are no keys (the local profile)
 
 

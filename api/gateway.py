@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from batcomputer.jobqueue.keyspace import FINAL, QUEUE_BULK, QUEUE_RECORDS, SUCC
 from batcomputer.jobqueue.records import Payload, RawJSON, body_digest, decode_final, new_job_id
 from batcomputer.models.bundle import BACKGROUND_FILE
 from batcomputer.models.registry import Registry, parse_version
+from batcomputer.models.rollout import CANARY_ALIAS, Canary, CanaryStore, takes_canary
 from batcomputer.models.schema import Schema, clean_json, validate_records
 from batcomputer.settings import Settings
 
@@ -82,6 +84,9 @@ def record_keys(body: Any, count: int, key: str | None) -> list[str | None] | No
     return [check_key(key, "key")]
 
 
+CANARY_READ_SECONDS = 1.0  # how soon a changed canary reaches every gateway process
+
+
 class Gateway:
     """Everything the routes need, built once per app from the settings."""
 
@@ -100,6 +105,8 @@ class Gateway:
         self._schemas: OrderedDict[tuple[str, int], tuple[Schema, str, bool]] = OrderedDict()
         self._facts: dict[tuple[str, int], dict[str, Any]] = {}
         self._lock = threading.Lock()
+        self.canaries = CanaryStore(self.redis, settings.key_prefix)
+        self._canaries: dict[str, tuple[float, Canary | None]] = {}  # model -> (read at, monotonic), canary
 
     def pin(self, model: str, version: str | None = None, alias: str | None = None) -> Pinned:
         """Resolve ``version``, ``alias`` or the default alias to one immutable version, now."""
@@ -119,6 +126,26 @@ class Gateway:
                     self._schemas.popitem(last=False)
         return Pinned(model, number, cached[1], cached[0], None if version is not None else
                       (alias or self.settings.default_alias), cached[2])
+
+    def route(self, model: str, version: str | None, alias: str | None, sticky: str | None) -> Pinned:
+        """Like ``pin``, and a request that names neither a version nor an alias goes to the model's canary
+        version for the canary's share of them (sticky by the client's key, ``batcomputer.models.rollout``).
+        The canary is read at most once a second per process."""
+        pinned = self.pin(model, version, alias)
+        if version is not None or alias is not None:
+            return pinned  # pinned requests are never rerouted
+        now = time.monotonic()
+        with self._lock:
+            cached = self._canaries.get(model)
+        if cached is None or now - cached[0] >= CANARY_READ_SECONDS:
+            cached = (now, self.canaries.get(model))
+            with self._lock:
+                self._canaries[model] = cached
+        canary = cached[1]
+        if canary is None or canary.version == pinned.version or not takes_canary(model, canary.percent, sticky):
+            return pinned
+        routed = self.pin(model, str(canary.version))
+        return Pinned(model, routed.version, routed.sha256, routed.schema, CANARY_ALIAS, routed.explainable)
 
     def parse_explain(self, raw: Any, pinned: Pinned) -> bool:
         """A request's ``explain``: true asks for each field's contribution to each output; a version that keeps

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 import batcomputer
+from api.openapi_rollout import rollout_paths
 from api.openapi_v2 import v2_paths
 from batcomputer.errors import BatcomputerError
 from batcomputer.jobqueue.keyspace import DEFAULT_ALIAS, STATES
@@ -291,28 +292,6 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
         "/api/models/{model}": {"get": {"summary": "A model: versions, aliases, schema, metrics", "tags": ["models"],
                                         "parameters": [MODEL_PARAM],
                                         "responses": {**ok("The model", any_object), **errors(400, 404)}}},
-        "/api/models/{model}/aliases/{alias}": {"put": {
-            "summary": "Point an alias at a version", "tags": ["models"],
-            "parameters": [MODEL_PARAM, {"name": "alias", "in": "path", "required": True, "schema": NAME_SCHEMA}],
-            "requestBody": json_body({"type": "object", "required": ["version"], "properties": {
-                "version": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}, "reason": REASON_SCHEMA,
-                "pin": {"type": "boolean", "description": "true: hold it there, retraining never moves it until it "
-                                                          "is unpinned; false: unpin it; absent: keep its pin"}},
-                "description": "Who moved it (`by` in the history) is the calling key, never a field of the body"}),
-            "responses": {**ok("Moved", {"$ref": "#/components/schemas/AliasMove"}), **errors(400, 404, 409, 415)}}},
-        "/api/models/{model}/aliases/{alias}/pin": {"delete": {
-            "summary": "Unpin an alias: retraining may move it again (it stays where it points)", "tags": ["models"],
-            "parameters": [MODEL_PARAM, {"name": "alias", "in": "path", "required": True, "schema": NAME_SCHEMA}],
-            "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                "type": "object", "properties": {"reason": REASON_SCHEMA}}}}},
-            "responses": {**ok("Unpinned", {"$ref": "#/components/schemas/AliasMove"}),
-                          **errors(400, 404, 409, 415)}}},
-        "/api/models/{model}/rollback": {"post": {
-            "summary": "Move an alias back to its previous target", "tags": ["models"], "parameters": [MODEL_PARAM],
-            "requestBody": {"required": False, "content": {"application/json": {"schema": {
-                "type": "object", "properties": {"alias": NAME_SCHEMA, "reason": REASON_SCHEMA}}}}},
-            "responses": {**ok("Rolled back", {"$ref": "#/components/schemas/AliasMove"}),
-                          **errors(400, 404, 409, 415)}}},
         "/api/models/{model}/jobs": {"post": jobs_operation(None, schemas)},
         "/api/models/{model}/batches": {"post": batch_operation()},
         "/api/models/{model}/stream": {"post": {
@@ -433,6 +412,7 @@ def build_document(registry: Registry, default_model: str, default_alias: str) -
                            for n in ("package", "filename")],
             "responses": {"200": {"description": "A font file"}, **errors(404)}}},
     })
+    paths.update(rollout_paths(ok, errors, json_body, MODEL_PARAM, NAME_SCHEMA, REASON_SCHEMA))
     paths.update(v2_paths(schemas, example_record, ok, errors))
     if schemas:
         paths["/api/predict"] = {"post": predict_operation(schemas, default_model)}

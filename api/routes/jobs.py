@@ -37,13 +37,13 @@ def job_response(job: dict[str, Any], status: int) -> Response:
 def submit_job(model: str) -> Response:
     gw = gateway()
     wait = gw.parse_wait(request.args.get("wait"))
-    pinned = gw.pin(model, request.args.get("version"), request.args.get("alias"))
+    record_key = request.args.get("key")
+    pinned = gw.route(model, request.args.get("version"), request.args.get("alias"), record_key)
     raw = read_body()
     key = request.headers.get("Idempotency-Key")
     caller = auth.caller()
     timeout = gw.parse_timeout(request.args.get("timeout"), gw.settings.timeout_records_seconds)
     explain = gw.parse_explain(request.args.get("explain"), pinned)
-    record_key = request.args.get("key")
     submitted = gw.submit_body(pinned, raw, (key, raw) if key else None, wait, owner=caller, timeout=timeout,
                                explain=explain, key=check_key(record_key, "key") if record_key is not None else None)
     return job_response(submitted.job, 200 if submitted.final else 202)

@@ -62,7 +62,7 @@ def show_model(model: str) -> dict[str, Any]:
     return info
 
 
-def _body() -> dict[str, Any]:
+def object_body() -> dict[str, Any]:
     raw = read_body()
     body = parse_json(raw) if raw else {}
     if not isinstance(body, dict):
@@ -80,7 +80,7 @@ def check_reason(body: dict[str, Any]) -> None:
 
 @models.put("/<model>/aliases/<alias>")
 def move_alias(model: str, alias: str) -> dict[str, Any]:
-    body = _body()
+    body = object_body()
     version = body.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
         raise BadRequest(f"version must be a whole number from 1 to {MAX_VERSION}", field="version")
@@ -97,7 +97,7 @@ def move_alias(model: str, alias: str) -> dict[str, Any]:
 @models.delete("/<model>/aliases/<alias>/pin")
 def unpin_alias(model: str, alias: str) -> dict[str, Any]:
     """Let automatic moves (retraining) move the alias again; it stays where it points."""
-    body = _body()
+    body = object_body()
     check_reason(body)
     registry = gateway().registry
     move = registry.unpin(model, alias, by=auth.actor(), reason=str(body.get("reason") or "unpinned over HTTP"))
@@ -106,7 +106,7 @@ def unpin_alias(model: str, alias: str) -> dict[str, Any]:
 
 @models.post("/<model>/rollback")
 def rollback(model: str) -> dict[str, Any]:
-    body = _body()
+    body = object_body()
     check_reason(body)
     gw = gateway()
     alias = str(body.get("alias") or gw.settings.default_alias)

@@ -33,11 +33,11 @@ def seed_error(error: BatcomputerError) -> Response:
 def predict() -> dict[str, Any]:
     gw = gateway()
     model = request.args.get("model") or gw.settings.default_model
-    pinned = gw.pin(model, request.args.get("version"), request.args.get("alias"))
+    key = request.args.get("key")
+    pinned = gw.route(model, request.args.get("version"), request.args.get("alias"), key)
     caller = auth.caller()
     timeout = gw.parse_timeout(request.args.get("timeout"), gw.settings.timeout_records_seconds)
     explain = gw.parse_explain(request.args.get("explain"), pinned)
-    key = request.args.get("key")
     submitted = gw.submit_body(pinned, read_body(), wait=gw.settings.predict_timeout_seconds, single=True,
                                owner=caller, timeout=timeout, explain=explain,
                                key=check_key(key, "key") if key is not None else None)

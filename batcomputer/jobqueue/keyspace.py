@@ -151,6 +151,11 @@ class Keys:
         entry id>|<index>`` (written by the capture; ``batcomputer.monitoring.outcomes``)."""
         return f"{self.prefix}outcome-keys:{model}:{owner or '-'}"
 
+    def canary(self, model: str) -> str:
+        """Hash: the version that takes a share of ``model``'s unpinned traffic, the share, who set it and when
+        (``batcomputer.models.rollout``)."""
+        return f"{self.prefix}canary:{model}"
+
     def monitoring(self, model: str) -> str:
         """String: the latest monitor result of ``model`` (JSON; ``batcomputer.monitoring.store``)."""
         return f"{self.prefix}monitoring:{model}"

@@ -1,0 +1,57 @@
+"""Rollout routes: a model's canary, the version that takes a share of its unpinned traffic (admin)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from flask import Blueprint
+
+from api import auth
+from api.context import gateway
+from api.routes.models import object_body
+from batcomputer.errors import BadRequest, NotFound
+from batcomputer.models.registry import MAX_VERSION
+
+rollout = Blueprint("rollout", __name__, url_prefix="/api/models")
+
+
+def canary_body(model: str) -> dict[str, Any]:
+    gw = gateway()
+    canary = gw.canaries.get(model)
+    production = gw.registry.resolve(model, None, gw.settings.default_alias)
+    return {"model": model, "production": production, "canary": canary.as_dict() if canary else None}
+
+
+@rollout.get("/<model>/canary")
+def show_canary(model: str) -> dict[str, Any]:
+    gateway().registry.versions(model)  # an unknown model is a 404
+    return canary_body(model)
+
+
+@rollout.put("/<model>/canary")
+def set_canary(model: str) -> dict[str, Any]:
+    """``{"version": N, "percent": P}``: version N takes P% of the unpinned jobs and /api/predict calls
+    (sticky by the record's key, ``?key=``); every result names the version that scored it."""
+    body = object_body()
+    version, percent = body.get("version"), body.get("percent")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
+        raise BadRequest(f"version must be a whole number from 1 to {MAX_VERSION}", field="version")
+    if (isinstance(percent, bool) or not isinstance(percent, int | float) or not math.isfinite(percent)
+            or not 0 < percent < 100):
+        raise BadRequest("percent must be a number above 0 and below 100 (100 is a promotion: move the alias)",
+                         field="percent")
+    gw = gateway()
+    gw.pin(model, str(version))  # the version must exist and verify
+    if version == gw.registry.resolve(model, None, gw.settings.default_alias):
+        raise BadRequest(f"version {version} is already {gw.settings.default_alias}", field="version")
+    gw.canaries.set(model, version, float(percent), auth.actor())
+    return canary_body(model)
+
+
+@rollout.delete("/<model>/canary")
+def clear_canary(model: str) -> dict[str, Any]:
+    gw = gateway()
+    if not gw.canaries.clear(model):
+        raise NotFound(f"model {model!r} has no canary", model=model)
+    return canary_body(model)
