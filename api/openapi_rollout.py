@@ -41,6 +41,14 @@ def rollout_paths(ok: Helper, errors: Helper, json_body: Helper, model_param: di
                 "type": "object", "properties": {"alias": name_schema, "reason": reason_schema}}}}},
             "responses": {**ok("Rolled back", {"$ref": "#/components/schemas/AliasMove"}),
                           **errors(400, 404, 409, 415)}}},
+        "/api/models/{model}/rollout": {"get": {
+            "summary": "Production, the canary, and the guards watching production's latest move",
+            "description": "`watch`: the version and the one it replaced, its state (watching, passed, tripped: "
+                           "moved back by `guard`, held: tripped but pinned), each guard's figures (failure "
+                           "rate, warning rate, label mix PSI: old, new, limit) and the reason; `last`: the "
+                           "window before it.",
+            "tags": ["models"], "parameters": [model_param],
+            "responses": {**ok("The rollout", {"type": "object"}), **errors(400, 404)}}},
         "/api/models/{model}/canary": {
             "get": {"summary": "The model's canary: the version taking a share of its unpinned traffic, or null",
                     "tags": ["models"], "parameters": [model_param],

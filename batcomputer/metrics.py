@@ -28,6 +28,8 @@ SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096, 16384)
 
 # Counted by the processes that do the work (help text, buckets for histograms).
 JOBS_SCORED = "batcomputer_jobs_scored"              # counter {model, version, state}: outcomes workers wrote
+RECORDS_SCORED = "batcomputer_records_scored"        # counter {model, version, label}: records of succeeded jobs
+RECORD_WARNINGS = "batcomputer_record_warnings"      # counter {model, version}: those of them with warnings
 QUEUE_WAIT = "batcomputer_queue_wait_seconds"        # histogram {queue}: created -> a worker started it
 SCORING = "batcomputer_scoring_seconds"              # histogram {model}: one call of the model (a micro-batch)
 END_TO_END = "batcomputer_end_to_end_seconds"        # histogram {queue}: created -> its outcome written
@@ -42,6 +44,9 @@ TIMEOUTS = "batcomputer_timeouts"                    # counter {model, queue}: r
 
 HELP = {
     JOBS_SCORED: ("counter", "Job outcomes written by workers", None),
+    RECORDS_SCORED: ("counter", "Records of succeeded jobs, by the label they got", None),
+    RECORD_WARNINGS: ("counter", "Records of succeeded jobs that got warnings (values the training data never saw)",
+                      None),
     QUEUE_WAIT: ("histogram", "Seconds from a job's creation until a worker started it", SECONDS),
     SCORING: ("histogram", "Seconds per call of a model (one micro-batch or one list of records)", SECONDS),
     END_TO_END: ("histogram", "Seconds from a job's creation until its outcome was written", SECONDS),

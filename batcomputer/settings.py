@@ -199,6 +199,11 @@ class Settings:
     timeout_grace_seconds: float = field(default=10.0, metadata={"parse": _positive_float,
         "help": "Past a time limit by this long, scoring that could not be stopped (stuck in C code, or blocked "
                 "outside the main thread) makes its process exit and be replaced"})
+    guard_jobs: int = field(default=200, metadata={"parse": _positive_int,
+        "help": "Guarded promotion: a move of production is watched for this many of the new version's jobs "
+                "(or BATCOMPUTER_GUARD_MINUTES); a tripped guard moves it back"})
+    guard_minutes: float = field(default=30.0, metadata={"parse": _positive_float,
+        "help": "Guarded promotion: the longest a move of production is watched"})
     explain_niceness: int = field(default=10, metadata={"parse": _niceness,
         "help": "Niceness added to the child process that computes explanations, so that explained requests "
                 "take the CPU that scoring leaves (0 to 19)"})

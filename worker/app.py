@@ -13,6 +13,8 @@ from batcomputer.jobqueue.connection import redis_client
 from batcomputer.jobqueue.jobs import JobStore
 from batcomputer.jobqueue.keyspace import QUEUE_RECORDS
 from batcomputer.logs import configure_logging
+from batcomputer.models.guard import Guard, Limits
+from batcomputer.models.registry import Registry
 from batcomputer.settings import Settings
 from worker.housekeeping import Housekeeper
 from worker.tasks import register_tasks
@@ -33,8 +35,10 @@ def make_worker_app(settings: Settings, queues: list[str], node: str = "") -> Ce
 
     def start_sweeper(**_: Any) -> None:
         jobs = JobStore.from_settings(redis_client(settings), settings)
+        guard = Guard(jobs.redis, settings.key_prefix, Registry.from_settings(settings), settings.default_alias,
+                      Limits(jobs=settings.guard_jobs, minutes=settings.guard_minutes))
         sweeper.append(Housekeeper(jobs, Storage.from_settings(settings), settings.webhook_secret,
-                                     settings.webhook_hosts).start())
+                                   settings.webhook_hosts, guard).start())
 
     def stop(**_: Any) -> None:
         for running in sweeper:

@@ -9,6 +9,7 @@ from batcomputer.files.storage import Storage, StorageRefused, remove
 from batcomputer.jobqueue.batches import BatchStore
 from batcomputer.jobqueue.jobs import JobStore
 from batcomputer.jobqueue.keyspace import QUEUE_BULK, queue_of
+from batcomputer.models.guard import Guard
 from worker.webhooks import WebhookSender
 
 log = logging.getLogger("batcomputer.sweeper")
@@ -21,8 +22,9 @@ class Housekeeper:
     ``lease_seconds`` plus a third of it, and stranded queued jobs within the visibility timeout plus that."""
 
     def __init__(self, jobs: JobStore, storage: Storage | None = None, webhook_secret: str | None = None,
-                 webhook_hosts: str = "") -> None:
+                 webhook_hosts: str = "", guard: Guard | None = None) -> None:
         self.jobs = jobs
+        self.guard = guard  # guarded promotion: each model's production move watched, moved back if it trips
         self.batches = BatchStore(jobs)
         self.storage = storage
         self.webhooks = WebhookSender(self.batches, webhook_secret, webhook_hosts)
@@ -46,7 +48,17 @@ class Housekeeper:
         self.jobs.sweeper.tidy()
         self.delete_files()
         self.webhooks.deliver_due()
+        self.check_guards()
         return sent
+
+    def check_guards(self) -> None:
+        if self.guard is None:
+            return
+        for model in self.guard.registry.models():
+            try:
+                self.guard.check(model)
+            except Exception as exc:  # one model's registry or metrics unreadable: the others are still watched
+                log.warning("could not check the guards of %s: %s", model, exc)
 
     def delete_files(self) -> int:
         """Delete batch files whose time is up: uploads and outputs past their retention, parts of finished

@@ -33,6 +33,8 @@ from batcomputer.metrics import (
     MICRO_BATCH,
     MODEL_VERSION_SCORED,
     QUEUE_WAIT,
+    RECORD_WARNINGS,
+    RECORDS_SCORED,
     SCORING,
     TIMEOUTS,
     Recorder,
@@ -329,12 +331,14 @@ class Scorer:
         for first in begun.values():
             if first.created is not None:
                 waits.setdefault(first.queue, []).append(max(0.0, started - first.created))
-        for job_id, state, _ in outcomes:
+        for job_id, state, fields in outcomes:
             if job_id not in begun or not recorded.get(job_id):
                 continue
             start = begun[job_id]
             self.recorder.count(JOBS_SCORED, (("model", start.model), ("state", state),
                                               ("version", str(start.version))))
+            if state == SUCCEEDED:
+                count_records(self.recorder, start.model, start.version, fields.get("results"))
             self.recorder.set(MODEL_VERSION_SCORED, (("model", start.model),), start.version)
             level = logging.DEBUG if state == SUCCEEDED else logging.WARNING
             if log.isEnabledFor(level):
@@ -347,6 +351,23 @@ class Scorer:
             self.recorder.observe(QUEUE_WAIT, (("queue", queue),), values)
         for queue, values in totals.items():
             self.recorder.observe(END_TO_END, (("queue", queue),), values)
+
+
+def count_records(recorder: Recorder, model: str, version: int, results: Any) -> None:
+    """Records by label and those with warnings, per version: what guarded promotion compares
+    (``batcomputer.models.guard``)."""
+    if not isinstance(results, list):
+        return
+    labels: dict[str, int] = {}
+    warned = 0
+    for result in results:
+        label = str(result.get("label"))
+        labels[label] = labels.get(label, 0) + 1
+        warned += bool(result.get("warnings"))
+    for label, count in labels.items():
+        recorder.count(RECORDS_SCORED, (("label", label), ("model", model), ("version", str(version))), count)
+    if warned:
+        recorder.count(RECORD_WARNINGS, (("model", model), ("version", str(version))), warned)
 
 
 def failure(job_id: str, exc: BaseException) -> dict[str, Any]:

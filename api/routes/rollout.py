@@ -1,16 +1,19 @@
-"""Rollout routes: a model's canary, the version that takes a share of its unpinned traffic (admin)."""
+"""Rollout routes: a model's canary, the version that takes a share of its unpinned traffic (admin), and the
+rollout as a whole: production, the canary and the watch window of production's latest move."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
 
+import orjson
 from flask import Blueprint
 
 from api import auth
 from api.context import gateway
 from api.routes.models import object_body
 from batcomputer.errors import BadRequest, NotFound
+from batcomputer.jobqueue.keyspace import Keys
 from batcomputer.models.registry import MAX_VERSION
 
 rollout = Blueprint("rollout", __name__, url_prefix="/api/models")
@@ -21,6 +24,19 @@ def canary_body(model: str) -> dict[str, Any]:
     canary = gw.canaries.get(model)
     production = gw.registry.resolve(model, None, gw.settings.default_alias)
     return {"model": model, "production": production, "canary": canary.as_dict() if canary else None}
+
+
+@rollout.get("/<model>/rollout")
+def show_rollout(model: str) -> dict[str, Any]:
+    """Production, the canary, and the guards' watch of production's latest move (their figures, and why a
+    tripped guard moved it back)."""
+    gw = gateway()
+    gw.registry.versions(model)
+    raw = gw.redis.get(Keys(gw.settings.key_prefix).guard(model))
+    watch = orjson.loads(raw) if raw else None
+    if watch:
+        watch.pop("start", None)
+    return {**canary_body(model), "watch": watch}
 
 
 @rollout.get("/<model>/canary")

@@ -151,6 +151,10 @@ class Keys:
         entry id>|<index>`` (written by the capture; ``batcomputer.monitoring.outcomes``)."""
         return f"{self.prefix}outcome-keys:{model}:{owner or '-'}"
 
+    def guard(self, model: str) -> str:
+        """String: the watch window of ``model``'s latest production move (JSON; ``batcomputer.models.guard``)."""
+        return f"{self.prefix}guard:{model}"
+
     def canary(self, model: str) -> str:
         """Hash: the version that takes a share of ``model``'s unpinned traffic, the share, who set it and when
         (``batcomputer.models.rollout``)."""

@@ -1,0 +1,68 @@
+"""Guarded promotion, shown with a real worker and its sweeper at the shipped settings: a version whose every
+job fails is promoted under load and moved back by the guard inside its window (the reason in the alias history
+and the rollout), no accepted job is lost and only the bad version's jobs failed; then a good version passes its
+window and stays."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from api.app import create_app
+from batcomputer.models.bundle import Draft
+from batcomputer.models.guard import GUARD_ACTOR
+from batcomputer.models.registry import Registry
+from tests.conftest import Services
+from tests.pipelines import Broken, publish
+
+RECORD = {"pclass": 1, "sex": "female", "age": 29.0, "sibsp": 0, "parch": 0}
+
+
+def submit_until(client: Any, done: Any, seconds: float, jobs: list[dict[str, Any]]) -> None:
+    """Submit jobs one after another (each waits for its outcome, as a client under load would) until ``done()``
+    holds; fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "the guard did not decide in time"
+        answer = client.post("/api/models/titanic/jobs?wait=10", json=RECORD)
+        assert answer.status_code in (200, 202), answer.get_json()
+        jobs.append(answer.get_json())
+
+
+def test_a_bad_version_is_moved_back_by_the_guard_and_a_good_one_stays(services: Services,
+                                                                       titanic_draft: Draft) -> None:
+    first = publish(services, titanic_draft, "titanic", titanic_draft.pipeline)
+    bad = publish(services, titanic_draft, "titanic", Broken(titanic_draft.pipeline), promote=False, tag=1)
+    good = publish(services, titanic_draft, "titanic", titanic_draft.pipeline, promote=False, tag=2)
+    registry = Registry.from_settings(services.settings)
+    services.worker("records")
+    client = create_app(services.settings).test_client()
+
+    def rollout() -> dict[str, Any]:
+        return client.get("/api/models/titanic/rollout").get_json()
+
+    jobs: list[dict[str, Any]] = []
+    submit_until(client, lambda: len(jobs) >= 60, 120, jobs)  # the version in production has a record
+    moved = client.put("/api/models/titanic/aliases/production", json={"version": bad, "reason": "try it"})
+    assert moved.status_code == 200
+    submit_until(client, lambda: registry.resolve("titanic", "production") == first, 180, jobs)
+    back = registry.history("titanic", "production")[-1]
+    assert back["by"] == GUARD_ACTOR and back["from"] == bad and back["to"] == first
+    assert "failure_rate" in back["reason"], back
+    watch = rollout()["watch"]
+    tripped = watch if watch["state"] == "tripped" else watch["last"]
+    assert tripped["state"] == "tripped" and tripped["version"] == bad and tripped["previous"] == first
+    failure = next(g for g in tripped["guards"] if g["guard"] == "failure_rate")
+    assert failure["new"] > failure["limit"] and failure["old"] == 0
+    # nothing accepted was lost: every job ended; only the bad version's failed, and the first's all succeeded
+    ended = [client.get(f"/api/jobs/{job['id']}?wait=10").get_json() for job in jobs]
+    assert all(job["state"] in ("succeeded", "failed") for job in ended)
+    assert {job["version"] for job in ended if job["state"] == "failed"} == {bad}
+    assert all(job["state"] == "succeeded" for job in ended if job["version"] == first)
+    # a good version passes its window (the shipped 200 jobs) and stays
+    assert client.put("/api/models/titanic/aliases/production", json={"version": good}).status_code == 200
+    submit_until(client, lambda: (rollout()["watch"] or {}).get("state") == "passed", 300, jobs)
+    assert registry.resolve("titanic", "production") == good
+    passed = rollout()["watch"]
+    assert passed["version"] == good and passed["jobs"] >= 200 and passed["previous"] == first
+    assert all(g["new"] <= g["limit"] for g in passed["guards"])
