@@ -13,6 +13,7 @@ from cli.commands.flows import flows, retrain
 from cli.commands.jobs import jobs
 from cli.commands.keys import keys
 from cli.commands.models import history, models, predict, promote, rollback, train, unpin
+from cli.commands.rollout import rollout
 from cli.commands.stack import api, redis_url_command, up, worker
 from cli.commands.streams import stream
 from cli.context import Context
@@ -25,7 +26,7 @@ def cli(ctx: click.Context) -> None:
     ctx.obj = Context()
 
 
-for command in (models, promote, unpin, rollback, history, predict, train,  # the registry
+for command in (models, promote, unpin, rollback, history, predict, train, rollout,  # the registry
                 data, score, stream, jobs, keys,  # data, scoring, dead jobs, API keys
                 retrain, flows,  # Prefect
                 worker, api, up, redis_url_command):  # the services

@@ -12,7 +12,7 @@ from api.app import create_app
 from batcomputer.models.bundle import Draft
 from batcomputer.models.guard import GUARD_ACTOR
 from batcomputer.models.registry import Registry
-from tests.conftest import Services
+from tests.conftest import Services, run_cli, settings_env
 from tests.pipelines import Broken, publish
 
 RECORD = {"pclass": 1, "sex": "female", "age": 29.0, "sibsp": 0, "parch": 0}
@@ -47,18 +47,21 @@ def test_a_bad_version_is_moved_back_by_the_guard_and_a_good_one_stays(services:
     assert moved.status_code == 200
     submit_until(client, lambda: registry.resolve("titanic", "production") == first, 180, jobs)
     back = registry.history("titanic", "production")[-1]
-    assert back["by"] == GUARD_ACTOR and back["from"] == bad and back["to"] == first
+    assert back["by"] == GUARD_ACTOR and back["from"] == bad and back["to"] == first, back
     assert "failure_rate" in back["reason"], back
     watch = rollout()["watch"]
     tripped = watch if watch["state"] == "tripped" else watch["last"]
-    assert tripped["state"] == "tripped" and tripped["version"] == bad and tripped["previous"] == first
+    assert tripped["state"] == "tripped" and tripped["version"] == bad and tripped["previous"] == first, watch
     failure = next(g for g in tripped["guards"] if g["guard"] == "failure_rate")
     assert failure["new"] > failure["limit"] and failure["old"] == 0
+    shown = run_cli(settings_env(services.settings), "rollout", "status", "titanic")
+    assert shown.returncode == 0 and f"move {first} -> {bad}" in shown.stdout and "tripped" in shown.stdout
+    assert "failure_rate" in shown.stdout, shown.stdout
     # nothing accepted was lost: every job ended; only the bad version's failed, and the first's all succeeded
     ended = [client.get(f"/api/jobs/{job['id']}?wait=10").get_json() for job in jobs]
-    assert all(job["state"] in ("succeeded", "failed") for job in ended)
+    assert [job for job in ended if job["state"] not in ("succeeded", "failed")] == []
     assert {job["version"] for job in ended if job["state"] == "failed"} == {bad}
-    assert all(job["state"] == "succeeded" for job in ended if job["version"] == first)
+    assert [job for job in ended if job["version"] == first and job["state"] != "succeeded"] == []
     # a good version passes its window (the shipped 200 jobs) and stays
     assert client.put("/api/models/titanic/aliases/production", json={"version": good}).status_code == 200
     submit_until(client, lambda: (rollout()["watch"] or {}).get("state") == "passed", 300, jobs)
