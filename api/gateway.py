@@ -25,7 +25,7 @@ from batcomputer.jobqueue.keyspace import FINAL, QUEUE_BULK, QUEUE_RECORDS, SUCC
 from batcomputer.jobqueue.records import Payload, RawJSON, body_digest, decode_final, new_job_id
 from batcomputer.models.bundle import BACKGROUND_FILE
 from batcomputer.models.registry import Registry, parse_version
-from batcomputer.models.rollout import CANARY_ALIAS, Canary, CanaryStore, takes_canary
+from batcomputer.models.rollout import CANARY_ALIAS, RUNNING, Canary, CanaryStore, takes_canary
 from batcomputer.models.schema import Schema, clean_json, validate_records
 from batcomputer.settings import Settings
 
@@ -142,7 +142,8 @@ class Gateway:
             with self._lock:
                 self._canaries[model] = cached
         canary = cached[1]
-        if canary is None or canary.version == pinned.version or not takes_canary(model, canary.percent, sticky):
+        if (canary is None or canary.state != RUNNING or canary.version == pinned.version
+                or not takes_canary(model, canary.percent, sticky)):
             return pinned
         routed = self.pin(model, str(canary.version))
         return Pinned(model, routed.version, routed.sha256, routed.schema, CANARY_ALIAS, routed.explainable)

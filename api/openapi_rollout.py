@@ -17,7 +17,9 @@ def rollout_paths(ok: Helper, errors: Helper, json_body: Helper, model_param: di
         "model": {"type": "string"}, "production": {"type": "integer"},
         "canary": {"type": "object", "nullable": True, "properties": {
             "version": {"type": "integer"}, "percent": {"type": "number"}, "by": {"type": "string"},
-            "at": {"type": "string", "format": "date-time"}}}}}
+            "at": {"type": "string", "format": "date-time"}, "steps": {"type": "array", "items": {"type": "number"}},
+            "window_jobs": {"type": "integer"}, "state": {"type": "string", "enum": ["running", "stopped"]},
+            "reason": {"type": "string", "nullable": True}}}}}
     return {
         "/api/models/{model}/aliases/{alias}": {"put": {
             "summary": "Point an alias at a version", "tags": ["models"],
@@ -60,7 +62,12 @@ def rollout_paths(ok: Helper, errors: Helper, json_body: Helper, model_param: di
                     "requestBody": json_body({"type": "object", "required": ["version", "percent"], "properties": {
                         "version": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION},
                         "percent": {"type": "number", "exclusiveMinimum": True, "minimum": 0,
-                                    "exclusiveMaximum": True, "maximum": 100}}}),
+                                    "exclusiveMaximum": True, "maximum": 100},
+                        "steps": {"type": "array", "items": {"type": "number", "maximum": 100},
+                                  "description": "Percents it advances to while its guards hold; 100: it "
+                                                 "becomes production"},
+                        "window_jobs": {"type": "integer", "minimum": 1,
+                                        "description": "The canary's jobs judged at each step"}}}),
                     "responses": {**ok("The canary", canary), **errors(400, 404, 415)}},
             "delete": {"summary": "End the canary: all unpinned traffic goes to production again",
                        "tags": ["models"], "parameters": [model_param],

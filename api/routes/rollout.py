@@ -48,7 +48,9 @@ def show_canary(model: str) -> dict[str, Any]:
 @rollout.put("/<model>/canary")
 def set_canary(model: str) -> dict[str, Any]:
     """``{"version": N, "percent": P}``: version N takes P% of the unpinned jobs and /api/predict calls
-    (sticky by the record's key, ``?key=``); every result names the version that scored it."""
+    (sticky by the record's key, ``?key=``); every result names the version that scored it. With ``"steps":
+    [50, 100]`` it advances each time its guards hold over ``window_jobs`` of its jobs (default
+    ``BATCOMPUTER_GUARD_JOBS``), and at 100 becomes production."""
     body = object_body()
     version, percent = body.get("version"), body.get("percent")
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= MAX_VERSION:
@@ -57,11 +59,19 @@ def set_canary(model: str) -> dict[str, Any]:
             or not 0 < percent < 100):
         raise BadRequest("percent must be a number above 0 and below 100 (100 is a promotion: move the alias)",
                          field="percent")
+    steps, window = body.get("steps") or [], body.get("window_jobs")
+    if (not isinstance(steps, list) or any(isinstance(x, bool) or not isinstance(x, int | float) for x in steps)
+            or sorted(set(steps)) != steps or (steps and (steps[0] <= percent or steps[-1] > 100))):
+        raise BadRequest("steps must be increasing percents above percent, up to 100 (where the canary becomes "
+                         "production)", field="steps")
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+        raise BadRequest("window_jobs must be a whole number of jobs, at least 1", field="window_jobs")
     gw = gateway()
     gw.pin(model, str(version))  # the version must exist and verify
     if version == gw.registry.resolve(model, None, gw.settings.default_alias):
         raise BadRequest(f"version {version} is already {gw.settings.default_alias}", field="version")
-    gw.canaries.set(model, version, float(percent), auth.actor())
+    gw.canaries.set(model, version, float(percent), auth.actor(), [float(x) for x in steps],
+                    (window or gw.settings.guard_jobs) if steps else 0)
     return canary_body(model)
 
 

@@ -156,8 +156,8 @@ class Keys:
         return f"{self.prefix}guard:{model}"
 
     def canary(self, model: str) -> str:
-        """Hash: the version that takes a share of ``model``'s unpinned traffic, the share, who set it and when
-        (``batcomputer.models.rollout``)."""
+        """String: the version that takes a share of ``model``'s unpinned traffic, the share, its steps, who set
+        it and when (JSON; ``batcomputer.models.rollout``)."""
         return f"{self.prefix}canary:{model}"
 
     def monitoring(self, model: str) -> str:

@@ -25,9 +25,11 @@ import orjson
 from batcomputer.errors import AliasMoved, AliasPinned
 from batcomputer.jobqueue.keyspace import Keys
 from batcomputer.metrics import JOBS_SCORED, RECORD_WARNINGS, RECORDS_SCORED
+from batcomputer.models.rollout import RUNNING, STOPPED, Canary, CanaryStore
 
 log = logging.getLogger("batcomputer.guard")
 GUARD_ACTOR = "guard"
+CANARY_ACTOR = "canary"  # who moves production when a canary reaches 100%
 WATCHING, PASSED, TRIPPED, HELD = "watching", "passed", "tripped", "held"  # a window's states
 
 
@@ -121,8 +123,45 @@ class Guard:
     def _fields(self) -> dict[str, float]:
         return {k.decode(): float(v) for k, v in self.redis.hgetall(self.keys.metrics()).items()}
 
+    def advance(self, model: str) -> Canary | None:
+        """Judge a canary that has steps: after ``window_jobs`` of its jobs with its guards holding (against
+        production's record), it takes the next step, and at 100 becomes production (by ``canary``, guarded
+        like any move); a tripped guard stops it. Returns the canary as it now is."""
+        store = CanaryStore(self.redis, self.keys.prefix)
+        canary = store.get(model)
+        if canary is None or canary.state != RUNNING or not canary.steps or canary.window_jobs <= 0:
+            return canary
+        production = self.registry.resolve(model, None, self.alias)
+        fields = self._fields()
+        if canary.start is None:  # the step begins now
+            canary.start = signals(fields, model, canary.version)
+            store.save(model, canary)
+            return canary
+        new = since(signals(fields, model, canary.version), canary.start)
+        _, reason = judge(signals(fields, model, production), new, self.limits)
+        if reason is not None:
+            canary.state, canary.reason = STOPPED, f"guard tripped at {canary.percent:g}%: {reason}"
+            log.warning("canary %s@%d stopped: %s", model, canary.version, canary.reason)
+        elif new["succeeded"] + new["failed"] >= canary.window_jobs:
+            step = canary.steps.pop(0)
+            if step >= 100:
+                try:
+                    self.registry.set_alias(model, self.alias, canary.version, by=CANARY_ACTOR, expect=production,
+                                            automatic=True, reason=f"canary held its guards at every step up "
+                                                                   f"to {canary.percent:g}%")
+                except (AliasMoved, AliasPinned) as exc:
+                    canary.state, canary.reason = STOPPED, f"could not become {self.alias}: {exc}"
+                    store.save(model, canary)
+                    return canary
+                store.clear(model)
+                return None
+            canary.percent, canary.start = step, None
+        store.save(model, canary)
+        return canary
+
     def check(self, model: str) -> dict[str, Any] | None:
         """Open a window on a new move, judge an open one, move back when a guard trips; returns the watch."""
+        self.advance(model)
         production = self.registry.resolve(model, None, self.alias)
         watch = self.watch(model)
         now = self.clock()

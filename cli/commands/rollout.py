@@ -34,7 +34,10 @@ def status(ctx: Context, model: str) -> None:
     canary = CanaryStore(client, ctx.settings.key_prefix).get(model)
     production = ctx.registry.resolve(model, None, alias)
     click.echo(f"{model}: {alias} {production}; canary "
-               + (f"{canary.version} at {canary.percent:g}% (set by {canary.by} {canary.at})" if canary else "none"))
+               + (f"{canary.version} at {canary.percent:g}%, {canary.state}"
+                  + (f", steps {', '.join(f'{x:g}' for x in canary.steps)}" if canary.steps else "")
+                  + (f": {canary.reason}" if canary.reason else "") + f" (set by {canary.by} {canary.at})"
+                  if canary else "none"))
     watch = Guard(client, ctx.settings.key_prefix, ctx.registry, alias).watch(model)
     shown = watch if watch and watch.get("state") else (watch or {}).get("last")
     if not shown:
@@ -54,9 +57,14 @@ def status(ctx: Context, model: str) -> None:
 @click.argument("version", type=int, required=False)
 @click.option("--percent", type=click.FloatRange(0, 100, min_open=True, max_open=True), default=10.0,
               show_default=True, help="The share of unpinned jobs and /api/predict calls it takes")
+@click.option("--steps", default="", help="Percents it advances to while its guards hold, e.g. 50,100 (100: it "
+              "becomes production)")
+@click.option("--window-jobs", type=click.IntRange(min=1), default=None,
+              help="The canary's jobs judged at each step [default: BATCOMPUTER_GUARD_JOBS]")
 @click.option("--off", is_flag=True, help="End the canary: all unpinned traffic to production")
 @pass_context
-def canary(ctx: Context, model: str, version: int | None, percent: float, off: bool) -> None:
+def canary(ctx: Context, model: str, version: int | None, percent: float, steps: str, window_jobs: int | None,
+           off: bool) -> None:
     """Send a share of MODEL's unpinned traffic to VERSION (sticky by the record's key), or stop (--off)."""
     store = CanaryStore(_redis(ctx), ctx.settings.key_prefix)
     if off:
@@ -67,5 +75,14 @@ def canary(ctx: Context, model: str, version: int | None, percent: float, off: b
     ctx.registry.entry(model, version)  # it must exist
     if version == ctx.registry.resolve(model, None, ctx.settings.default_alias):
         raise click.UsageError(f"version {version} is already {ctx.settings.default_alias}")
-    set_ = store.set(model, version, percent, getpass.getuser())
-    click.echo(f"{model}: version {set_.version} takes {set_.percent:g}% of unpinned jobs and /api/predict calls")
+    try:
+        planned = [float(step) for step in steps.split(",") if step.strip()]
+    except ValueError:
+        raise click.UsageError(f"--steps {steps!r}: give percents separated by commas, e.g. 50,100") from None
+    if planned and (planned != sorted(set(planned)) or planned[0] <= percent or planned[-1] > 100):
+        raise click.UsageError("--steps must be increasing percents above --percent, up to 100")
+    set_ = store.set(model, version, percent, getpass.getuser(), planned,
+                     (window_jobs or ctx.settings.guard_jobs) if planned else 0)
+    click.echo(f"{model}: version {set_.version} takes {set_.percent:g}% of unpinned jobs and /api/predict calls"
+               + (f", then {', '.join(f'{x:g}%' for x in planned)} each after {set_.window_jobs} of its jobs with "
+                  f"its guards holding" if planned else ""))

@@ -69,3 +69,46 @@ def test_a_bad_version_is_moved_back_by_the_guard_and_a_good_one_stays(services:
     passed = rollout()["watch"]
     assert passed["version"] == good and passed["jobs"] >= 200 and passed["previous"] == first
     assert all(g["new"] <= g["limit"] for g in passed["guards"])
+
+
+def test_a_canary_advances_while_its_guards_hold_and_a_bad_one_is_stopped(services: Services,
+                                                                          titanic_draft: Draft) -> None:
+    first = publish(services, titanic_draft, "titanic", titanic_draft.pipeline)
+    good = publish(services, titanic_draft, "titanic", titanic_draft.pipeline, promote=False, tag=1)
+    bad = publish(services, titanic_draft, "titanic", Broken(titanic_draft.pipeline), promote=False, tag=2)
+    registry = Registry.from_settings(services.settings)
+    services.worker("records")
+    client = create_app(services.settings).test_client()
+    jobs: list[dict[str, Any]] = []
+    submit_until(client, lambda: len(jobs) >= 30, 120, jobs)
+    # a bad canary is stopped by its guards; production never moves, and the canary takes nothing more
+    set_ = client.put("/api/models/titanic/canary", json={"version": bad, "percent": 50, "steps": [100],
+                                                          "window_jobs": 40})
+    assert set_.status_code == 200, set_.get_json()
+
+    def canary() -> dict[str, Any] | None:
+        found: dict[str, Any] | None = client.get("/api/models/titanic/canary").get_json()["canary"]
+        return found
+
+    submit_until(client, lambda: (canary() or {}).get("state") == "stopped", 180, jobs)
+    assert "failure_rate" in (canary() or {})["reason"] and registry.resolve("titanic", "production") == first
+    after: list[dict[str, Any]] = []
+    submit_until(client, lambda: len(after) >= 50, 60, after)
+    assert {job["version"] for job in after} == {first}
+    # a good canary advances 10 -> 50 -> 100 and becomes production, by the canary, then guarded like any move
+    set_ = client.put("/api/models/titanic/canary", json={"version": good, "percent": 10, "steps": [50, 100],
+                                                          "window_jobs": 30})
+    assert set_.status_code == 200 and set_.get_json()["canary"]["steps"] == [50, 100]
+    seen: set[float] = set()
+
+    def promoted() -> bool:
+        seen.add((canary() or {}).get("percent", 100))
+        return registry.resolve("titanic", "production") == good
+
+    submit_until(client, promoted, 300, jobs)
+    assert {10, 50} <= seen, seen
+    move = registry.history("titanic", "production")[-1]
+    assert move["by"] == "canary" and move["from"] == first and move["to"] == good
+    assert canary() is None
+    submit_until(client, lambda: (client.get("/api/models/titanic/rollout").get_json()["watch"] or {}).get(
+        "state") == "watching", 60, jobs)  # its promotion is watched like any other
