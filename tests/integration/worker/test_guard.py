@@ -92,8 +92,8 @@ def test_a_canary_advances_while_its_guards_hold_and_a_bad_one_is_stopped(servic
 
     submit_until(client, lambda: (canary() or {}).get("state") == "stopped", 180, jobs)
     assert "failure_rate" in (canary() or {})["reason"] and registry.resolve("titanic", "production") == first
-    after: list[dict[str, Any]] = []
-    submit_until(client, lambda: len(after) >= 50, 60, after)
+    after: list[dict[str, Any]] = []  # a gateway reads the canary once a second: a new one reads it now
+    submit_until(create_app(services.settings).test_client(), lambda: len(after) >= 50, 60, after)
     assert {job["version"] for job in after} == {first}
     # a good canary advances 10 -> 50 -> 100 and becomes production, by the canary, then guarded like any move
     set_ = client.put("/api/models/titanic/canary", json={"version": good, "percent": 10, "steps": [50, 100],
