@@ -113,8 +113,11 @@ def main() -> None:
             last = now
             print(f"\r{sent:,} sent ({drifted:,} drifted), {told:,} outcomes, {sent / (now - began):,.1f}/s",
                   end="", file=sys.stderr, flush=True)
-    print(f"\r{sent:,} records sent via {args.via} in {time.monotonic() - began:,.0f} s ({drifted:,} drifted), "
-          f"{told:,} outcomes sent", file=sys.stderr)
+    elapsed = time.monotonic() - began
+    behind = int(min(elapsed, args.seconds) * args.rate) - sent  # what the rate asked for and was not sent
+    print(f"\r{sent:,} records sent via {args.via} in {elapsed:,.0f} s ({drifted:,} drifted), {told:,} outcomes "
+          f"sent" + (f"; {behind:,} behind the rate (each job is waited for: raise --together)"
+                     if behind >= args.together else ""), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,10 @@ def test_replay_sends_drifted_records_at_its_rate_and_their_real_outcomes(
                           capture_output=True, text=True, timeout=120, check=True)
     summary = done.stderr.strip().splitlines()[-1]
     sent = int(summary.split(" records sent")[0].split("\r")[-1].replace(",", ""))
-    assert 80 <= sent <= 121, summary  # 40 records/s for 3 s, each as a job waited for
+    # 40 records/s for 3 s, never more; fewer only where the machine could not keep up, and then it says so
+    # (each job is waited for: four test processes on two cores once allowed 73)
+    assert 1 <= sent <= 121, summary
+    assert sent >= 80 or " behind the rate" in summary, summary
     assert f"({sent:,} drifted), {sent:,} outcomes sent" in summary
     kept = store.redis.hgetall(store.keys.outcomes("titanic"))
     assert len(kept) - before == sent
