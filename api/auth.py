@@ -16,7 +16,8 @@ PUBLIC = {"health.healthz", "health.readyz", "metrics.show_metrics", "docs.opena
           "docs.asset", "static", "web.index", "web.asset", "web.font", "v2.health_live", "v2.health_ready"}
 ADMIN = {"models.move_alias", "models.unpin_alias", "models.rollback", "retraining.retrain", "jobs.list_dead",
          "jobs.replay_job", "monitoring.show_monitoring",  # monitoring: aggregates of every key's traffic
-         "rollout.set_canary", "rollout.clear_canary"}
+         "rollout.set_canary", "rollout.clear_canary", "rollout.show_canary",
+         "rollout.show_rollout"}  # a rollout's figures are every key's traffic, like monitoring
 LOCAL_ACTOR = "local"  # who moves an alias when there are no keys (the local profile)
 
 

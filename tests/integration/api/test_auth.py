@@ -63,7 +63,8 @@ def test_every_call_needs_a_key_and_the_right_scope(production: tuple[FlaskClien
     assert accepted.status_code == 200 and accepted.get_json()["owner"] == owner("alice", keys["alice"])
     for method, path in (("put", "/api/models/crime/aliases/production"), ("post", "/api/models/crime/rollback"),
                          ("post", "/api/models/crime/retrain"), ("put", "/api/models/crime/canary"),
-                         ("delete", "/api/models/crime/canary")):
+                         ("delete", "/api/models/crime/canary"), ("get", "/api/models/crime/canary"),
+                         ("get", "/api/models/crime/rollout")):
         refused = getattr(client, method)(path, json={"version": 1}, headers=bearer(keys["alice"]))
         assert refused.status_code == 403 and refused.get_json()["scope"] == "admin", path
     moved = client.put("/api/models/crime/aliases/staging", json={"version": 1, "reason": "try"},
